@@ -1,0 +1,144 @@
+using static TorchSharp.torch;
+
+namespace ResearchKit.Data;
+
+/// <summary>A batch: images [B, C, H, W] float (normalised) and labels [B] int64, on the compute device.</summary>
+public sealed record Batch(Tensor Images, Tensor Labels)
+{
+    public long Size => Images.shape[0];
+}
+
+/// <summary>Per-channel normalisation x ↦ (x/255 − mean) / std, and its inverse for display.</summary>
+public sealed record Normalization(float[] Mean, float[] Std)
+{
+    public static Normalization Of(ImageDataset train)
+    {
+        var (mean, std) = train.ChannelStatistics();
+        return new Normalization(mean, std);
+    }
+
+    /// <summary>uint8 [B, C, H, W] → normalised float on <paramref name="device"/>.</summary>
+    public Tensor Apply(Tensor bytes, Device device)
+    {
+        var x = bytes.to(device).to_type(ScalarType.Float32).div_(255f);
+        var c = Mean.Length;
+        return (x - tensor(Mean, device: device).reshape(1, c, 1, 1)) / tensor(Std, device: device).reshape(1, c, 1, 1);
+    }
+
+    /// <summary>normalised [B, C, H, W] → pixel values in [0, 1].</summary>
+    public Tensor Invert(Tensor x)
+    {
+        var c = Mean.Length;
+        return (x * tensor(Std, device: x.device).reshape(1, c, 1, 1) + tensor(Mean, device: x.device).reshape(1, c, 1, 1)).clamp(0, 1);
+    }
+}
+
+/// <summary>
+/// The papers' training augmentations: random resized crop (MAE uses scale 0.2–1, aspect 3/4–4/3) and
+/// horizontal flip. Applied to a whole batch at once with one affine sampling grid per image.
+/// </summary>
+public sealed record Augmentation(bool RandomResizedCrop = true, double MinScale = 0.2, double MaxScale = 1.0, bool HorizontalFlip = true)
+{
+    public static Augmentation None => new(false, 1, 1, false);
+    public static Augmentation Mae => new();
+
+    /// <summary>images [B, C, H, W] float → same shape, each image cropped, resized back and maybe flipped.</summary>
+    public Tensor Apply(Tensor images, Random random)
+    {
+        if (!RandomResizedCrop && !HorizontalFlip) return images;
+        long B = images.shape[0];
+        var theta = new float[B * 6];
+        for (long b = 0; b < B; b++)
+        {
+            var (w, h, cx, cy) = RandomResizedCrop ? SampleCrop(random) : (1.0, 1.0, 0.0, 0.0);
+            double flip = HorizontalFlip && random.NextDouble() < 0.5 ? -1 : 1;
+            // Output grid x_out ∈ [−1, 1] samples input x_in = w·flip·x_out + cx (normalised coordinates).
+            theta[b * 6 + 0] = (float)(w * flip); theta[b * 6 + 2] = (float)cx;
+            theta[b * 6 + 4] = (float)h; theta[b * 6 + 5] = (float)cy;
+        }
+        var grid = nn.functional.affine_grid(tensor(theta, new[] { B, 2, 3 }, device: images.device), images.shape, align_corners: false);
+        return nn.functional.grid_sample(images, grid, mode: GridSampleMode.Bilinear, padding_mode: GridSamplePaddingMode.Border, align_corners: false);
+    }
+
+    /// <summary>torchvision's RandomResizedCrop sampling, as fractions: (width, height, centre x, centre y) in [−1, 1] units.</summary>
+    (double W, double H, double Cx, double Cy) SampleCrop(Random random)
+    {
+        for (int attempt = 0; attempt < 10; attempt++)
+        {
+            double area = MinScale + random.NextDouble() * (MaxScale - MinScale);
+            double logRatio = Math.Log(3.0 / 4) + random.NextDouble() * (Math.Log(4.0 / 3) - Math.Log(3.0 / 4));
+            double ratio = Math.Exp(logRatio);
+            double w = Math.Sqrt(area * ratio), h = Math.Sqrt(area / ratio);
+            if (w > 1 || h > 1) continue;
+            double left = random.NextDouble() * (1 - w), top = random.NextDouble() * (1 - h);
+            return (w, h, 2 * (left + w / 2) - 1, 2 * (top + h / 2) - 1);
+        }
+        return (1, 1, 0, 0);   // fall back to the whole image
+    }
+}
+
+/// <summary>
+/// Batches of a data set in a seeded order. The order and augmentation of epoch e depend only on
+/// (seed, e), so a run resumed mid-epoch sees exactly the batches the uninterrupted run saw.
+/// Enumerate <see cref="Epoch"/> for index lists and call <see cref="Load"/> inside the step's dispose scope.
+/// </summary>
+public sealed class DataLoader
+{
+    public ImageDataset Data { get; }
+    public int BatchSize { get; }
+    public Normalization Normalization { get; }
+    public Augmentation Augmentation { get; }
+    readonly bool shuffle, dropLast;
+    readonly int seed;
+    readonly Device device;
+
+    public DataLoader(ImageDataset data, int batchSize, Normalization normalization, bool shuffle = true, int seed = 0,
+        Augmentation? augmentation = null, bool dropLast = true, Device? device = null)
+    {
+        if (batchSize <= 0) throw new ResearchKitException($"batch size must be positive; got {batchSize}");
+        Data = data; BatchSize = batchSize; Normalization = normalization;
+        Augmentation = augmentation ?? Augmentation.None;
+        this.shuffle = shuffle; this.seed = seed; this.dropLast = dropLast;
+        this.device = device ?? Compute.Device;
+        if (dropLast && data.Count < batchSize)
+            throw new ResearchKitException($"{data.Name}/{data.Split} has {data.Count} images, fewer than one batch of {batchSize}; lower the batch size or raise the limit");
+    }
+
+    public int BatchesPerEpoch => (int)(dropLast ? Data.Count / BatchSize : (Data.Count + BatchSize - 1) / BatchSize);
+
+    /// <summary>The batches of epoch <paramref name="epoch"/> as index arrays, starting at batch <paramref name="skip"/>.</summary>
+    public IEnumerable<BatchIndices> Epoch(int epoch, int skip = 0)
+    {
+        var order = Enumerable.Range(0, (int)Data.Count).ToArray();
+        if (shuffle) new Random(Seeds.Mix(seed, epoch, 0x0dde)).Shuffle(order);
+        for (int b = skip; b < BatchesPerEpoch; b++)
+        {
+            int start = b * BatchSize, count = Math.Min(BatchSize, order.Length - start);
+            yield return new BatchIndices(epoch, b, order.AsSpan(start, count).ToArray().Select(i => (long)i).ToArray());
+        }
+    }
+
+    /// <summary>Materialises a batch on the device (normalised, augmented with its own seeded draw).</summary>
+    public Batch Load(BatchIndices indices)
+    {
+        var index = tensor(indices.Indices);
+        var images = Normalization.Apply(Data.Images.index_select(0, index), device);
+        images = Augmentation.Apply(images, new Random(Seeds.Mix(seed, indices.Epoch, indices.Number, 0xa06)));
+        return new Batch(images, Data.Labels.index_select(0, index).to(device));
+    }
+
+    /// <summary>Every example once, in order, without augmentation: for evaluation.</summary>
+    public static IEnumerable<BatchIndices> Sequential(long count, int batchSize)
+    {
+        for (long start = 0, b = 0; start < count; start += batchSize, b++)
+        {
+            long end = Math.Min(count, start + batchSize);
+            var idx = new long[end - start];
+            for (long i = start; i < end; i++) idx[i - start] = i;
+            yield return new BatchIndices(0, (int)b, idx);
+        }
+    }
+}
+
+/// <summary>Which examples form batch <paramref name="Number"/> of an epoch.</summary>
+public sealed record BatchIndices(int Epoch, int Number, long[] Indices);

@@ -1,0 +1,170 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using SkiaSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Data;
+
+/// <summary>IDX files (MNIST, Fashion-MNIST), gzipped or raw: big-endian magic, dimensions, then bytes.</summary>
+public static class IdxReader
+{
+    public const int ImagesMagic = 0x00000803, LabelsMagic = 0x00000801;
+
+    /// <summary>Images [N, 1, rows, cols] uint8.</summary>
+    public static Tensor ReadImages(string path)
+    {
+        var (dims, data) = Read(path, ImagesMagic, 3);
+        return tensor(data, new long[] { dims[0], 1, dims[1], dims[2] });
+    }
+
+    /// <summary>Labels [N] uint8.</summary>
+    public static Tensor ReadLabels(string path)
+    {
+        var (dims, data) = Read(path, LabelsMagic, 1);
+        return tensor(data, new long[] { dims[0] });
+    }
+
+    static (int[] Dims, byte[] Data) Read(string path, int expectedMagic, int rank)
+    {
+        if (!File.Exists(path)) throw new DataFormatException(path, "file not found");
+        using var stream = OpenMaybeGzip(path);
+        var header = new byte[4 + 4 * rank];
+        ReadExactly(stream, header, path, "header");
+        int magic = BinaryPrimitives.ReadInt32BigEndian(header);
+        if (magic != expectedMagic)
+            throw new DataFormatException(path, $"wrong magic number 0x{magic:x8}; expected 0x{expectedMagic:x8} ({(expectedMagic == ImagesMagic ? "IDX images" : "IDX labels")})");
+        var dims = new int[rank];
+        long size = 1;
+        for (int i = 0; i < rank; i++)
+        {
+            dims[i] = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4 + 4 * i));
+            if (dims[i] <= 0) throw new DataFormatException(path, $"dimension {i} is {dims[i]}; expected a positive size");
+            size *= dims[i];
+        }
+        if (size > int.MaxValue) throw new DataFormatException(path, $"{size} bytes of data is more than one array holds");
+        var data = new byte[size];
+        ReadExactly(stream, data, path, $"data ({string.Join("×", dims)} = {size} bytes)");
+        return (dims, data);
+    }
+
+    internal static Stream OpenMaybeGzip(string path)
+    {
+        var file = File.OpenRead(path);
+        int b0 = file.ReadByte(), b1 = file.ReadByte();
+        file.Position = 0;
+        return b0 == 0x1f && b1 == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
+    }
+
+    internal static void ReadExactly(Stream stream, byte[] buffer, string path, string what)
+    {
+        int total = 0;
+        try
+        {
+            while (total < buffer.Length)
+            {
+                int n = stream.Read(buffer, total, buffer.Length - total);
+                if (n == 0) break;
+                total += n;
+            }
+        }
+        catch (InvalidDataException e) { throw new DataFormatException(path, $"corrupt gzip stream while reading {what}: {e.Message}"); }
+        catch (EndOfStreamException) { }
+        if (total < buffer.Length)
+            throw new DataFormatException(path, $"truncated: {what} needs {buffer.Length} bytes but the file ends after {total}");
+    }
+
+    /// <summary>Reads an images/labels pair and checks that their counts agree.</summary>
+    public static (Tensor Images, Tensor Labels) ReadPair(string imagesPath, string labelsPath, int classCount)
+    {
+        var images = ReadImages(imagesPath);
+        var labels = ReadLabels(labelsPath);
+        if (images.shape[0] != labels.shape[0])
+            throw new DataFormatException(labelsPath, $"{labels.shape[0]} labels but {imagesPath} holds {images.shape[0]} images");
+        int max = labels.max().item<byte>();
+        if (max >= classCount) throw new DataFormatException(labelsPath, $"label {max} is out of range for {classCount} classes");
+        return (images, labels);
+    }
+}
+
+/// <summary>CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (R, G, B planes of 32×32).</summary>
+public static class Cifar10Reader
+{
+    public const int RecordSize = 1 + 3 * 32 * 32;
+
+    public static (Tensor Images, Tensor Labels) ReadBatches(IEnumerable<string> paths)
+    {
+        var images = new List<byte>();
+        var labels = new List<byte>();
+        foreach (var path in paths)
+        {
+            if (!File.Exists(path)) throw new DataFormatException(path, "file not found (expected a CIFAR-10 binary batch)");
+            var bytes = File.ReadAllBytes(path);
+            if (bytes.Length == 0 || bytes.Length % RecordSize != 0)
+                throw new DataFormatException(path, $"size {bytes.Length} is not a whole number of {RecordSize}-byte CIFAR-10 records (truncated or not a binary batch)");
+            for (int offset = 0; offset < bytes.Length; offset += RecordSize)
+            {
+                if (bytes[offset] > 9) throw new DataFormatException(path, $"record {offset / RecordSize} has label {bytes[offset]}; expected 0–9");
+                labels.Add(bytes[offset]);
+                images.AddRange(new ArraySegment<byte>(bytes, offset + 1, RecordSize - 1));
+            }
+        }
+        long n = labels.Count;
+        return (tensor(images.ToArray(), new long[] { n, 3, 32, 32 }), tensor(labels.ToArray(), new long[] { n }));
+    }
+
+    public static string[] ReadClassNames(string directory)
+    {
+        var meta = Path.Combine(directory, "batches.meta.txt");
+        var names = File.Exists(meta) ? File.ReadAllLines(meta).Select(l => l.Trim()).Where(l => l.Length > 0).ToArray() : [];
+        return names.Length == 10 ? names : ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+    }
+}
+
+/// <summary>Images in one sub-folder per class (PNG, JPEG, …, decoded with SkiaSharp), resized to a square.</summary>
+public static class ImageFolderReader
+{
+    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
+
+    public static (Tensor Images, Tensor Labels, string[] Classes) Read(string root, int imageSize, int channels, IReadOnlyList<string>? classes = null)
+    {
+        if (!Directory.Exists(root)) throw new DataFormatException(root, "folder not found (expected one sub-folder per class)");
+        classes ??= Directory.GetDirectories(root).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
+        if (classes.Count == 0) throw new DataFormatException(root, "no class sub-folders found (expected ROOT/CLASS/image.png)");
+        var pixels = new List<byte>();
+        var labels = new List<byte>();
+        for (int c = 0; c < classes.Count; c++)
+        {
+            var folder = Path.Combine(root, classes[c]);
+            if (!Directory.Exists(folder)) throw new DataFormatException(folder, $"class folder missing (the training split has class '{classes[c]}')");
+            foreach (var file in Directory.GetFiles(folder).Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant())).Order(StringComparer.Ordinal))
+            {
+                pixels.AddRange(Decode(file, imageSize, channels));
+                labels.Add((byte)c);
+            }
+        }
+        if (labels.Count == 0) throw new DataFormatException(root, $"no images found (extensions: {string.Join(", ", Extensions)})");
+        long n = labels.Count;
+        return (tensor(pixels.ToArray(), new long[] { n, channels, imageSize, imageSize }), tensor(labels.ToArray(), new long[] { n }), classes.ToArray());
+    }
+
+    /// <summary>One image → channels planes of imageSize² bytes (C, H, W order).</summary>
+    public static byte[] Decode(string file, int imageSize, int channels)
+    {
+        using var decoded = SKBitmap.Decode(file) ?? throw new DataFormatException(file, "cannot be decoded as an image (corrupt or unsupported format)");
+        using var resized = decoded.Width == imageSize && decoded.Height == imageSize
+            ? decoded.Copy(SKColorType.Rgba8888)
+            : decoded.Resize(new SKImageInfo(imageSize, imageSize, SKColorType.Rgba8888, SKAlphaType.Unpremul), new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.Linear));
+        if (resized is null) throw new DataFormatException(file, $"cannot be resized to {imageSize}×{imageSize}");
+        var result = new byte[channels * imageSize * imageSize];
+        int plane = imageSize * imageSize;
+        for (int y = 0; y < imageSize; y++)
+            for (int x = 0; x < imageSize; x++)
+            {
+                var color = resized.GetPixel(x, y);
+                int i = y * imageSize + x;
+                if (channels == 1) result[i] = (byte)Math.Round(0.299 * color.Red + 0.587 * color.Green + 0.114 * color.Blue);
+                else { result[i] = color.Red; result[plane + i] = color.Green; result[2 * plane + i] = color.Blue; }
+            }
+        return result;
+    }
+}

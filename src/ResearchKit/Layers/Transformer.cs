@@ -1,0 +1,113 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Layers;
+
+/// <summary>Multi-head self-attention over [B, T, D] with one fused qkv projection.</summary>
+public sealed class SelfAttention : Module<Tensor, Tensor>
+{
+    readonly Linear qkv;
+    readonly Linear proj;
+    readonly int heads;
+    readonly bool causal;
+
+    public SelfAttention(int dim, int heads, bool causal = false) : base(nameof(SelfAttention))
+    {
+        if (dim % heads != 0) throw new ArgumentException($"dimension {dim} is not divisible by {heads} heads", nameof(heads));
+        qkv = Linear(dim, 3 * dim);
+        proj = Linear(dim, dim);
+        this.heads = heads;
+        this.causal = causal;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        var (B, T, D) = (x.shape[0], x.shape[1], x.shape[2]);
+        var qkvHeads = qkv.call(x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);   // 3, B, H, T, Dh
+        var (q, k, v) = (qkvHeads[0], qkvHeads[1], qkvHeads[2]);
+        var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: causal);     // B, H, T, Dh
+        return proj.call(attended.transpose(1, 2).reshape(B, T, D));
+    }
+
+    /// <summary>Attention probabilities [B, H, T, T], for attention-map figures.</summary>
+    public Tensor Weights(Tensor x)
+    {
+        var (B, T, D) = (x.shape[0], x.shape[1], x.shape[2]);
+        var qkvHeads = qkv.call(x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);
+        var scores = qkvHeads[0].matmul(qkvHeads[1].transpose(-2, -1)) / Math.Sqrt(D / heads);
+        if (causal) scores = scores.masked_fill(ones(T, T, dtype: ScalarType.Bool, device: x.device).triu(1), double.NegativeInfinity);
+        return scores.softmax(-1);
+    }
+}
+
+/// <summary>Position-wise feed-forward: Linear → GELU → Linear.</summary>
+public sealed class FeedForward : Module<Tensor, Tensor>
+{
+    readonly Linear fc1;
+    readonly GELU act;
+    readonly Linear fc2;
+
+    public FeedForward(int dim, int hidden) : base(nameof(FeedForward))
+    {
+        fc1 = Linear(dim, hidden);
+        act = GELU();
+        fc2 = Linear(hidden, dim);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => fc2.call(act.call(fc1.call(x)));
+}
+
+/// <summary>Pre-norm transformer block (ViT §3.1): x + Attn(LN(x)), then x + MLP(LN(x)).</summary>
+public sealed class TransformerBlock : Module<Tensor, Tensor>
+{
+    readonly LayerNorm norm1;
+    readonly SelfAttention attn;
+    readonly LayerNorm norm2;
+    readonly FeedForward mlp;
+
+    public TransformerBlock(int dim, int heads, double mlpRatio = 4.0, bool causal = false) : base(nameof(TransformerBlock))
+    {
+        norm1 = LayerNorm(dim, eps: 1e-6);
+        attn = new SelfAttention(dim, heads, causal);
+        norm2 = LayerNorm(dim, eps: 1e-6);
+        mlp = new FeedForward(dim, (int)(dim * mlpRatio));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        x = x + attn.call(norm1.call(x));
+        return x + mlp.call(norm2.call(x));
+    }
+
+    /// <summary>This block's attention probabilities for input x: [B, H, T, T].</summary>
+    public Tensor AttentionWeights(Tensor x) => attn.Weights(norm1.call(x));
+}
+
+/// <summary>Weight initialisation shared by the transformer models (MAE's reference recipe).</summary>
+public static class TransformerInit
+{
+    /// <summary>Xavier-uniform linear weights, zero biases, unit LayerNorms.</summary>
+    public static void Apply(Module root)
+    {
+        using var _ = no_grad();
+        foreach (var (_, module) in root.named_modules())
+        {
+            switch (module)
+            {
+                case Linear linear:
+                    init.xavier_uniform_(linear.weight);
+                    if (linear.bias is not null) init.zeros_(linear.bias);
+                    break;
+                case LayerNorm norm:
+                    if (norm.weight is not null) init.ones_(norm.weight);
+                    if (norm.bias is not null) init.zeros_(norm.bias);
+                    break;
+            }
+        }
+    }
+}

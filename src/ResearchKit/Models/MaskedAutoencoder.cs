@@ -1,0 +1,179 @@
+using ResearchKit.Layers;
+using ResearchKit.Tokenizers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Models;
+
+/// <summary>How MAE picks the patches to remove (MAE §4.1, Table 1f / Fig. 6).</summary>
+public enum MaskSampling { Random, Grid }
+
+/// <summary>
+/// MAE configuration; defaults are the paper's ViT-L/16 with its default decoder (MAE §4.1, Table 1:
+/// decoder depth 8, width 512, mask ratio 0.75, pixel targets).
+/// </summary>
+public sealed record MaeConfig(
+    ViTConfig Encoder,
+    int DecoderDim = 512, int DecoderDepth = 8, int DecoderHeads = 16,
+    double MaskRatio = 0.75, bool NormPixLoss = false, bool MaskTokenInEncoder = false,
+    MaskSampling Sampling = MaskSampling.Random)
+{
+    public static MaeConfig ViTBase => new(ViTConfig.Base);
+    public static MaeConfig ViTLarge => new(ViTConfig.Large);
+
+    /// <summary>CPU-scale MAE (PLATFORM.md reference): tiny ViT encoder, decoder dim 64, depth 2, 4 heads.</summary>
+    public static MaeConfig Tiny(int imageSize = 28, int channels = 1) =>
+        new(ViTConfig.Tiny(imageSize, channels), DecoderDim: 64, DecoderDepth: 2, DecoderHeads: 4);
+
+    public void Validate()
+    {
+        Encoder.Validate();
+        if (MaskRatio < 0 || MaskRatio >= 1) throw new ResearchKitException($"MAE: mask ratio must be in [0, 1); got {MaskRatio}");
+        if (DecoderDim % DecoderHeads != 0 || DecoderDim % 4 != 0)
+            throw new ResearchKitException($"MAE: decoder dim {DecoderDim} must be divisible by 4 and by decoder heads {DecoderHeads}");
+        if (Sampling == MaskSampling.Grid && Math.Abs(MaskRatio - 0.75) > 1e-9)
+            throw new ResearchKitException($"MAE: grid sampling removes 3 of every 2×2 patches, so the mask ratio must be 0.75; got {MaskRatio}");
+    }
+}
+
+/// <summary>What an MAE forward pass returns.</summary>
+/// <param name="Loss">Scalar: MSE on removed patches only.</param>
+/// <param name="Prediction">[B, L, p·p·C] predicted patches (in target space: normalised per patch when NormPixLoss).</param>
+/// <param name="Mask">[B, L] 1 = removed, 0 = kept.</param>
+public sealed record MaeOutput(Tensor Loss, Tensor Prediction, Tensor Mask);
+
+/// <summary>
+/// Masked autoencoder (He et al., 2021). The encoder sees only the kept patches (no mask tokens);
+/// a light decoder gets the encoded tokens plus a shared mask token at every removed position,
+/// adds its own positions, and predicts pixels. Methods follow the data flow.
+/// </summary>
+public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>
+{
+    public MaeConfig Config { get; }
+    public VisionTransformer Encoder => encoder;
+
+    readonly VisionTransformer encoder;
+    readonly Parameter? encoderMaskToken;     // only for the "mask token in the encoder" ablation
+    readonly Linear decoderEmbed;
+    readonly Parameter maskToken;
+    readonly Tensor decoderPos;               // [1, 1 + L, Dd], fixed
+    readonly ModuleList<TransformerBlock> decoderBlocks;
+    readonly LayerNorm decoderNorm;
+    readonly Linear decoderPred;
+
+    public MaskedAutoencoder(MaeConfig config) : base(nameof(MaskedAutoencoder))
+    {
+        config.Validate();
+        Config = config;
+        var e = config.Encoder;
+        encoder = new VisionTransformer(e);
+        if (config.MaskTokenInEncoder) encoderMaskToken = Parameter(zeros(1, 1, e.Dim));
+        decoderEmbed = Linear(e.Dim, config.DecoderDim);
+        maskToken = Parameter(zeros(1, 1, config.DecoderDim));
+        decoderPos = PositionalEmbedding.SinCos2D(config.DecoderDim, e.GridSize, clsToken: true);
+        decoderBlocks = new ModuleList<TransformerBlock>(
+            Enumerable.Range(0, config.DecoderDepth).Select(_ => new TransformerBlock(config.DecoderDim, config.DecoderHeads)).ToArray());
+        decoderNorm = LayerNorm(config.DecoderDim, eps: 1e-6);
+        decoderPred = Linear(config.DecoderDim, e.PatchDim);
+        RegisterComponents();
+
+        TransformerInit.Apply(decoderBlocks);
+        TransformerInit.Apply(decoderEmbed);
+        TransformerInit.Apply(decoderPred);
+        using var _ = no_grad();
+        init.normal_(maskToken, std: 0.02);
+        if (encoderMaskToken is not null) init.normal_(encoderMaskToken, std: 0.02);
+    }
+
+    /// <summary>Draws the mask for a batch of B images: keep/restore indices and [B, L] mask (1 = removed).</summary>
+    public PatchMask SampleMask(long batch, Generator? generator, Device device)
+    {
+        var e = Config.Encoder;
+        if (Config.Sampling == MaskSampling.Grid)
+            return Masking.FromMask(Masking.Grid(e.GridSize, e.GridSize).reshape(1, -1).expand(batch, -1).to(device));
+        return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
+    }
+
+    /// <summary>images [B, C, H, W] → latent [B, 1 + K, D] (or [B, 1 + L, D] with mask tokens in the encoder).</summary>
+    public Tensor ForwardEncoder(Tensor images, PatchMask mask)
+    {
+        var tokens = encoder.EmbedPatches(images);                                    // B, L, D
+        if (encoderMaskToken is null)
+        {
+            var index = mask.Keep.unsqueeze(-1).expand(-1, -1, tokens.shape[2]);
+            tokens = tokens.gather(1, index);                                          // B, K, D
+        }
+        else
+        {
+            var removed = mask.Mask.unsqueeze(-1);                                     // B, L, 1
+            tokens = tokens * (1 - removed) + (encoderMaskToken + encoder.PatchPositions) * removed;
+        }
+        return encoder.Encode(encoder.PrependCls(tokens));
+    }
+
+    /// <summary>latent → predicted patches [B, L, p·p·C]; mask tokens fill removed positions, order restored.</summary>
+    public Tensor ForwardDecoder(Tensor latent, PatchMask mask)
+    {
+        var x = decoderEmbed.call(latent);                                             // B, 1 + K, Dd
+        if (encoderMaskToken is null)
+        {
+            var (B, L) = (x.shape[0], mask.Restore.shape[1]);
+            var fill = maskToken.expand(B, L + 1 - x.shape[1], -1);                    // B, L − K, Dd
+            var shuffled = cat(new[] { x[.., 1..], fill }, dim: 1);                    // B, L, Dd (kept first)
+            var index = mask.Restore.unsqueeze(-1).expand(-1, -1, x.shape[2]);
+            x = cat(new[] { x[.., ..1], shuffled.gather(1, index) }, dim: 1);          // B, 1 + L, Dd
+        }
+        x = x + decoderPos;
+        foreach (var block in decoderBlocks) x = block.call(x);
+        return decoderPred.call(decoderNorm.call(x))[.., 1..];                         // drop [CLS]
+    }
+
+    /// <summary>Per-patch targets [B, L, p·p·C]: pixels, or pixels normalised by each patch's mean and variance.</summary>
+    public Tensor Targets(Tensor images)
+    {
+        var target = Patches.Patchify(images, Config.Encoder.PatchSize);
+        if (!Config.NormPixLoss) return target;
+        var mean = target.mean(new long[] { -1 }, keepdim: true);
+        var variance = target.var(-1, unbiased: true, keepdim: true);
+        return (target - mean) / (variance + 1e-6).sqrt();
+    }
+
+    /// <summary>MSE per patch, averaged over removed patches only.</summary>
+    public Tensor ForwardLoss(Tensor images, Tensor prediction, Tensor mask)
+    {
+        var perPatch = (prediction - Targets(images)).square().mean(new long[] { -1 });   // B, L
+        return (perPatch * mask).sum() / mask.sum();
+    }
+
+    public override MaeOutput forward(Tensor images, Generator? generator)
+    {
+        var mask = SampleMask(images.shape[0], generator, images.device);
+        var prediction = ForwardDecoder(ForwardEncoder(images, mask), mask);
+        return new MaeOutput(ForwardLoss(images, prediction, mask.Mask), prediction, mask.Mask);
+    }
+
+    /// <summary>
+    /// For figures: (masked input, reconstruction, reconstruction with kept patches pasted back), each
+    /// [B, C, H, W] in the images' space. With NormPixLoss the prediction is un-normalised with each
+    /// true patch's statistics, as the MAE paper's visualisations do.
+    /// </summary>
+    public (Tensor Masked, Tensor Reconstruction, Tensor Pasted) Reconstruct(Tensor images, Generator? generator = null)
+    {
+        using var _ = no_grad();
+        var e = Config.Encoder;
+        var output = forward(images, generator);
+        var patches = Patches.Patchify(images, e.PatchSize);
+        var prediction = output.Prediction;
+        if (Config.NormPixLoss)
+        {
+            var mean = patches.mean(new long[] { -1 }, keepdim: true);
+            var std = (patches.var(-1, unbiased: true, keepdim: true) + 1e-6).sqrt();
+            prediction = prediction * std + mean;
+        }
+        var removed = output.Mask.unsqueeze(-1);
+        Tensor Image(Tensor p) => Patches.Unpatchify(p, e.PatchSize, e.Channels, e.GridSize, e.GridSize);
+        return (Image(patches * (1 - removed)), Image(prediction), Image(patches * (1 - removed) + prediction * removed));
+    }
+}

@@ -1,0 +1,161 @@
+using ResearchKit.Layers;
+using ResearchKit.Tokenizers;
+using System.Text.Json.Serialization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Models;
+
+/// <summary>How a sequence of tokens becomes one feature vector.</summary>
+public enum Pooling { Mean, Cls }
+
+/// <summary>ViT configuration; defaults are ViT-B/16 (Dosovitskiy et al., 2021, Table 1).</summary>
+public sealed record ViTConfig(
+    int ImageSize = 224, int PatchSize = 16, int Channels = 3,
+    int Dim = 768, int Depth = 12, int Heads = 12, double MlpRatio = 4.0)
+{
+    [JsonIgnore] public int GridSize => ImageSize / PatchSize;
+    /// <summary>Number of patch tokens L.</summary>
+    [JsonIgnore] public int Length => GridSize * GridSize;
+    /// <summary>Values per flattened patch: p·p·C.</summary>
+    [JsonIgnore] public int PatchDim => PatchSize * PatchSize * Channels;
+
+    public static ViTConfig Base => new();
+    public static ViTConfig Large => new(Dim: 1024, Depth: 24, Heads: 16);
+    public static ViTConfig Huge => new(PatchSize: 14, Dim: 1280, Depth: 32, Heads: 16);
+
+    /// <summary>CPU-scale ViT for 28×28 or 32×32 images: patch 4, dim 128, depth 6, 4 heads (~1.2 M parameters).</summary>
+    public static ViTConfig Tiny(int imageSize = 28, int channels = 1) => new(imageSize, 4, channels, 128, 6, 4);
+
+    public void Validate()
+    {
+        if (ImageSize <= 0 || PatchSize <= 0 || ImageSize % PatchSize != 0)
+            throw new ResearchKitException($"ViT: image size {ImageSize} must be a positive multiple of patch size {PatchSize}");
+        if (Dim % Heads != 0) throw new ResearchKitException($"ViT: dim {Dim} must be divisible by heads {Heads}");
+        if (Dim % 4 != 0) throw new ResearchKitException($"ViT: dim {Dim} must be divisible by 4 for 2-D sin-cos positions");
+        if (Depth < 1) throw new ResearchKitException($"ViT: depth must be at least 1; got {Depth}");
+    }
+}
+
+/// <summary>
+/// Vision Transformer backbone: linear patch embedding (equivalent to a stride-p convolution), fixed
+/// 2-D sin-cos positions, a learnable [CLS] token, pre-norm blocks. Exposes each block's hidden
+/// states so probes can read any layer (timm's forward_features split).
+/// </summary>
+public sealed class VisionTransformer : Module<Tensor, Tensor>
+{
+    public ViTConfig Config { get; }
+
+    readonly Linear patchEmbed;
+    readonly Parameter clsToken;
+    readonly Tensor posEmbed;                 // [1, 1 + L, D], fixed (a buffer: RegisterComponents registers Tensor fields)
+    readonly ModuleList<TransformerBlock> blocks;
+    readonly LayerNorm norm;
+
+    public VisionTransformer(ViTConfig config) : base(nameof(VisionTransformer))
+    {
+        config.Validate();
+        Config = config;
+        patchEmbed = Linear(config.PatchDim, config.Dim);
+        clsToken = Parameter(zeros(1, 1, config.Dim));
+        posEmbed = PositionalEmbedding.SinCos2D(config.Dim, config.GridSize, clsToken: true);
+        blocks = new ModuleList<TransformerBlock>(
+            Enumerable.Range(0, config.Depth).Select(_ => new TransformerBlock(config.Dim, config.Heads, config.MlpRatio)).ToArray());
+        norm = LayerNorm(config.Dim, eps: 1e-6);
+        RegisterComponents();
+
+        TransformerInit.Apply(this);
+        using var _ = no_grad();
+        init.normal_(clsToken, std: 0.02);
+    }
+
+    public int Depth => Config.Depth;
+
+    /// <summary>images [B, C, H, W] → patch tokens with positions [B, L, D] (no [CLS]).</summary>
+    public Tensor EmbedPatches(Tensor images) =>
+        patchEmbed.call(Patches.Patchify(images, Config.PatchSize)) + PatchPositions;
+
+    /// <summary>Positions of the patch tokens: [1, L, D].</summary>
+    public Tensor PatchPositions => posEmbed[.., 1..];
+
+    /// <summary>tokens [B, T, D] → [B, 1 + T, D] with the [CLS] token (plus its position) in front.</summary>
+    public Tensor PrependCls(Tensor tokens)
+    {
+        var cls = (clsToken + posEmbed[.., ..1]).expand(tokens.shape[0], -1, -1);
+        return cat(new[] { cls, tokens }, dim: 1);
+    }
+
+    /// <summary>
+    /// Runs the blocks on [B, T, D]; returns the final-normed output [B, T, D]. When
+    /// <paramref name="hidden"/> is given, each block's raw output is appended to it (layer 0 … depth−1).
+    /// </summary>
+    public Tensor Encode(Tensor x, List<Tensor>? hidden = null)
+    {
+        foreach (var block in blocks)
+        {
+            x = block.call(x);
+            hidden?.Add(x);
+        }
+        return norm.call(x);
+    }
+
+    /// <summary>images [B, C, H, W] → normed tokens [B, 1 + L, D], [CLS] first.</summary>
+    public override Tensor forward(Tensor images) => Encode(PrependCls(EmbedPatches(images)));
+
+    /// <summary>Pooled features [B, D] of every block (layer 0 … depth−1), for per-layer probes.</summary>
+    public Tensor[] LayerFeatures(Tensor images, Pooling pooling = Pooling.Mean)
+    {
+        var hidden = new List<Tensor>(Depth);
+        Encode(PrependCls(EmbedPatches(images)), hidden);
+        return hidden.Select(h => Pool(h, pooling)).ToArray();
+    }
+
+    /// <summary>[B, 1 + L, D] → [B, D]: mean of the patch tokens, or the [CLS] token.</summary>
+    public static Tensor Pool(Tensor tokens, Pooling pooling) =>
+        pooling == Pooling.Cls ? tokens[.., 0] : tokens[.., 1..].mean(new long[] { 1 });
+
+    /// <summary>Attention probabilities of block <paramref name="layer"/>: [B, H, 1 + L, 1 + L].</summary>
+    public Tensor AttentionMaps(Tensor images, int layer)
+    {
+        var x = PrependCls(EmbedPatches(images));
+        for (int i = 0; i < layer; i++) x = blocks[i].call(x);
+        return blocks[layer].AttentionWeights(x);
+    }
+
+    /// <summary>
+    /// Partial fine-tuning (MAE §4.3, Fig. 9): only the last <paramref name="trainableBlocks"/> blocks and the
+    /// final norm stay trainable; with trainableBlocks ≥ depth everything is trainable.
+    /// </summary>
+    public void FreezeAllBut(int trainableBlocks)
+    {
+        foreach (var p in parameters()) p.requires_grad = trainableBlocks >= Depth;
+        if (trainableBlocks >= Depth) return;
+        for (int i = Math.Max(0, Depth - trainableBlocks); i < Depth; i++)
+            foreach (var p in blocks[i].parameters()) p.requires_grad = true;
+        foreach (var p in norm.parameters()) p.requires_grad = trainableBlocks > 0;
+    }
+}
+
+/// <summary>A backbone with a linear head on pooled, normed tokens (MAE's fine-tuning recipe uses mean pooling).</summary>
+public sealed class ViTClassifier : Module<Tensor, Tensor>
+{
+    public VisionTransformer Backbone => backbone;
+    readonly VisionTransformer backbone;
+    readonly Linear head;
+    readonly Pooling pooling;
+
+    public ViTClassifier(VisionTransformer backbone, int classes, Pooling pooling = Pooling.Mean) : base(nameof(ViTClassifier))
+    {
+        this.backbone = backbone;
+        head = Linear(backbone.Config.Dim, classes);
+        this.pooling = pooling;
+        RegisterComponents();
+        using var _ = no_grad();
+        init.normal_(head.weight, std: 0.02);   // MAE fine-tuning: trunc-normal 2e-5 … small head init
+        init.zeros_(head.bias!);
+    }
+
+    public override Tensor forward(Tensor images) => head.call(VisionTransformer.Pool(backbone.call(images), pooling));
+}

@@ -1,0 +1,131 @@
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tokenizers;
+
+/// <summary>
+/// A per-sample random split of L patches into K kept and L−K removed (MAE §3).
+/// Convention for the whole codebase: in <see cref="Mask"/>, 1 = removed, 0 = kept.
+/// </summary>
+/// <param name="Keep">[B, K] long: indices of kept patches, in shuffled order.</param>
+/// <param name="Restore">[B, L] long: inverse permutation; gathering the shuffled sequence with it restores raster order.</param>
+/// <param name="Mask">[B, L] float: 1 = removed, 0 = kept, in raster order.</param>
+public sealed record PatchMask(Tensor Keep, Tensor Restore, Tensor Mask);
+
+/// <summary>One rectangle of a blockwise mask, in patch-grid coordinates.</summary>
+public readonly record struct MaskBlock(int Top, int Left, int Height, int Width)
+{
+    public int Area => Height * Width;
+}
+
+/// <summary>Masking strategies as pure functions over patch grids.</summary>
+public static class Masking
+{
+    /// <summary>Number of patches MAE keeps: ⌊L·(1 − ratio)⌋, as in the reference implementation.</summary>
+    public static int KeptCount(int length, double maskRatio)
+    {
+        if (maskRatio < 0 || maskRatio >= 1) throw new ArgumentOutOfRangeException(nameof(maskRatio), maskRatio, "mask ratio must be in [0, 1)");
+        return Math.Max(1, (int)(length * (1 - maskRatio) + 1e-9));
+    }
+
+    /// <summary>
+    /// MAE random masking: per sample, argsort uniform noise; the K smallest are kept.
+    /// Exactly <see cref="KeptCount"/> patches are kept in every sample.
+    /// </summary>
+    public static PatchMask Random(long batch, int length, double maskRatio, Generator? generator = null, Device? device = null)
+    {
+        int keep = KeptCount(length, maskRatio);
+        var noise = rand(new[] { batch, (long)length }, generator: generator).to(device ?? CPU);   // B, L
+        var shuffle = noise.argsort(dim: 1);                                                       // small = keep
+        return FromShuffle(shuffle, keep);
+    }
+
+    /// <summary>A mask given as [B, L] (1 = removed) with the same number removed per row → keep/restore indices.</summary>
+    public static PatchMask FromMask(Tensor mask)
+    {
+        var removed = mask.sum(1);
+        if (removed.min().item<float>() != removed.max().item<float>())
+            throw new ArgumentException("every sample must remove the same number of patches to build keep indices", nameof(mask));
+        int keep = (int)(mask.shape[1] - removed[0].item<float>());
+        // Stable sort puts kept (0) before removed (1), each group in raster order.
+        var shuffle = mask.sort(dim: 1, stable: true).Indices;
+        return FromShuffle(shuffle, keep);
+    }
+
+    static PatchMask FromShuffle(Tensor shuffle, int keep)
+    {
+        var restore = shuffle.argsort(dim: 1);                                     // B, L
+        var kept = shuffle[.., ..keep];                                            // B, K
+        var mask = ones(shuffle.shape, device: shuffle.device);
+        mask[.., ..keep] = 0;
+        mask = mask.gather(1, restore);                                            // back to raster order
+        return new PatchMask(kept, restore, mask);
+    }
+
+    /// <summary>
+    /// MAE's grid sampling: keep one patch of every stride×stride cell (its top-left), remove the rest
+    /// (stride 2 → 75%). Returns [gridHeight, gridWidth] float, 1 = removed.
+    /// </summary>
+    public static Tensor Grid(int gridHeight, int gridWidth, int stride = 2)
+    {
+        var mask = ones(gridHeight, gridWidth);
+        mask[TensorIndex.Slice(0, null, stride), TensorIndex.Slice(0, null, stride)] = 0;
+        return mask;
+    }
+
+    /// <summary>
+    /// BEiT's blockwise masking (BEiT §2.5, Algorithm 1): add random rectangles of at least
+    /// <paramref name="minBlock"/> patches with aspect ratio in [0.3, 1/0.3] until at least
+    /// ⌈ratio·L⌉ patches are masked. A block's area is capped at max(remaining, 2·minBlock) — a square
+    /// of area in [minBlock, 2·minBlock] always exists — so the count ends in [target, target + 2·minBlock − 1],
+    /// and exactly at the target while the remainder is large. (BEiT's own code instead lets the last block
+    /// shrink below minBlock; we keep every block ≥ minBlock and allow a small overshoot.)
+    /// Returns the mask [gridHeight, gridWidth] (true = removed) and the blocks drawn.
+    /// </summary>
+    public static (bool[,] Mask, IReadOnlyList<MaskBlock> Blocks) Blockwise(
+        int gridHeight, int gridWidth, double maskRatio, System.Random random, int minBlock = 16, double minAspect = 0.3)
+    {
+        int total = gridHeight * gridWidth;
+        int target = (int)Math.Ceiling(maskRatio * total - 1e-9);
+        if (minBlock > total) throw new ArgumentOutOfRangeException(nameof(minBlock), $"a block of {minBlock} patches does not fit a {gridHeight}×{gridWidth} grid");
+        var mask = new bool[gridHeight, gridWidth];
+        var blocks = new List<MaskBlock>();
+        int masked = 0, failures = 0;
+        double logMin = Math.Log(minAspect), logMax = Math.Log(1 / minAspect);
+        while (masked < target)
+        {
+            if (++failures > 10_000) throw new InvalidOperationException("blockwise masking could not place a block; grid too small for minBlock?");
+            int remaining = target - masked, cap = Math.Max(remaining, 2 * minBlock);
+            double area = minBlock + random.NextDouble() * Math.Max(0, remaining - minBlock);
+            double aspect = Math.Exp(logMin + random.NextDouble() * (logMax - logMin));
+            int h = (int)Math.Round(Math.Sqrt(area * aspect)), w = (int)Math.Round(Math.Sqrt(area / aspect));
+            if (h < 1 || w < 1 || h > gridHeight || w > gridWidth || h * w < minBlock || h * w > cap) continue;
+            int top = random.Next(gridHeight - h + 1), left = random.Next(gridWidth - w + 1);
+            int added = 0;
+            for (int i = top; i < top + h; i++)
+                for (int j = left; j < left + w; j++)
+                    if (!mask[i, j]) added++;
+            if (added == 0) continue;
+            for (int i = top; i < top + h; i++)
+                for (int j = left; j < left + w; j++)
+                    mask[i, j] = true;
+            masked += added;
+            blocks.Add(new MaskBlock(top, left, h, w));
+            failures = 0;
+        }
+        return (mask, blocks);
+    }
+
+    /// <summary>Blockwise masks for a batch as a [B, L] float tensor (1 = removed).</summary>
+    public static Tensor BlockwiseBatch(long batch, int gridHeight, int gridWidth, double maskRatio, System.Random random, int minBlock = 16)
+    {
+        var values = new float[batch * gridHeight * gridWidth];
+        for (long b = 0; b < batch; b++)
+        {
+            var (mask, _) = Blockwise(gridHeight, gridWidth, maskRatio, random, minBlock);
+            for (int i = 0; i < gridHeight; i++)
+                for (int j = 0; j < gridWidth; j++)
+                    values[(b * gridHeight + i) * gridWidth + j] = mask[i, j] ? 1f : 0f;
+        }
+        return tensor(values, new[] { batch, (long)gridHeight * gridWidth });
+    }
+}
