@@ -104,7 +104,7 @@ static class Commands
         var blocks = new Option<string>("--blocks") { Description = "fine-tune the last K blocks, or 'all'", DefaultValueFactory = _ => "all" };
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 5 };
         var trainLimit = new Option<long?>("--train-limit") { Description = "labelled training images to use" };
-        var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 1e-3 };
+        var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
         var command = new Command("finetune", "Fine-tune the pre-trained encoder with a linear head; report test accuracy")

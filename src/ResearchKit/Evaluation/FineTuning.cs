@@ -10,7 +10,7 @@ namespace ResearchKit.Evaluation;
 /// Fine-tuning settings: the last <see cref="Blocks"/> encoder blocks plus a new head are trained
 /// (int.MaxValue = all, MAE §4.3 partial fine-tuning). Defaults suit the tiny presets on a CPU.
 /// </summary>
-public sealed record FineTuneConfig(int Epochs = 5, int Blocks = int.MaxValue, int BatchSize = 128, double BaseLearningRate = 1e-3,
+public sealed record FineTuneConfig(int Epochs = 5, int Blocks = int.MaxValue, int BatchSize = 128, double BaseLearningRate = 2e-3,
     double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null, Pooling Pooling = Pooling.Mean);
 
 public sealed record FineTuneResult(double Accuracy, TrainResult Training);

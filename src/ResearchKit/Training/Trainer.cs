@@ -233,3 +233,9 @@ public sealed class Trainer
         AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
     }
 }
+
+/// <summary>An IProgress that calls back on the training thread (System.Progress posts to the thread pool instead).</summary>
+public sealed class CallbackProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}

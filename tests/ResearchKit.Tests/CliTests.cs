@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace ResearchKit.Tests;
+
+/// <summary>The `researchkit` command line, run as a separate process like a user runs it.</summary>
+public class CliTests
+{
+    static (int Code, string Out, string Err) Cli(params string[] args)
+    {
+        var cli = Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(cli);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        process.WaitForExit();
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void Pretrain_probe_and_finetune_write_and_read_a_run_folder()
+    {
+        var dir = Path.Combine(TestData.TempDir(), "run");
+        var (code, _, err) = Cli("pretrain", "--method", "mae", "--dataset", "shapes", "--preset", "tiny", "--epochs", "1", "--train-limit", "512", "--batch", "128", "--out", dir);
+        Assert.True(code == 0, err);
+        var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json"))).RootElement;
+        Assert.Equal(0.75, config.GetProperty("model").GetProperty("maskRatio").GetDouble());
+        var metrics = File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.All(metrics, m => Assert.True(m.TryGetProperty("epoch", out _) && m.TryGetProperty("step", out _) && m.TryGetProperty("loss", out _) && m.TryGetProperty("lr", out _)));
+        Assert.Equal(4, metrics[^1].GetProperty("step").GetInt64());
+
+        (code, var output, err) = Cli("probe", dir, "--layer", "all", "--json", "--train-limit", "512", "--test-limit", "256");
+        Assert.True(code == 0, err);
+        var layers = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(Enumerable.Range(0, 6), layers.Select(l => l.GetProperty("layer").GetInt32()));
+        Assert.All(layers, l => Assert.InRange(l.GetProperty("accuracy").GetDouble(), 0.0, 1.0));
+
+        (code, output, err) = Cli("probe", dir, "--layer", "2", "--json", "--train-limit", "512", "--test-limit", "256");
+        Assert.True(code == 0, err);
+        Assert.Equal(2, JsonDocument.Parse(output.Trim()).RootElement.GetProperty("layer").GetInt32());
+
+        (code, output, err) = Cli("finetune", dir, "--blocks", "1", "--epochs", "1", "--train-limit", "512", "--json");
+        Assert.True(code == 0, err);
+        Assert.InRange(JsonDocument.Parse(output.Trim()).RootElement.GetProperty("accuracy").GetDouble(), 0.0, 1.0);
+    }
+
+    [Fact]
+    public void Errors_are_one_line_with_a_non_zero_exit()
+    {
+        var (code, _, err) = Cli("probe", "/nonexistent/run");
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: ", err);
+        Assert.Contains("config.json", err);
+        Assert.Single(err.Trim().Split('\n'));
+
+        (code, _, err) = Cli("probe", "/nonexistent/run", "--layer", "x");
+        Assert.NotEqual(0, code);
+
+        (code, _, err) = Cli("pretrain", "--epochs", "abc", "--out", "x");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--epochs", err);
+
+        (code, _, err) = Cli("data", "info", "imagenet");
+        Assert.Equal(1, code);
+        Assert.Equal("error: unknown dataset 'imagenet'; expected one of: fashion-mnist, mnist, cifar10, shapes, image-folder:PATH", err.Trim());
+    }
+
+    [Fact]
+    public void Data_info_reports_location_sizes_shape_and_classes()
+    {
+        var (code, output, err) = Cli("data", "info", "shapes", "--json");
+        Assert.True(code == 0, err);
+        var info = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(20000, info.GetProperty("train").GetInt64());
+        Assert.Equal(new[] { 3, 32, 32 }, info.GetProperty("shape").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(10, info.GetProperty("classes").GetArrayLength());
+    }
+
+    [Fact]
+    public void Bench_prints_machine_readable_throughput_and_memory()
+    {
+        var (code, output, err) = Cli("bench", "--method", "mae", "--preset", "tiny", "--batch", "32", "--steps", "3", "--warmup", "1", "--json");
+        Assert.True(code == 0, err);
+        var result = JsonDocument.Parse(output).RootElement;
+        Assert.True(result.GetProperty("images_per_s").GetDouble() > 0);
+        Assert.True(result.GetProperty("peak_rss_mb").GetDouble() > 0);
+    }
+}

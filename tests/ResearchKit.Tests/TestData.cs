@@ -1,0 +1,33 @@
+using ResearchKit.Data;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+/// <summary>Small data sets for tests: random bytes, the shapes generator, or real Fashion-MNIST.</summary>
+static class TestData
+{
+    public static ImageDataset Random(int count, int channels = 1, int size = 28, int classes = 10, int seed = 0)
+    {
+        var g = new Generator((ulong)seed);
+        var images = randint(0, 256, new long[] { count, channels, size, size }, generator: g).to_type(ScalarType.Byte);
+        var labels = randint(0, classes, new long[] { count }, generator: g);
+        return new ImageDataset("random", "train", images, labels, Enumerable.Range(0, classes).Select(i => i.ToString()).ToArray(), "test");
+    }
+
+    /// <summary>Real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist); fails with the catalog's how-to when missing.</summary>
+    public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
+
+    public static string TempDir()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "researchkit-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+}
+
+static class TensorAssert
+{
+    /// <summary>Same shape and every element equal.</summary>
+    public static bool Same(this Tensor a, Tensor b) =>
+        a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+}

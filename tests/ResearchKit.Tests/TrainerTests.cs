@@ -1,0 +1,126 @@
+using ResearchKit.Data;
+using ResearchKit.Models;
+using ResearchKit.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+public class TrainerTests
+{
+    static MaeConfig Small => MaeConfig.Tiny(28, 1) with { Encoder = ViTConfig.Tiny(28, 1) with { Dim = 32, Depth = 2, Heads = 2 }, DecoderDim = 16, DecoderDepth = 1, DecoderHeads = 2 };
+
+    static (MaskedAutoencoder Model, DataLoader Loader) Setup(ImageDataset data, int seed = 0, int batch = 16, int? initSeed = null)
+    {
+        Compute.Seed(initSeed ?? seed);
+        var model = new MaskedAutoencoder(Small);
+        var loader = new DataLoader(data, batch, Normalization.Of(data), shuffle: true, seed: seed, device: CPU);
+        return (model, loader);
+    }
+
+    static Func<Batch, Generator, Tensor> Loss(MaskedAutoencoder m) => (b, g) => m.call(b.Images, g).Loss;
+
+    [Fact]
+    public void Warmup_cosine_schedule_matches_hand_values()
+    {
+        // 10 warmup steps to peak 1, then cosine to 0 over 90 steps.
+        Assert.Equal(0.1, LearningRateSchedule.WarmupCosine(0, 100, 10, 1.0), 12);
+        Assert.Equal(1.0, LearningRateSchedule.WarmupCosine(9, 100, 10, 1.0), 12);
+        Assert.Equal(1.0, LearningRateSchedule.WarmupCosine(10, 100, 10, 1.0), 12);
+        Assert.Equal(0.5, LearningRateSchedule.WarmupCosine(55, 100, 10, 1.0), 12);      // halfway: cos(π/2) = 0
+        Assert.Equal(0.5 * (1 + Math.Cos(Math.PI / 3)), LearningRateSchedule.WarmupCosine(40, 100, 10, 1.0), 12);
+        Assert.Equal(0.0, LearningRateSchedule.WarmupCosine(100, 100, 10, 1.0), 12);
+    }
+
+    [Fact]
+    public void Live_tensor_count_stays_flat_over_20_steps()
+    {
+        using var data = TestData.Random(320);
+        var (model, loader) = Setup(data);
+        var counts = new List<long>();
+        var trainer = new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16, BaseLearningRate: 1e-3));
+        trainer.Fit(loader, Loss(model), new CallbackProgress<TrainProgress>(_ => counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount)));
+        Assert.Equal(20, counts.Count);
+        // After the optimizer has created its state (step 2), nothing accumulates.
+        Assert.Equal(counts[2], counts[^1]);
+    }
+
+    [Fact]
+    public void Training_is_deterministic_for_a_seed()
+    {
+        using var data = TestData.Random(96);
+        double[] Run()
+        {
+            var (model, loader) = Setup(data, seed: 3);
+            return new Trainer(model, new TrainConfig(Epochs: 2, BatchSize: 16, BaseLearningRate: 1e-3, Seed: 3)).Fit(loader, Loss(model)).Losses.ToArray();
+        }
+        Assert.Equal(Run(), Run());
+    }
+
+    [Fact]
+    public void Resume_reproduces_the_uninterrupted_loss_curve()
+    {
+        using var data = TestData.Random(96);
+        var config = new TrainConfig(Epochs: 3, BatchSize: 16, BaseLearningRate: 1e-3, Seed: 1, CheckpointEvery: 4);
+
+        var (model, loader) = Setup(data, seed: 1);
+        var full = new Trainer(model, config).Fit(loader, Loss(model)).Losses;
+
+        // Interrupted run: stop (by cancellation) after 10 of 18 steps, then resume in a fresh model.
+        var dir = TestData.TempDir();
+        var (first, loader1) = Setup(data, seed: 1);
+        using var cancel = new CancellationTokenSource();
+        Assert.Throws<OperationCanceledException>(() => new Trainer(first, config, dir).Fit(loader1, Loss(first),
+            new CallbackProgress<TrainProgress>(p => { if (p.Step == 10) cancel.Cancel(); }), cancel.Token));
+        var (second, loader2) = Setup(data, seed: 1, initSeed: 99);   // different init: the checkpoint must overwrite it
+        var resumed = new Trainer(second, config, dir).Fit(loader2, Loss(second));
+
+        Assert.True(resumed.Resumed);
+        Assert.Equal(full.Count, resumed.Losses.Count);
+        for (int i = 0; i < full.Count; i++) Assert.Equal(full[i], resumed.Losses[i], 6);
+        // metrics.jsonl holds one curve: no step logged twice.
+        var steps = File.ReadAllLines(Path.Combine(dir, Trainer.MetricsFile)).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64()).ToList();
+        Assert.Equal(steps.Distinct().Count(), steps.Count);
+        Assert.Equal(18, steps[^1]);
+    }
+
+    [Fact]
+    public void Checkpoint_round_trip_gives_identical_outputs()
+    {
+        using var data = TestData.Random(64);
+        var dir = TestData.TempDir();
+        var (model, loader) = Setup(data);
+        new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16, BaseLearningRate: 1e-3), dir).Fit(loader, Loss(model));
+        Assert.False(Directory.GetFiles(dir, "*.tmp").Any());
+
+        Compute.Seed(42);
+        var restored = new MaskedAutoencoder(Small);
+        Trainer.LoadWeights(restored, Path.Combine(dir, Trainer.CheckpointFile));
+        model.eval(); restored.eval();
+        var x = randn(2, 1, 28, 28);
+        using var g1 = new Generator(8);
+        using var g2 = new Generator(8);
+        Assert.True(model.call(x, g1).Prediction.Same(restored.call(x, g2).Prediction));
+    }
+
+    [Fact]
+    public void A_non_finite_loss_stops_training_with_a_clear_message()
+    {
+        using var data = TestData.Random(64);
+        var (model, loader) = Setup(data);
+        var e = Assert.Throws<TrainingDivergedException>(() =>
+            new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, (b, g) => model.call(b.Images, g).Loss * float.NaN));
+        Assert.Contains("NaN at step 0", e.Message);
+        Assert.Contains("learning rate", e.Message);
+    }
+
+    [Fact]
+    public void A_corrupt_checkpoint_is_reported_with_its_path()
+    {
+        var dir = TestData.TempDir();
+        var path = Path.Combine(dir, Trainer.CheckpointFile);
+        File.WriteAllBytes(path, [1, 2, 3]);
+        var e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), path));
+        Assert.Contains(path, e.Message);
+    }
+}
