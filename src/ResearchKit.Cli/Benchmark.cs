@@ -9,7 +9,7 @@ namespace ResearchKit.Cli;
 
 /// <summary>Machine-readable result of `researchkit bench`.</summary>
 sealed record BenchResult(string Method, string Preset, int Batch, int Steps, int Threads, long Parameters, string Device,
-    double ImagesPerS, double MedianStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, string Torch);
+    double ImagesPerS, double MedianStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, double[] RssTraceMb, string Torch);
 
 /// <summary>Times the pre-training step (forward + backward + AdamW) on random images, as the PyTorch reference script does.</summary>
 static class Benchmark
@@ -25,9 +25,11 @@ static class Benchmark
         model.train();
         var times = new List<double>();
         double rssAfterWarmup = 0;
+        var trace = new List<double>();   // RSS after warmup and at each quarter of the timed steps: flat memory shows here
         for (int i = 0; i < warmup + steps; i++)
         {
             if (i == warmup) rssAfterWarmup = ResidentMb("VmRSS");
+            if (i >= warmup && (i - warmup) % Math.Max(1, steps / 4) == 0) trace.Add(ResidentMb("VmRSS"));
             var clock = Stopwatch.StartNew();
             using (var scope = NewDisposeScope())
             {
@@ -44,7 +46,7 @@ static class Benchmark
         return new BenchResult(options.Method, options.Preset, options.BatchSize, steps, get_num_threads(),
             model.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
             Math.Round(options.BatchSize / (times.Sum() / times.Count / 1000), 1), Math.Round(median, 1),
-            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), "libtorch " + __version__);
+            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__);
     }
 
     /// <summary>A /proc/self/status memory field in MB (Linux); 0 elsewhere.</summary>

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `researchkit bench --method mae --preset tiny`: the same tiny MAE
+(ViT dim 128, depth 6, 4 heads, patch 4; decoder dim 64, depth 2, 4 heads; mask ratio 0.75),
+the same step (forward + backward + AdamW), batch, image size and threads. Prints one JSON line.
+Run with Debian's PyTorch: /usr/bin/python3 bench/mae_reference.py (see bench/README.md)."""
+import argparse, json, math, resource, statistics, time
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def sincos_2d(dim, grid):
+    """[1 + grid², dim]: zero row for [CLS], then column encoding then row encoding per token."""
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half // 2, dtype=torch.float64) / (half // 2))
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    def enc(pos):
+        angles = pos.flatten().double()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], 1)
+    table = torch.cat([enc(cols), enc(rows)], 1).float()
+    return torch.cat([torch.zeros(1, dim), table], 0)[None]
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def attend(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if hasattr(F, "scaled_dot_product_attention"):
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # PyTorch < 2.0 (Debian 12 ships 1.13)
+            out = ((q @ k.transpose(-2, -1)) / math.sqrt(D // self.heads)).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+    def forward(self, x):
+        x = x + self.attend(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyMae(nn.Module):
+    def __init__(self, size=28, channels=1, patch=4, dim=128, depth=6, heads=4, ddim=64, ddepth=2, dheads=4, ratio=0.75):
+        super().__init__()
+        self.patch, self.channels, self.ratio, grid = patch, channels, ratio, size // patch
+        self.embed = nn.Linear(patch * patch * channels, dim)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos", sincos_2d(dim, grid))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.dembed = nn.Linear(dim, ddim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
+        self.register_buffer("dpos", sincos_2d(ddim, grid))
+        self.dblocks = nn.ModuleList(Block(ddim, dheads) for _ in range(ddepth))
+        self.dnorm = nn.LayerNorm(ddim, eps=1e-6)
+        self.pred = nn.Linear(ddim, patch * patch * channels)
+
+    def patchify(self, x):
+        B, C, H, W = x.shape
+        p = self.patch
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(B, (H // p) * (W // p), p * p * C)
+
+    def forward(self, images):
+        target = self.patchify(images)
+        B, L, _ = target.shape
+        keep = int(L * (1 - self.ratio))
+        shuffle = torch.rand(B, L).argsort(1)
+        restore = shuffle.argsort(1)
+        x = self.embed(target) + self.pos[:, 1:]
+        x = x.gather(1, shuffle[:, :keep, None].expand(-1, -1, x.shape[2]))
+        x = torch.cat([(self.cls + self.pos[:, :1]).expand(B, -1, -1), x], 1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.dembed(self.norm(x))
+        fill = self.mask_token.expand(B, L - keep, -1)
+        y = torch.cat([x[:, 1:], fill], 1).gather(1, restore[:, :, None].expand(-1, -1, x.shape[2]))
+        x = torch.cat([x[:, :1], y], 1) + self.dpos
+        for block in self.dblocks:
+            x = block(x)
+        prediction = self.pred(self.dnorm(x))[:, 1:]
+        mask = torch.ones(B, L)
+        mask[:, :keep] = 0
+        mask = mask.gather(1, restore)
+        return (((prediction - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--channels", type=int, default=1)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = TinyMae(args.image_size, args.channels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    images = torch.randn(args.batch, args.channels, args.image_size, args.image_size)
+    times = []
+    for i in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        loss = model(images)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    print(json.dumps({
+        "implementation": f"pytorch {torch.__version__}",
+        "batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "images_per_s": round(args.batch / (sum(times) / len(times)), 1),
+        "median_step_ms": round(1000 * statistics.median(times), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
