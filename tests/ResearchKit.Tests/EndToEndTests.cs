@@ -35,7 +35,7 @@ public class EndToEndTests
         model.eval();
         var images = config.Normalization.Apply(data.Test.Images[..64], CPU);
         using var g = new Generator(0);
-        var (_, _, pasted) = model.Reconstruct(images, g);
+        var (_, _, pasted, _) = model.Reconstruct(images, g);
         Assert.True(Reconstruction.Mse(pasted, images) < 0.5);
     }
 

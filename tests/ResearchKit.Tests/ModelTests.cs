@@ -123,7 +123,8 @@ public class ModelTests
         var mae = new MaskedAutoencoder(Small() with { NormPixLoss = true });
         var images = randn(2, 1, 28, 28);
         using var g = new Generator(4);
-        var (masked, reconstruction, pasted) = mae.Reconstruct(images, g);
+        var (masked, reconstruction, pasted, removed) = mae.Reconstruct(images, g);
+        Assert.Equal(images.shape, removed.shape);
         Assert.Equal(images.shape, reconstruction.shape);
         // Where the masked input is non-zero (kept), the pasted image equals the original.
         var kept = masked.ne(0);

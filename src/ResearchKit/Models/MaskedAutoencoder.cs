@@ -156,10 +156,10 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>
 
     /// <summary>
     /// For figures: (masked input, reconstruction, reconstruction with kept patches pasted back), each
-    /// [B, C, H, W] in the images' space. With NormPixLoss the prediction is un-normalised with each
+    /// [B, C, H, W] in the images' space, and the removed pixels [B, 1, H, W] (1 = removed). With NormPixLoss the prediction is un-normalised with each
     /// true patch's statistics, as the MAE paper's visualisations do.
     /// </summary>
-    public (Tensor Masked, Tensor Reconstruction, Tensor Pasted) Reconstruct(Tensor images, Generator? generator = null)
+    public (Tensor Masked, Tensor Reconstruction, Tensor Pasted, Tensor Removed) Reconstruct(Tensor images, Generator? generator = null)
     {
         using var _ = no_grad();
         var e = Config.Encoder;
@@ -174,6 +174,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>
         }
         var removed = output.Mask.unsqueeze(-1);
         Tensor Image(Tensor p) => Patches.Unpatchify(p, e.PatchSize, e.Channels, e.GridSize, e.GridSize);
-        return (Image(patches * (1 - removed)), Image(prediction), Image(patches * (1 - removed) + prediction * removed));
+        var removedPixels = Patches.Unpatchify(removed.expand(-1, -1, e.PatchSize * e.PatchSize).contiguous(), e.PatchSize, 1, e.GridSize, e.GridSize);
+        return (Image(patches * (1 - removed)), Image(prediction), Image(patches * (1 - removed) + prediction * removed), removedPixels);
     }
 }
