@@ -5,7 +5,7 @@ using ResearchKit.Cli;
 // One-line errors and a non-zero exit on failure; usage on bad arguments (System.CommandLine).
 var root = new RootCommand("ResearchKit: reproduce self-supervised vision papers on a CPU")
 {
-    Commands.Pretrain(), Commands.Probe(), Commands.FineTune(), Commands.Data(), Commands.Bench(),
+    Commands.Pretrain(), Commands.Probe(), Commands.FineTune(), Commands.Data(), Commands.Bench(), NotebookCommand.Create(),
 };
 try
 {

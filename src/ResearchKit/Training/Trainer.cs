@@ -214,6 +214,26 @@ public sealed class Trainer
         }
     }
 
+    /// <summary>The logged steps of a run folder's metrics.jsonl, in order.</summary>
+    public static List<StepMetrics> ReadMetrics(string directory)
+    {
+        var path = Path.Combine(directory, MetricsFile);
+        if (!File.Exists(path)) throw new ResearchKitException($"{path}: not found (no training logged in {directory})");
+        return File.ReadAllLines(path).Where(l => l.Length > 0).Select((line, i) =>
+        {
+            try
+            {
+                var o = JsonDocument.Parse(line).RootElement;
+                return new StepMetrics(o.GetProperty("epoch").GetInt32(), o.GetProperty("step").GetInt64(), o.GetProperty("loss").GetDouble(),
+                    o.GetProperty("lr").GetDouble(), o.TryGetProperty("images_per_s", out var ips) ? ips.GetDouble() : double.NaN);
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException)
+            {
+                throw new DataFormatException(path, $"line {i + 1} is not a metrics record: {e.Message}");
+            }
+        }).ToList();
+    }
+
     void AppendMetrics(StepMetrics metrics)
     {
         var line = JsonSerializer.Serialize(new { epoch = metrics.Epoch, step = metrics.Step, loss = metrics.Loss, lr = metrics.Lr, images_per_s = metrics.ImagesPerS });

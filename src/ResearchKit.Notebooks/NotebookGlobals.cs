@@ -1,0 +1,60 @@
+using ResearchKit.Reporting;
+using ResearchKit.Training;
+
+namespace ResearchKit.Notebooks;
+
+/// <summary>
+/// What a notebook cell can call without a prefix: display(x), Progress(title) for a live status line,
+/// and Cancel, the token that --timeout or an interrupt signals (pass it to long loops).
+/// </summary>
+public sealed class NotebookGlobals
+{
+    readonly NotebookSession session;
+
+    internal NotebookGlobals(NotebookSession session) => this.session = session;
+
+    public CancellationToken Cancel { get; internal set; }
+
+    /// <summary>The folder the notebook runs in (its own folder).</summary>
+    public string NotebookDirectory => session.WorkingDirectory;
+
+    /// <summary>Shows a value with its richest mime types; returns a handle whose Update replaces it in place.</summary>
+    public DisplayHandle display(object? value) => session.Display(value);
+
+    /// <summary>A live one-line status for training and sweeps, updated in place (at most every half second).</summary>
+    public NotebookProgress Progress(string title) => new(display(new Html($"<code>{System.Net.WebUtility.HtmlEncode(title)}: starting…</code>")), title);
+}
+
+/// <summary>One display updated in place with training and sweep progress.</summary>
+public sealed class NotebookProgress(DisplayHandle handle, string title) : IProgress<TrainProgress>, IProgress<SweepProgress>, IProgress<string>
+{
+    string sweep = "", status = "";
+    DateTime last = DateTime.MinValue;
+
+    public void Report(SweepProgress p)
+    {
+        sweep = $"run {p.Index + 1}/{p.Count}: {p.Description}{(p.Cached ? " (cached)" : "")}";
+        status = "";
+        Show(force: true);
+    }
+
+    public void Report(TrainProgress p)
+    {
+        status = $"epoch {p.Epoch + 1}/{p.Epochs} · step {p.Step}/{p.TotalSteps} · loss {p.Loss:F4} · {p.ImagesPerSecond:F0} img/s · eta {p.Remaining:hh\\:mm\\:ss}";
+        Show(force: p.Step == p.TotalSteps);
+    }
+
+    public void Report(string message)
+    {
+        status = message;
+        Show(force: true);
+    }
+
+    void Show(bool force)
+    {
+        if (!force && (DateTime.UtcNow - last).TotalSeconds < 0.5) return;
+        last = DateTime.UtcNow;
+        var text = string.Join(" · ", new[] { title, sweep, status }.Where(s => s.Length > 0));
+        handle.Update(new Html($"<code>{System.Net.WebUtility.HtmlEncode(text)}</code>", text));
+    }
+}

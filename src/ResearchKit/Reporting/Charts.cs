@@ -1,0 +1,104 @@
+using System.Text;
+using Plotly.NET;
+using Plotly.NET.CSharp;
+using Chart = Plotly.NET.CSharp.Chart;
+
+namespace ResearchKit.Reporting;
+
+/// <summary>One line of an ablation chart: y against x.</summary>
+public sealed record ChartSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
+
+/// <summary>
+/// The chart kinds the notebooks use, built with Plotly.NET. Render with <see cref="PlotlyHtml"/>
+/// (plotly.js inlined once per document, never fetched from a CDN).
+/// </summary>
+public static class Charts
+{
+    /// <summary>Training loss per step, with a moving average over <paramref name="window"/> steps.</summary>
+    public static GenericChart LossCurve(IReadOnlyList<double> losses, string title = "Pre-training loss", int window = 20) =>
+        LossCurves([("loss", losses)], title, window);
+
+    /// <summary>Several loss curves on one chart (e.g. one per mask ratio).</summary>
+    public static GenericChart LossCurves(IEnumerable<(string Name, IReadOnlyList<double> Losses)> curves, string title = "Pre-training loss", int window = 20)
+    {
+        var lines = curves.Select(c =>
+        {
+            var smooth = MovingAverage(c.Losses, window);
+            return Chart.Line<int, double, string>(Enumerable.Range(1, smooth.Length), smooth, Name: c.Name, ShowMarkers: false);
+        });
+        return Chart.Combine(lines)
+            .WithXAxisStyle<double, double, string>(TitleText: "step")
+            .WithYAxisStyle<double, double, string>(TitleText: "loss (moving average)")
+            .Titled(title);
+    }
+
+    /// <summary>
+    /// A metric against an ablated parameter, one line per series; with <paramref name="paper"/>, the paper's
+    /// published numbers beside ours in a second panel (their scale differs: never on one axis as if comparable).
+    /// </summary>
+    public static GenericChart Ablation(string title, string xTitle, string yTitle, IEnumerable<ChartSeries> ours,
+        IEnumerable<ChartSeries>? paper = null, string paperTitle = "paper")
+    {
+        var left = Chart.Combine(ours.Select(s => Chart.Line<double, double, string>(s.X, s.Y, Name: s.Name, ShowMarkers: true)))
+            .WithXAxisStyle<double, double, string>(TitleText: xTitle)
+            .WithYAxisStyle<double, double, string>(TitleText: yTitle);
+        if (paper is null) return left.Titled(title);
+        var right = Chart.Combine(paper.Select(s => Chart.Line<double, double, string>(s.X, s.Y, Name: $"{paperTitle}: {s.Name}", ShowMarkers: true,
+                LineDash: StyleParam.DrawingStyle.Dash)))
+            .WithXAxisStyle<double, double, string>(TitleText: xTitle)
+            .WithYAxisStyle<double, double, string>(TitleText: $"{paperTitle} (%)");
+        return Chart.Grid([left, right], 1, 2, SubPlotTitles: new[] { "ResearchKit (this run)", paperTitle }).Titled(title).WithSize(Width: 1000, Height: 420);
+    }
+
+    /// <summary>Sets the chart's title (Plotly.NET's withTitle is an F# curried function).</summary>
+    public static GenericChart Titled(this GenericChart chart, string title) =>
+        Plotly.NET.Chart.withTitle(title, null).Invoke(chart);
+
+    static double[] MovingAverage(IReadOnlyList<double> values, int window)
+    {
+        var result = new double[values.Count];
+        double sum = 0;
+        for (int i = 0; i < values.Count; i++)
+        {
+            sum += values[i];
+            if (i >= window) sum -= values[i - window];
+            result[i] = sum / Math.Min(i + 1, window);
+        }
+        return result;
+    }
+}
+
+/// <summary>
+/// Chart HTML that works offline: a div plus a script drawing the figure's JSON. plotly.js (2.28, embedded
+/// in Plotly.NET) is inlined by <see cref="PlotlyScript"/> once per document; charts drawn before it loads wait in a queue.
+/// </summary>
+public static class PlotlyHtml
+{
+    /// <summary>Markers around the inlined library, so a report can strip per-output copies and keep one.</summary>
+    public const string BeginMarker = "<!--researchkit:plotly.js-->", EndMarker = "<!--/researchkit:plotly.js-->";
+
+    static readonly Lazy<string> Library = new(() =>
+    {
+        var assembly = typeof(GenericChart).Assembly;
+        var name = assembly.GetManifestResourceNames().Single(n => n.EndsWith(".min.js", StringComparison.Ordinal));
+        using var reader = new StreamReader(assembly.GetManifestResourceStream(name)!);
+        return reader.ReadToEnd();
+    });
+
+    /// <summary>The whole plotly.js in a script tag that also draws queued charts.</summary>
+    public static string PlotlyScript() =>
+        $"{BeginMarker}<script type=\"text/javascript\">{Library.Value}\n;(window.__researchkitCharts||[]).forEach(function(d){{d()}});window.__researchkitCharts=[];</script>{EndMarker}";
+
+    /// <summary>A chart's div and drawing script, without plotly.js.</summary>
+    public static string Chart(GenericChart chart, string? id = null)
+    {
+        id ??= "chart-" + Guid.NewGuid().ToString("N")[..12];
+        var figure = GenericChart.toFigureJson(chart);
+        var html = new StringBuilder();
+        html.Append($"<div id=\"{id}\" class=\"researchkit-chart\" style=\"min-height:420px\"></div>");
+        html.Append("<script type=\"text/javascript\">(function(){var f=").Append(figure).Append(';');
+        html.Append($"var d=function(){{Plotly.newPlot('{id}',f.data,f.layout,{{responsive:true}});}};");
+        html.Append("if(window.Plotly){d();}else{(window.__researchkitCharts=window.__researchkitCharts||[]).push(d);}})();</script>");
+        return html.ToString();
+    }
+}
