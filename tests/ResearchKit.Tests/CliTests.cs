@@ -68,6 +68,33 @@ public class CliTests
     }
 
     [Fact]
+    public void Notebook_run_exits_non_zero_on_a_failing_cell_and_still_writes_the_error()
+    {
+        var dir = TestData.TempDir();
+        string Notebook(string name, string source)
+        {
+            var path = Path.Combine(dir, name);
+            File.WriteAllText(path, $$"""{"nbformat":4,"nbformat_minor":4,"metadata":{},"cells":[{"cell_type":"code","execution_count":null,"metadata":{},"outputs":[],"source":{{JsonSerializer.Serialize(source)}}}]}""");
+            return path;
+        }
+        var ok = Notebook("ok.ipynb", "1 + 2");
+        var (code, _, err) = Cli("notebook", "run", ok, "-o", Path.Combine(dir, "ok.out.ipynb"), "--html", Path.Combine(dir, "ok.html"));
+        Assert.True(code == 0, err);
+        Assert.True(File.Exists(Path.Combine(dir, "ok.html")));
+
+        var failing = Notebook("fail.ipynb", "throw new Exception(\"broken\");");
+        var output = Path.Combine(dir, "fail.out.ipynb");
+        (code, _, err) = Cli("notebook", "run", failing, "-o", output);
+        Assert.Equal(1, code);
+        Assert.Contains("broken", err);
+        Assert.Contains("\"ename\": \"Exception\"", File.ReadAllText(output));
+
+        (code, _, err) = Cli("notebook", "run", ok, "-p", "Nope=1");
+        Assert.Equal(1, code);
+        Assert.Contains("no cell is tagged", err);
+    }
+
+    [Fact]
     public void Data_info_reports_location_sizes_shape_and_classes()
     {
         var (code, output, err) = Cli("data", "info", "shapes", "--json");

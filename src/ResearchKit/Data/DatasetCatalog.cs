@@ -79,13 +79,16 @@ public static class DatasetCatalog
         var (kind, argument) = Parse(name);
         DatasetSplits splits = kind switch
         {
-            "fashion-mnist" or "mnist" => LoadIdx(kind, Locate(kind), trainLimit, testLimit),
+            "fashion-mnist" or "mnist" => LoadIdx(kind, Locate(kind)),
             "cifar10" => LoadCifar(Locate(kind)),
             "shapes" => LoadShapes(trainLimit, testLimit),
             "image-folder" => LoadImageFolder(argument!),
             _ => throw new UnreachableException(),
         };
-        return new DatasetSplits(splits.Train.Take(trainLimit), splits.Test.Take(testLimit));
+        var (train, test) = (splits.Train.Take(trainLimit), splits.Test.Take(testLimit));
+        if (!ReferenceEquals(train, splits.Train)) splits.Train.Dispose();   // keep only the prefix in memory
+        if (!ReferenceEquals(test, splits.Test)) splits.Test.Dispose();
+        return new DatasetSplits(train, test);
     }
 
     /// <summary>Location, sizes and classes without keeping the data.</summary>
@@ -198,7 +201,7 @@ public static class DatasetCatalog
         return Convert.ToHexStringLower(SHA256.HashData(stream)) == expectedHex.ToLowerInvariant();
     }
 
-    static DatasetSplits LoadIdx(string kind, string dir, long? trainLimit, long? testLimit)
+    static DatasetSplits LoadIdx(string kind, string dir)
     {
         var classes = kind == "mnist" ? Digits : FashionClasses;
         var (trainImages, trainLabels) = IdxReader.ReadPair(IdxPath(dir, IdxFiles[0]), IdxPath(dir, IdxFiles[1]), classes.Length);

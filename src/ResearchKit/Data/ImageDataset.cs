@@ -42,12 +42,18 @@ public sealed class ImageDataset : IDisposable
     public int Width => (int)Images.shape[3];
     public int ClassCount => ClassNames.Count;
 
-    /// <summary>The first <paramref name="count"/> examples (all when null or larger).</summary>
+    /// <summary>The first <paramref name="count"/> examples as a copy; this same object when null or not smaller (then not the caller's to dispose).</summary>
     public ImageDataset Take(long? count)
     {
         if (count is null || count >= Count) return this;
         if (count <= 0) throw new ResearchKitException($"{Name}/{Split}: limit must be positive; got {count}");
         return new ImageDataset(Name, Split, Images[..(int)count].clone(), Labels[..(int)count].clone(), ClassNames, Source);
+    }
+
+    /// <summary>Disposes <paramref name="subset"/> when it is a copy made by <see cref="Take"/> (not this split itself).</summary>
+    public void DisposeIfCopy(ImageDataset subset)
+    {
+        if (!ReferenceEquals(subset, this)) subset.Dispose();
     }
 
     /// <summary>Per-channel mean and standard deviation of the pixels scaled to [0, 1].</summary>

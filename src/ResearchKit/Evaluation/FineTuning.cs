@@ -29,6 +29,7 @@ public static class FineTuning
         var trainConfig = new TrainConfig(config.Epochs, config.BatchSize, config.BaseLearningRate, config.WeightDecay, Beta2: 0.999, Seed: config.Seed);
         var result = new Trainer(classifier, trainConfig).Fit(loader,
             (batch, _) => nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels), progress, cancel);
+        data.Train.DisposeIfCopy(train);
         return new FineTuneResult(Accuracy(classifier, data.Test, normalization), result);
     }
 

@@ -40,7 +40,9 @@ public static class MaeExperiments
         if (p.Epochs > 0)
         {
             status?.Invoke($"pre-training mask ratio {p.MaskRatio ?? 0.75:0.##}, {p.Epochs} epochs");
-            var run = Pretraining.Run(p, data.Train.Take(p.TrainLimit), Path.Combine(directory, "pretrain"), progress);
+            var pretrainSplit = data.Train.Take(p.TrainLimit);
+            var run = Pretraining.Run(p, pretrainSplit, Path.Combine(directory, "pretrain"), progress);
+            data.Train.DisposeIfCopy(pretrainSplit);
             model = run.Model;
             normalization = run.Config.Normalization;
             finalLoss = run.Result.Losses.TakeLast(Math.Min(20, run.Result.Losses.Count)).Average();
@@ -56,8 +58,9 @@ public static class MaeExperiments
         model.eval();
 
         status?.Invoke("probing every layer");
-        using var probeTrain = data.Train.Take(e.ProbeTrain);
+        var probeTrain = data.Train.Take(e.ProbeTrain);
         using var trainFeatures = LayerFeatures.Extract(model.Encoder, probeTrain, normalization);
+        data.Train.DisposeIfCopy(probeTrain);
         using var testFeatures = LayerFeatures.Extract(model.Encoder, data.Test, normalization);
         var probes = LinearProbe.PerLayer(trainFeatures, testFeatures, data.Train.ClassCount);
 

@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using ResearchKit.Notebooks;
+
+namespace ResearchKit.Tests;
+
+/// <summary>The notebook engine, on notebooks the tests write; checked with Jupyter's own validator and a real browser.</summary>
+public class NotebookTests
+{
+    static JsonObject Code(string source, params string[] tags) => new()
+    {
+        ["cell_type"] = "code", ["execution_count"] = null, ["id"] = Guid.NewGuid().ToString("N")[..8],
+        ["metadata"] = new JsonObject { ["tags"] = new JsonArray(tags.Select(t => (JsonNode)t!).ToArray()), ["polyglot_notebook"] = new JsonObject { ["kernelName"] = "csharp" } },
+        ["outputs"] = new JsonArray(), ["source"] = NotebookDocument.Lines(source),
+    };
+
+    static JsonObject Markdown(string source) => new() { ["cell_type"] = "markdown", ["id"] = Guid.NewGuid().ToString("N")[..8], ["metadata"] = new JsonObject(), ["source"] = source };
+
+    static string Write(params JsonObject[] cells)
+    {
+        var notebook = new JsonObject
+        {
+            ["nbformat"] = 4, ["nbformat_minor"] = 5,
+            ["metadata"] = new JsonObject
+            {
+                ["kernelspec"] = new JsonObject { ["display_name"] = ".NET (C#)", ["language"] = "C#", ["name"] = ".net-csharp" },
+                ["polyglot_notebook"] = new JsonObject { ["kernelInfo"] = new JsonObject { ["defaultKernelName"] = "csharp" } },
+            },
+            ["cells"] = new JsonArray(cells.Select(c => (JsonNode)c).ToArray()),
+        };
+        var path = Path.Combine(TestData.TempDir(), "test.ipynb");
+        File.WriteAllText(path, notebook.ToJsonString());
+        return path;
+    }
+
+    static List<JsonObject> Outputs(RunResult r, int cell) => ((JsonArray)r.Notebook.CellObjects.ElementAt(cell)["outputs"]!).Select(o => (JsonObject)o!).ToList();
+    static string Text(JsonNode? n) => n is JsonArray a ? string.Concat(a.Select(l => l!.GetValue<string>())) : n?.GetValue<string>() ?? "";
+
+    [Fact]
+    public void Cells_share_state_and_produce_streams_results_and_updated_displays()
+    {
+        var path = Write(
+            Markdown("# Title"),
+            Code("#!csharp\nint n = 20;\nvar h = display(\"first\");"),
+            Code("Console.WriteLine($\"n={n}\");\nConsole.Error.Write(\"careful\");\nh.Update(\"second\");\nn * 2 + 1"),
+            Code("TorchSharp.torch.ones(2, 3)"));
+        var result = NotebookRunner.Run(path, new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        var display = Outputs(result, 1).Single();
+        Assert.Equal("display_data", display["output_type"]!.GetValue<string>());
+        Assert.Equal("second", Text(display["data"]!["text/plain"]));      // updated in place, not appended
+        var outputs = Outputs(result, 2);
+        Assert.Equal(new[] { "stream", "stream", "execute_result" }, outputs.Select(o => o["output_type"]!.GetValue<string>()));
+        Assert.Equal("n=20\n", Text(outputs[0]["text"]));
+        Assert.Equal("stderr", outputs[1]["name"]!.GetValue<string>());
+        Assert.Equal("41", Text(outputs[2]["data"]!["text/plain"]));
+        Assert.Equal(2, outputs[2]["execution_count"]!.GetValue<int>());
+        Assert.Contains("tensor [2, 3] Float32", Text(Outputs(result, 3).Single()["data"]!["text/html"]));
+        // Polyglot metadata survives.
+        Assert.Equal(".net-csharp", result.Notebook.Root["metadata"]!["kernelspec"]!["name"]!.GetValue<string>());
+        Assert.NotNull(result.Notebook.Root["metadata"]!["polyglot_notebook"]);
+        Assert.True(result.Notebook.CellObjects.ElementAt(2)["metadata"]!["execution"]!["shell.execute_reply"] is not null);
+    }
+
+    [Fact]
+    public void Parameters_are_injected_after_the_parameters_cell_with_the_defaults_types()
+    {
+        var path = Write(
+            Code("bool Smoke = false;\nint Count = 3;\nvar Ratio = 0.5;\nstring Name = \"x\";\ndouble[] Ratios = { 0.1 };", "parameters"),
+            Code("$\"{Smoke}|{Count + 1}|{Ratio * 2}|{Name}|{Ratios.Sum()}\""));
+        var values = new Dictionary<string, string> { ["Smoke"] = "true", ["Count"] = "41", ["Ratio"] = "0.25", ["Name"] = "a \"quoted\" name", ["Ratios"] = "0.2,0.3" };
+        var result = NotebookRunner.Run(path, new RunOptions(values));
+        Assert.True(result.Succeeded, result.Error);
+        var cells = result.Notebook.CellObjects.ToList();
+        Assert.Equal(new[] { "injected-parameters" }, NotebookDocument.Tags(cells[1]));
+        Assert.Equal("True|42|0.5|a \"quoted\" name|0.5", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));
+    }
+
+    [Theory]
+    [InlineData("Missing", "1", "not declared")]
+    [InlineData("Count", "many", "not a valid int")]
+    [InlineData("Smoke", "maybe", "not a valid bool")]
+    public void Bad_parameters_fail_before_any_cell_runs(string name, string value, string message)
+    {
+        var marker = Path.Combine(TestData.TempDir(), "ran");
+        var path = Write(Code("bool Smoke = false;\nint Count = 3;", "parameters"), Code($"System.IO.File.WriteAllText(@\"{marker}\", \"x\");"));
+        var e = Assert.Throws<ResearchKitException>(() => NotebookRunner.Run(path, new RunOptions(new Dictionary<string, string> { [name] = value })));
+        Assert.Contains(message, e.Message);
+        Assert.False(File.Exists(marker));
+    }
+
+    [Fact]
+    public void A_failing_cell_records_the_error_and_stops_unless_continue_on_error()
+    {
+        var path = Write(Code("int a = 1;"), Code("throw new InvalidOperationException(\"boom\");"), Code("a + 1"), Code("undefinedName"));
+        var stopped = NotebookRunner.Run(path, new RunOptions());
+        Assert.False(stopped.Succeeded);
+        Assert.Equal(1, stopped.FailedCell);
+        var error = Outputs(stopped, 1).Single();
+        Assert.Equal(("error", "InvalidOperationException", "boom"), (error["output_type"]!.GetValue<string>(), error["ename"]!.GetValue<string>(), error["evalue"]!.GetValue<string>()));
+        Assert.NotEmpty((JsonArray)error["traceback"]!);
+        Assert.Empty(Outputs(stopped, 2));
+        Assert.Null(stopped.Notebook.CellObjects.ElementAt(2)["execution_count"]);
+
+        var continued = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
+        Assert.False(continued.Succeeded);
+        Assert.Equal("2", Text(Outputs(continued, 2).Single()["data"]!["text/plain"]));     // state kept after the error
+        Assert.Equal("CompilationError", Outputs(continued, 3).Single()["ename"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Other_languages_and_unshipped_packages_are_clear_errors_and_shipped_packages_are_accepted()
+    {
+        var result = NotebookRunner.Run(Write(Code("#r \"nuget: Plotly.NET, 5.0.0\"\n1 + 1"), Code("#!fsharp\nlet x = 1"), Code("#r \"nuget: Newtonsoft.Json, 13.0.1\"")), new RunOptions(ContinueOnError: true));
+        Assert.Equal("2", Text(Outputs(result, 0).Single()["data"]!["text/plain"]));
+        Assert.Contains("C# cells only", Outputs(result, 1).Single()["evalue"]!.GetValue<string>());
+        Assert.Contains("'Newtonsoft.Json' is not shipped", Outputs(result, 2).Single()["evalue"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void A_cell_over_the_timeout_fails_with_a_timeout_error()
+    {
+        var result = NotebookRunner.Run(Write(Code("System.Threading.Thread.Sleep(5000);")), new RunOptions(CellTimeout: TimeSpan.FromSeconds(0.5)));
+        Assert.False(result.Succeeded);
+        Assert.Equal("TimeoutError", Outputs(result, 0).Single()["ename"]!.GetValue<string>());
+    }
+
+    const string ChartCell = "Charts.Ablation(\"t\", \"ratio\", \"accuracy\", new[] { new ChartSeries(\"ours\", new[] { 0.1, 0.5, 0.9 }, new[] { 0.7, 0.8, 0.75 }) }, new[] { new ChartSeries(\"paper\", new[] { 0.75 }, new[] { 73.5 }) })";
+
+    [Fact]
+    public void Plotly_js_is_inlined_once_per_notebook_and_once_per_report()
+    {
+        var result = NotebookRunner.Run(Write(Markdown("# Report\n\n| a | b |\n|---|---|\n| 1 | 2 |"), Code(ChartCell), Code(ChartCell)), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        string Html(int cell) => Text(Outputs(result, cell).Single()["data"]!["text/html"]);
+        Assert.Contains("plotly.js v2.28", Html(1));
+        Assert.DoesNotContain("plotly.js v2.28", Html(2));
+        Assert.DoesNotContain("<script src", Html(1) + Html(2));   // nothing fetched: no external script
+        var report = HtmlReport.Render(result.Notebook);
+        Assert.Equal(1, CountOf(report, "plotly.js v2.28"));
+        Assert.Contains("<h1", report);
+        Assert.Contains("<table", report);
+    }
+
+    static int CountOf(string text, string part)
+    {
+        int count = 0;
+        for (int at = text.IndexOf(part, StringComparison.Ordinal); at >= 0; at = text.IndexOf(part, at + 1, StringComparison.Ordinal)) count++;
+        return count;
+    }
+
+    static string Run(string file, params string[] args)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(120_000)) { process.Kill(true); throw new TimeoutException($"{file} did not finish"); }
+        Assert.True(process.ExitCode == 0, $"{file} exited {process.ExitCode}: {error.Result}");
+        return output.Result;
+    }
+
+    [Fact]
+    public void Executed_notebooks_pass_Jupyters_nbformat_validator()
+    {
+        // Debian's python3-nbformat (installed by .ci/setup) is the reference implementation of the format.
+        var result = NotebookRunner.Run(Write(Markdown("# x"), Code("bool Smoke = false;", "parameters"), Code("Console.WriteLine(1);\ndisplay(2);\n3"), Code(ChartCell), Code("throw new Exception(\"e\");")),
+            new RunOptions(new Dictionary<string, string> { ["Smoke"] = "true" }, ContinueOnError: true));
+        var path = Path.Combine(TestData.TempDir(), "out.ipynb");
+        result.Notebook.Save(path);
+        var output = Run("/usr/bin/python3", "-c", "import sys, nbformat; nbformat.validate(nbformat.read(sys.argv[1], as_version=4)); print('valid')", path);
+        Assert.Equal("valid", output.Trim());
+    }
+
+    [Fact]
+    public void The_HTML_report_renders_its_chart_with_every_data_point_in_headless_chromium()
+    {
+        var result = NotebookRunner.Run(Write(Markdown("# Chart"), Code(ChartCell)), new RunOptions());
+        var html = Path.Combine(TestData.TempDir(), "report.html");
+        HtmlReport.Write(result.Notebook, html);
+        var profile = TestData.TempDir();
+        var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={profile}",
+            "--virtual-time-budget=5000", "--dump-dom", new Uri(html).AbsoluteUri);
+        // Plotly draws each marker as a path.point inside the plot's SVG: 3 of ours + 1 of the paper's.
+        Assert.Contains("class=\"main-svg\"", dom);
+        Assert.Equal(4, CountOf(dom, "class=\"point\""));
+    }
+}

@@ -1,0 +1,60 @@
+using ResearchKit.Reporting;
+using SkiaSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+public class ReportingTests
+{
+    sealed record Config(double Ratio, int Epochs);
+    sealed record Result(double Accuracy, double[] ByLayer);
+
+    [Fact]
+    public void Sweep_caches_finished_runs_and_resumes_after_an_interruption()
+    {
+        var folder = TestData.TempDir();
+        var configs = new[] { new Config(0.25, 1), new Config(0.5, 1), new Config(0.75, 1) };
+        var calls = new List<double>();
+        Result Work(Config c, string dir)
+        {
+            calls.Add(c.Ratio);
+            if (c.Ratio == 0.5 && calls.Count(r => r == 0.5) == 1) throw new InvalidOperationException("interrupted");
+            return new Result(c.Ratio + 0.1, [c.Ratio, 2 * c.Ratio]);
+        }
+        Assert.Throws<InvalidOperationException>(() => Sweep.Run(folder, configs, Work));
+        Assert.Single(Directory.GetFiles(folder, "*.json"));                     // the first finished, nothing half-written
+        var entries = Sweep.Run(folder, configs, Work);
+        Assert.Equal(new[] { 0.25, 0.5, 0.5, 0.75 }, calls);                       // 0.25 was not run again
+        Assert.Equal(new[] { 0.35, 0.6, 0.85 }, entries.Select(e => e.Result.Accuracy));
+        Sweep.Run(folder, configs, Work);
+        Assert.Equal(4, calls.Count);                                              // all cached now
+        Assert.Empty(Directory.GetFiles(folder, "*.tmp"));
+
+        var frame = Sweep.ToFrame(entries);
+        Assert.Equal(3, frame.RowCount);
+        Assert.Equal(new[] { 0.5, 1.0, 1.5 }, frame.GetColumn<double>("byLayer[1]").Values);
+        Assert.Equal(new[] { 0.25, 0.5, 0.75 }, frame.GetColumn<double>("ratio").Values);
+    }
+
+    [Fact]
+    public void Sweep_keys_depend_on_every_field()
+    {
+        Assert.Equal(Sweep.Key(new Config(0.5, 1)), Sweep.Key(new Config(0.5, 1)));
+        Assert.NotEqual(Sweep.Key(new Config(0.5, 1)), Sweep.Key(new Config(0.5, 2)));
+        Assert.NotEqual(Sweep.Key(new Config(0.5, 1)), Sweep.Key(new Config(0.75, 1)));
+    }
+
+    [Fact]
+    public void Image_grid_places_each_image_at_its_cell_and_scale()
+    {
+        var black = zeros(2, 3, 4, 4);
+        var white = ones(1, 3, 4, 4);
+        white[0, 0] = 0;   // cyan: no red
+        var grid = ImageGrid.FromRows([("black", black), ("cyan", white)], scale: 2, gap: 1);
+        using var bitmap = SKBitmap.Decode(grid.Png);
+        Assert.Equal((2 * 9 + 1, 2 * 9 + 1), (bitmap.Width, bitmap.Height));
+        Assert.Equal(new SKColor(0, 0, 0), bitmap.GetPixel(1 + 9 + 3, 1 + 3));          // second black image
+        Assert.Equal(new SKColor(0, 255, 255), bitmap.GetPixel(1, 1 + 9));              // first row-2 image
+        Assert.Equal(SKColors.White, bitmap.GetPixel(1 + 9 + 3, 1 + 9 + 3));            // no second image in row 2: background
+    }
+}
