@@ -118,6 +118,15 @@ public class NotebookTests
     }
 
     [Fact]
+    public void Hash_r_with_a_path_loads_that_assembly()
+    {
+        var assembly = typeof(ModelTests).Assembly.Location;   // not referenced by the session by default
+        var result = NotebookRunner.Run(Write(Code($"#r \"{assembly}\"\ntypeof(ResearchKit.Tests.ModelTests).Name")), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal("ModelTests", Text(Outputs(result, 0).Single()["data"]!["text/plain"]));
+    }
+
+    [Fact]
     public void A_cell_over_the_timeout_fails_with_a_timeout_error()
     {
         var result = NotebookRunner.Run(Write(Code("System.Threading.Thread.Sleep(5000);")), new RunOptions(CellTimeout: TimeSpan.FromSeconds(0.5)));
