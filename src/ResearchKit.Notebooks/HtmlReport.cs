@@ -56,7 +56,7 @@ public static class HtmlReport
         {
             case "stream":
                 var name = output["name"]?.GetValue<string>() ?? "stdout";
-                return $"<pre class=\"output {name}\">{WebUtility.HtmlEncode(Text(output["text"]))}</pre>";
+                return $"<pre class=\"output {name}\">{WebUtility.HtmlEncode(NotebookDocument.Text(output["text"]))}</pre>";
             case "error":
                 var traceback = string.Join("\n", (output["traceback"] as JsonArray ?? []).Select(t => t?.GetValue<string>()));
                 return $"<pre class=\"output error\"><b>{WebUtility.HtmlEncode(output["ename"]?.GetValue<string>())}</b>: {WebUtility.HtmlEncode(output["evalue"]?.GetValue<string>())}\n{WebUtility.HtmlEncode(traceback)}</pre>";
@@ -64,25 +64,18 @@ public static class HtmlReport
                 var data = output["data"] as JsonObject ?? [];
                 if (data["text/html"] is { } html)
                 {
-                    var content = StripPlotly(Text(html));
+                    var content = StripPlotly(NotebookDocument.Text(html));
                     charts |= content.Contains("researchkit-chart", StringComparison.Ordinal);
                     return $"<div class=\"output html\">{content}</div>";
                 }
-                if (data["image/png"] is { } png) return $"<div class=\"output\"><img alt=\"output\" src=\"data:image/png;base64,{Text(png).Trim()}\"/></div>";
-                if (data["text/markdown"] is { } md) return $"<div class=\"output markdown\">{Markdig.Markdown.ToHtml(Text(md), Pipeline)}</div>";
-                if (data["text/plain"] is { } plain) return $"<pre class=\"output\">{WebUtility.HtmlEncode(Text(plain))}</pre>";
+                if (data["image/png"] is { } png) return $"<div class=\"output\"><img alt=\"output\" src=\"data:image/png;base64,{NotebookDocument.Text(png).Trim()}\"/></div>";
+                if (data["text/markdown"] is { } md) return $"<div class=\"output markdown\">{Markdig.Markdown.ToHtml(NotebookDocument.Text(md), Pipeline)}</div>";
+                if (data["text/plain"] is { } plain) return $"<pre class=\"output\">{WebUtility.HtmlEncode(NotebookDocument.Text(plain))}</pre>";
                 return "";
             default:
                 return "";
         }
     }
-
-    static string Text(JsonNode? node) => node switch
-    {
-        JsonArray lines => string.Concat(lines.Select(l => l?.GetValue<string>())),
-        JsonValue value => value.GetValue<string>(),
-        _ => "",
-    };
 
     /// <summary>Removes plotly.js copies inlined in notebook outputs; the page's head holds the one copy.</summary>
     static string StripPlotly(string html)

@@ -48,7 +48,10 @@ public sealed class NotebookDocument
     public static string CellType(JsonObject cell) => cell["cell_type"]!.GetValue<string>();
 
     /// <summary>A cell's source, whether stored as one string or as a list of lines.</summary>
-    public static string Source(JsonObject cell) => cell["source"] switch
+    public static string Source(JsonObject cell) => Text(cell["source"]);
+
+    /// <summary>An nbformat multi-line string (source, stream text, mime data): one string or a list of lines.</summary>
+    public static string Text(JsonNode? node) => node switch
     {
         JsonArray lines => string.Concat(lines.Select(l => l?.GetValue<string>())),
         JsonValue value => value.GetValue<string>(),

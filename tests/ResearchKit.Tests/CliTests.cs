@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 
 namespace ResearchKit.Tests;
@@ -6,18 +5,8 @@ namespace ResearchKit.Tests;
 /// <summary>The `researchkit` command line, run as a separate process like a user runs it.</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) Cli(params string[] args)
-    {
-        var cli = Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(cli);
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        process.WaitForExit();
-        return (process.ExitCode, stdout.Result, stderr.Result);
-    }
+    static (int Code, string Out, string Err) Cli(params string[] args) =>
+        TestData.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), .. args]);
 
     [Fact]
     public void Pretrain_probe_and_finetune_write_and_read_a_run_folder()

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using ResearchKit.Notebooks;
 
@@ -34,7 +33,7 @@ public class NotebookTests
     }
 
     static List<JsonObject> Outputs(RunResult r, int cell) => ((JsonArray)r.Notebook.CellObjects.ElementAt(cell)["outputs"]!).Select(o => (JsonObject)o!).ToList();
-    static string Text(JsonNode? n) => n is JsonArray a ? string.Concat(a.Select(l => l!.GetValue<string>())) : n?.GetValue<string>() ?? "";
+    static string Text(JsonNode? n) => NotebookDocument.Text(n);
 
     [Fact]
     public void Cells_share_state_and_produce_streams_results_and_updated_displays()
@@ -160,14 +159,9 @@ public class NotebookTests
 
     static string Run(string file, params string[] args)
     {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(120_000)) { process.Kill(true); throw new TimeoutException($"{file} did not finish"); }
-        Assert.True(process.ExitCode == 0, $"{file} exited {process.ExitCode}: {error.Result}");
-        return output.Result;
+        var (code, output, error) = TestData.RunProcess(file, args);
+        Assert.True(code == 0, $"{file} exited {code}: {error}");
+        return output;
     }
 
     [Fact]

@@ -17,6 +17,18 @@ static class TestData
     /// <summary>Real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist); fails with the catalog's how-to when missing.</summary>
     public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
 
+    /// <summary>Runs a program to completion (2 minutes at most); returns its exit code and output.</summary>
+    public static (int Code, string Out, string Err) RunProcess(string file, params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(120_000)) { process.Kill(true); throw new TimeoutException($"{file} did not finish in 2 minutes"); }
+        return (process.ExitCode, output.Result, error.Result);
+    }
+
     public static string TempDir()
     {
         var dir = Path.Combine(Path.GetTempPath(), "researchkit-tests", Guid.NewGuid().ToString("N"));

@@ -23,21 +23,27 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    /// <summary>x [B, T, D] → queries, keys, values, each [B, H, T, D/H].</summary>
+    (Tensor Q, Tensor K, Tensor V) SplitHeads(Tensor x)
     {
         var (B, T, D) = (x.shape[0], x.shape[1], x.shape[2]);
         var qkvHeads = qkv.call(x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);   // 3, B, H, T, Dh
-        var (q, k, v) = (qkvHeads[0], qkvHeads[1], qkvHeads[2]);
+        return (qkvHeads[0], qkvHeads[1], qkvHeads[2]);
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        var (q, k, v) = SplitHeads(x);
         var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: causal);     // B, H, T, Dh
-        return proj.call(attended.transpose(1, 2).reshape(B, T, D));
+        return proj.call(attended.transpose(1, 2).reshape(x.shape));
     }
 
     /// <summary>Attention probabilities [B, H, T, T], for attention-map figures.</summary>
     public Tensor Weights(Tensor x)
     {
-        var (B, T, D) = (x.shape[0], x.shape[1], x.shape[2]);
-        var qkvHeads = qkv.call(x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);
-        var scores = qkvHeads[0].matmul(qkvHeads[1].transpose(-2, -1)) / Math.Sqrt(D / heads);
+        var (q, k, _) = SplitHeads(x);
+        var scores = q.matmul(k.transpose(-2, -1)) / Math.Sqrt(q.shape[^1]);
+        long T = x.shape[1];
         if (causal) scores = scores.masked_fill(ones(T, T, dtype: ScalarType.Bool, device: x.device).triu(1), double.NegativeInfinity);
         return scores.softmax(-1);
     }
