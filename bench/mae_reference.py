@@ -2,7 +2,8 @@
 """PyTorch reference for `researchkit bench --method mae --preset tiny`: the same tiny MAE
 (ViT dim 128, depth 6, 4 heads, patch 4; decoder dim 64, depth 2, 4 heads; mask ratio 0.75),
 the same step (forward + backward + AdamW), batch, image size and threads. Prints one JSON line.
-Run with Debian's PyTorch: /usr/bin/python3 bench/mae_reference.py (see bench/README.md)."""
+Run with Debian's PyTorch: /usr/bin/python3 bench/mae_reference.py (see bench/README.md).
+mae_crosscheck.py reuses TinyMae, piece by piece, to check ResearchKit's MAE numerically."""
 import argparse, json, math, resource, statistics, time
 import torch
 import torch.nn as nn
@@ -44,9 +45,9 @@ class Block(nn.Module):
 
 
 class TinyMae(nn.Module):
-    def __init__(self, size=28, channels=1, patch=4, dim=128, depth=6, heads=4, ddim=64, ddepth=2, dheads=4, ratio=0.75):
+    def __init__(self, size=28, channels=1, patch=4, dim=128, depth=6, heads=4, ddim=64, ddepth=2, dheads=4, ratio=0.75, norm_pix=False):
         super().__init__()
-        self.patch, self.channels, self.ratio, grid = patch, channels, ratio, size // patch
+        self.patch, self.channels, self.ratio, self.norm_pix, grid = patch, channels, ratio, norm_pix, size // patch
         self.embed = nn.Linear(patch * patch * channels, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos", sincos_2d(dim, grid))
@@ -65,28 +66,52 @@ class TinyMae(nn.Module):
         x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(B, (H // p) * (W // p), p * p * C)
 
-    def forward(self, images):
-        target = self.patchify(images)
-        B, L, _ = target.shape
+    def random_masking(self, B, L, noise=None):
+        """noise [B, L] uniform (drawn when None) → keep [B, K] indices, restore [B, L], mask [B, L] (1 is remove)."""
         keep = int(L * (1 - self.ratio))
-        shuffle = torch.rand(B, L).argsort(1)
+        shuffle = (torch.rand(B, L) if noise is None else noise).argsort(1)   # small noise is kept
         restore = shuffle.argsort(1)
-        x = self.embed(target) + self.pos[:, 1:]
-        x = x.gather(1, shuffle[:, :keep, None].expand(-1, -1, x.shape[2]))
+        mask = torch.ones(B, L)
+        mask[:, :keep] = 0
+        return shuffle[:, :keep], restore, mask.gather(1, restore)
+
+    def forward_encoder(self, patches, keep, hidden=None):
+        """patches [B, L, p·p·C], keep [B, K] → normed latent [B, 1 + K, D]; appends each block's raw output to hidden."""
+        B = patches.shape[0]
+        x = self.embed(patches) + self.pos[:, 1:]
+        x = x.gather(1, keep[:, :, None].expand(-1, -1, x.shape[2]))
         x = torch.cat([(self.cls + self.pos[:, :1]).expand(B, -1, -1), x], 1)
         for block in self.blocks:
             x = block(x)
-        x = self.dembed(self.norm(x))
-        fill = self.mask_token.expand(B, L - keep, -1)
+            if hidden is not None:
+                hidden.append(x)
+        return self.norm(x)
+
+    def forward_decoder(self, latent, restore):
+        """latent [B, 1 + K, D], restore [B, L] → predicted patches [B, L, p·p·C]."""
+        x = self.dembed(latent)
+        B, L = restore.shape
+        fill = self.mask_token.expand(B, L + 1 - x.shape[1], -1)
         y = torch.cat([x[:, 1:], fill], 1).gather(1, restore[:, :, None].expand(-1, -1, x.shape[2]))
         x = torch.cat([x[:, :1], y], 1) + self.dpos
         for block in self.dblocks:
             x = block(x)
-        prediction = self.pred(self.dnorm(x))[:, 1:]
-        mask = torch.ones(B, L)
-        mask[:, :keep] = 0
-        mask = mask.gather(1, restore)
+        return self.pred(self.dnorm(x))[:, 1:]
+
+    def forward_loss(self, patches, prediction, mask):
+        """MSE per patch, averaged over removed patches; with norm_pix, targets are normalised per patch
+        by mean and unbiased variance (+1e-6), as MAE's official models_mae.py does (torch's var default)."""
+        target = patches
+        if self.norm_pix:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
         return (((prediction - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+
+    def forward(self, images, noise=None):
+        patches = self.patchify(images)
+        keep, restore, mask = self.random_masking(*patches.shape[:2], noise)
+        prediction = self.forward_decoder(self.forward_encoder(patches, keep), restore)
+        return self.forward_loss(patches, prediction, mask)
 
 
 def main():

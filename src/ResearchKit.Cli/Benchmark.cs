@@ -1,28 +1,55 @@
 using System.Diagnostics;
-using ResearchKit.Models;
-using ResearchKit.Runs;
+using ResearchKit.Data;
+using ResearchKit.Methods;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ResearchKit.Cli;
 
+/// <summary>The step beside one busy process: with the thread count fixed, and with <see cref="ThreadPolicy"/> choosing it.</summary>
+sealed record ContendedResult(int FixedThreads, double FixedThreadsImagesPerS, int AdaptiveThreads, double AdaptiveImagesPerS);
+
 /// <summary>Machine-readable result of `researchkit bench`.</summary>
 sealed record BenchResult(string Method, string Preset, int Batch, int Steps, int Threads, long Parameters, string Device,
-    double ImagesPerS, double MedianStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, double[] RssTraceMb, string Torch);
+    double ImagesPerS, double MedianStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, double[] RssTraceMb, string Torch,
+    ContendedResult? Contended = null);
 
-/// <summary>Times the pre-training step (forward + backward + AdamW) on random images, as the PyTorch reference script does.</summary>
+/// <summary>
+/// Times a method's training step — every update phase's forward, backward and optimizer step, as the trainer runs
+/// them — on random images and labels. The PyTorch reference script (bench/) times the same MAE step.
+/// </summary>
 static class Benchmark
 {
-    public static BenchResult Run(PretrainOptions options, int imageSize, int channels, int steps, int warmup)
+    public static BenchResult Run(MethodInfo method, string preset, int batchSize, int imageSize, int channels, int steps, int warmup, bool contention)
     {
         Compute.Seed(0);
-        var config = Pretraining.ModelConfig(options, imageSize, channels);
-        var model = new MaskedAutoencoder(config).to(Compute.Device);
-        var optimizer = optim.AdamW(model.parameters(), 1e-3, 0.9, 0.95, weight_decay: 0.05);
-        var images = randn(new long[] { options.BatchSize, channels, imageSize, imageSize }, device: Compute.Device).DetachFromDisposeScope();
+        var config = method.Preset(preset).ForInput(imageSize, channels);
+        config.Validate();
+        var model = config.Build();
+        model.Module.to(Compute.Device).train();
+        var phases = model.Phases();
+        var optimizers = phases.Select(p => (p.Optimizer ?? config.Optimizer).Create(p.Parameters, batchSize, p.NoWeightDecay)).ToArray();
+        var batch = new Batch(randn(new long[] { batchSize, channels, imageSize, imageSize }, device: Compute.Device).DetachFromDisposeScope(),
+            randint(0, 10, new long[] { batchSize }, device: Compute.Device).DetachFromDisposeScope());
         using var generator = new Generator(0);
-        model.train();
+
+        double Step()
+        {
+            var clock = Stopwatch.StartNew();
+            using var scope = NewDisposeScope();
+            for (int i = 0; i < phases.Count; i++)
+            {
+                var loss = phases[i].Loss(batch, generator);
+                optimizers[i].zero_grad();
+                loss.backward();
+                optimizers[i].step();
+                loss.item<float>();   // synchronise
+            }
+            return clock.Elapsed.TotalMilliseconds;
+        }
+        double ImagesPerSecond(List<double> times) => Math.Round(batchSize / (times.Average() / 1000), 1);
+
         var times = new List<double>();
         double rssAfterWarmup = 0;
         var trace = new List<double>();   // RSS after warmup and at each quarter of the timed steps: flat memory shows here
@@ -30,23 +57,35 @@ static class Benchmark
         {
             if (i == warmup) rssAfterWarmup = ResidentMb("VmRSS");
             if (i >= warmup && (i - warmup) % Math.Max(1, steps / 4) == 0) trace.Add(ResidentMb("VmRSS"));
-            var clock = Stopwatch.StartNew();
-            using (var scope = NewDisposeScope())
-            {
-                var loss = model.call(images, generator).Loss;
-                optimizer.zero_grad();
-                loss.backward();
-                optimizer.step();
-                loss.item<float>();   // synchronise
-            }
-            if (i >= warmup) times.Add(clock.Elapsed.TotalMilliseconds);
+            double ms = Step();
+            if (i >= warmup) times.Add(ms);
         }
-        times.Sort();
-        double median = times[times.Count / 2];
-        return new BenchResult(options.Method, options.Preset, options.BatchSize, steps, get_num_threads(),
-            model.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
-            Math.Round(options.BatchSize / (times.Sum() / times.Count / 1000), 1), Math.Round(median, 1),
-            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__);
+        int threads = get_num_threads();
+        ContendedResult? contended = null;
+        if (contention)
+        {
+            // One single-threaded busy process beside us, as a second notebook, build or test run would be.
+            using var busy = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "while :; do :; done"])) ?? throw new ResearchKitException("could not start a busy process for --contention");
+            try
+            {
+                Thread.Sleep(300);
+                var fixedTimes = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
+                int adaptive = new ThreadPolicy(adaptive: true).Choose();
+                Step();   // first step at the new thread count
+                var adaptiveTimes = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
+                contended = new ContendedResult(threads, ImagesPerSecond(fixedTimes), adaptive, ImagesPerSecond(adaptiveTimes));
+            }
+            finally
+            {
+                busy.Kill();
+                set_num_threads(threads);
+            }
+        }
+        var sorted = times.Order().ToList();
+        return new BenchResult(method.Name, preset, batchSize, steps, threads,
+            model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
+            ImagesPerSecond(times), Math.Round(sorted[sorted.Count / 2], 1),
+            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__, contended);
     }
 
     /// <summary>A /proc/self/status memory field in MB (Linux); 0 elsewhere.</summary>

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using ResearchKit.Data;
 using ResearchKit.Evaluation;
+using ResearchKit.Methods;
 using ResearchKit.Models;
 using ResearchKit.Runs;
 using ResearchKit.Training;
@@ -25,62 +26,113 @@ static class Commands
         return 0;
     }
 
-    public static Command Pretrain()
+    /// <summary>
+    /// `pretrain --method NAME`: the common options plus the options NAME declares (its <see cref="MethodInfo.Options"/>),
+    /// so `--help` lists them and an option of another method is refused (see <see cref="UnknownOptionError"/>).
+    /// </summary>
+    public static Command Pretrain(MethodInfo info)
     {
-        var method = new Option<string>("--method") { Description = "pre-training method", DefaultValueFactory = _ => "mae" };
-        method.AcceptOnlyFromAmong(Pretraining.Methods);
+        var method = new Option<string>("--method") { Description = $"pre-training method: {string.Join(", ", MethodRegistry.Names)}", DefaultValueFactory = _ => "mae" };
         var dataset = new Option<string>("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
-        var preset = new Option<string>("--preset") { Description = "model size", DefaultValueFactory = _ => "tiny" };
-        preset.AcceptOnlyFromAmong(Pretraining.Presets);
+        var preset = new Option<string>("--preset") { Description = $"model size: {string.Join(", ", info.Presets.Keys)}", DefaultValueFactory = _ => "tiny" };
+        preset.AcceptOnlyFromAmong([.. info.Presets.Keys]);
         var epochs = new Option<int>("--epochs") { Description = "epochs over the training split", DefaultValueFactory = _ => 1 };
         var limit = new Option<long?>("--train-limit") { Description = "use only the first N training images" };
-        var ratio = new Option<double?>("--mask-ratio") { Description = "fraction of patches removed (MAE default 0.75)" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
-        var lr = new Option<double?>("--lr") { Description = "base learning rate (scaled by batch/256)" };
-        var normPix = new Option<bool>("--norm-pix-loss") { Description = "normalise each target patch by its mean and variance" };
-        var decoderDepth = new Option<int?>("--decoder-depth");
-        var decoderDim = new Option<int?>("--decoder-dim");
+        var lr = new Option<string?>("--lr") { Description = "base learning rate, scaled by batch/256 (default: the method's recipe)" };
         var augment = new Option<bool>("--augment") { Description = "random resized crop + horizontal flip (MAE's augmentation)" };
         var outDir = new Option<string>("--out") { Description = "run folder (checkpoint, config.json, metrics.jsonl); rerun to resume", Required = true };
         var device = DeviceOption();
-        var command = new Command("pretrain", "Pre-train a model self-supervised; rerunning with the same --out resumes")
-            { method, dataset, preset, epochs, limit, ratio, seed, batch, lr, normPix, decoderDepth, decoderDim, augment, outDir, device };
+        var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
+            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, outDir, device };
+        var own = info.Options.Select(o => (o, option: o.IsFlag ? (Option)new Option<bool>(o.Name) { Description = o.Description }
+            : new Option<string>(o.Name) { Description = o.Description })).ToList();
+        foreach (var (_, option) in own) command.Options.Add(option);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
-            var options = new PretrainOptions(r.GetValue(method)!, r.GetValue(dataset)!, r.GetValue(preset)!, r.GetValue(epochs), r.GetValue(limit),
-                r.GetValue(seed), r.GetValue(batch), r.GetValue(lr), r.GetValue(ratio), r.GetValue(normPix), r.GetValue(decoderDepth),
-                r.GetValue(decoderDim), Augment: r.GetValue(augment));
+            var config = info.Preset(r.GetValue(preset)!);
+            foreach (var (o, option) in own)
+            {
+                if (o.IsFlag) { if (r.GetValue((Option<bool>)option)) config = o.Apply(config, "true"); }
+                else if (r.GetValue((Option<string>)option) is { } text) config = o.Apply(config, text);
+            }
+            var options = new PretrainOptions(r.GetValue(dataset)!, r.GetValue(epochs), r.GetValue(limit), r.GetValue(seed), r.GetValue(batch),
+                r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null, r.GetValue(augment));
+            options.Validate();
             using var progress = new TerminalProgress("pretrain");
-            var run = Pretraining.Run(options, r.GetValue(outDir)!, progress);
+            var run = Pretraining.Run(config, options, r.GetValue(outDir)!, progress);
             var losses = run.Result.Losses;
             int k = Math.Max(1, Math.Min(10, losses.Count / 5));
-            Console.WriteLine($"pretrained {run.Config.Method} on {run.Config.Dataset}: {run.Result.Steps} steps in {run.Result.Elapsed.TotalSeconds:F0} s" +
+            Console.WriteLine($"pretrained {info.Name} on {run.Config.Dataset}: {run.Result.Steps} steps in {run.Result.Elapsed.TotalSeconds:F0} s" +
                 $"{(run.Result.Resumed ? " (resumed)" : "")}; loss {losses.Take(k).Average():F4} → {losses.TakeLast(k).Average():F4}; saved to {run.Directory}");
         }));
+        return command;
+    }
+
+    /// <summary>The method named by `--method NAME` or `--method=NAME` in the arguments (mae when absent).</summary>
+    public static MethodInfo MethodOf(string[] args)
+    {
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--method" && i + 1 < args.Length) return MethodRegistry.Get(args[i + 1]);
+            if (args[i].StartsWith("--method=", StringComparison.Ordinal)) return MethodRegistry.Get(args[i]["--method=".Length..]);
+        }
+        return MethodRegistry.Get("mae");
+    }
+
+    /// <summary>A one-line error for an option the chosen method does not have, naming the method and its options.</summary>
+    public static string? UnknownOptionError(MethodInfo info, IEnumerable<string> unmatched)
+    {
+        var option = unmatched.FirstOrDefault(t => t.StartsWith("--", StringComparison.Ordinal));
+        if (option is null) return null;
+        var owners = MethodRegistry.All.Where(m => m.Options.Any(o => o.Name == option)).Select(m => m.Name).ToList();
+        return $"{info.Name} has no option {option}{(owners.Count > 0 ? $" (it belongs to {string.Join(", ", owners)})" : "")}; " +
+            $"{info.Name}'s own options: {(info.Options.Count == 0 ? "none" : string.Join(", ", info.Options.Select(o => o.Name)))}; see `researchkit pretrain --method {info.Name} --help`";
+    }
+
+    public static Command Methods()
+    {
+        var json = new Option<bool>("--json") { Description = "one JSON object per method per line" };
+        var command = new Command("methods", "List the pre-training methods with their papers, presets and options") { json };
+        command.SetAction(r =>
+        {
+            foreach (var m in MethodRegistry.All)
+            {
+                if (r.GetValue(json))
+                {
+                    Console.WriteLine(JsonSerializer.Serialize(new { name = m.Name, paper = m.Paper, presets = m.Presets.Keys,
+                        options = m.Options.Select(o => new { name = o.Name, description = o.Description, flag = o.IsFlag }) }, Line));
+                    continue;
+                }
+                Console.WriteLine($"{m.Name}  —  {m.Paper}");
+                Console.WriteLine($"  presets: {string.Join(", ", m.Presets.Keys)}");
+                foreach (var o in m.Options) Console.WriteLine($"  {o.Name + (o.IsFlag ? "" : " VALUE"),-28} {o.Description}");
+            }
+            return 0;
+        });
         return command;
     }
 
     public static Command Probe()
     {
         var dir = new Argument<string>("run") { Description = "run folder written by pretrain" };
-        var layer = new Option<string>("--layer") { Description = "encoder layer (0-based) or 'all'", DefaultValueFactory = _ => "all" };
+        var layer = new Option<string>("--layer") { Description = "backbone layer (0-based) or 'all'", DefaultValueFactory = _ => "all" };
         var dataset = new Option<string?>("--dataset") { Description = "probe on another data set of the same image shape" };
         var trainLimit = new Option<long?>("--train-limit") { Description = "training images for the probe", DefaultValueFactory = _ => 10_000 };
         var testLimit = new Option<long?>("--test-limit") { Description = "test images to score (default: all)" };
         var json = new Option<bool>("--json") { Description = "one JSON object per layer per line" };
         var device = DeviceOption();
-        var command = new Command("probe", "Linear probe (BatchNorm without affine + linear, MAE's recipe) and kNN on frozen features")
+        var command = new Command("probe", "Linear probe (BatchNorm without affine + linear, MAE's recipe) and kNN on frozen features of every layer")
             { dir, layer, dataset, trainLimit, testLimit, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             var (config, model) = Pretraining.Load(r.GetValue(dir)!);
-            int depth = model.Encoder.Depth;
-            var layers = ParseLayers(r.GetValue(layer)!, depth);
+            var layers = ParseLayers(r.GetValue(layer)!, model.Backbone.Depth);
             using var data = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
             var clock = Stopwatch.StartNew();
-            using var train = LayerFeatures.Extract(model.Encoder, data.Train, config.Normalization);
-            using var test = LayerFeatures.Extract(model.Encoder, data.Test, config.Normalization);
+            using var train = LayerFeatures.Extract(model.Backbone, data.Train, config.Normalization);
+            using var test = LayerFeatures.Extract(model.Backbone, data.Test, config.Normalization);
             if (!r.GetValue(json)) Console.WriteLine($"{"layer",5} {"linear",8} {"kNN",8}   ({data.Train.Count} train / {data.Test.Count} test images, chance {1.0 / data.Train.ClassCount:P0})");
             LinearProbe.PerLayer(train, test, data.Train.ClassCount, layers, onResult: p =>
                 Console.WriteLine(r.GetValue(json)
@@ -107,18 +159,19 @@ static class Commands
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
-        var command = new Command("finetune", "Fine-tune the pre-trained encoder with a linear head; report test accuracy")
+        var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
             { dir, blocks, epochs, trainLimit, lr, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             var (config, model) = Pretraining.Load(r.GetValue(dir)!);
             var blockText = r.GetValue(blocks)!;
+            int depth = model.Backbone.Depth;
             int k = blockText == "all" ? int.MaxValue
-                : int.TryParse(blockText, out var n) && n >= 0 && n <= model.Encoder.Depth ? n
-                : throw new ResearchKitException($"--blocks: expected 'all' or 0–{model.Encoder.Depth}; got '{blockText}'");
+                : int.TryParse(blockText, out var n) && n >= 0 && n <= depth ? n
+                : throw new ResearchKitException($"--blocks: expected 'all' or 0–{depth}; got '{blockText}'");
             using var data = DatasetCatalog.Load(config.Dataset);
             using var progress = new TerminalProgress("finetune");
-            var result = FineTuning.Run(model.Encoder, data, config.Normalization,
+            var result = FineTuning.Run(model.Backbone, data, config.Normalization,
                 new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit)), progress);
             Console.WriteLine(r.GetValue(json)
                 ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs) }, Line)
@@ -146,27 +199,29 @@ static class Commands
     public static Command Bench()
     {
         var method = new Option<string>("--method") { DefaultValueFactory = _ => "mae" };
-        method.AcceptOnlyFromAmong(Pretraining.Methods);
+        method.AcceptOnlyFromAmong([.. MethodRegistry.Names]);
         var preset = new Option<string>("--preset") { DefaultValueFactory = _ => "tiny" };
-        preset.AcceptOnlyFromAmong(Pretraining.Presets);
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 30 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
         var imageSize = new Option<int>("--image-size") { DefaultValueFactory = _ => 28 };
         var channels = new Option<int>("--channels") { DefaultValueFactory = _ => 1 };
         var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice)" };
+        var contention = new Option<bool>("--contention") { Description = "also time the step beside one busy process: fixed threads, and the adaptive thread policy" };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
-        var command = new Command("bench", "Time forward + backward + AdamW steps on random images; report images/s and peak memory")
-            { method, preset, batch, steps, warmup, imageSize, channels, threads, json, device };
+        var command = new Command("bench", "Time a method's training step (forward, backward, optimizer) on random images; report images/s and memory")
+            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             if (r.GetValue(threads) is { } t) set_num_threads(t);
-            var result = Benchmark.Run(new PretrainOptions(r.GetValue(method)!, Preset: r.GetValue(preset)!, BatchSize: r.GetValue(batch)),
-                r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps), r.GetValue(warmup));
+            var info = MethodRegistry.Get(r.GetValue(method)!);
+            var result = Benchmark.Run(info, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),
+                r.GetValue(warmup), r.GetValue(contention));
             Console.WriteLine(r.GetValue(json)
-                ? JsonSerializer.Serialize(result, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })
-                : $"{result.ImagesPerS:F0} images/s ({result.Steps} steps of {result.Batch}, median step {result.MedianStepMs:F0} ms), peak RSS {result.PeakRssMb:F0} MB, RSS {result.RssAfterWarmupMb:F0} → {result.RssEndMb:F0} MB, {result.Threads} threads");
+                ? JsonSerializer.Serialize(result, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull })
+                : $"{result.Method}: {result.ImagesPerS:F0} images/s ({result.Steps} steps of {result.Batch}, median step {result.MedianStepMs:F0} ms), peak RSS {result.PeakRssMb:F0} MB, RSS {result.RssAfterWarmupMb:F0} → {result.RssEndMb:F0} MB, {result.Threads} threads" +
+                  (result.Contended is { } c ? $"\nbeside a busy process: {c.FixedThreadsImagesPerS:F0} images/s with {c.FixedThreads} threads, {c.AdaptiveImagesPerS:F0} images/s with the adaptive policy ({c.AdaptiveThreads} threads)" : ""));
         }));
         return command;
     }

@@ -3,13 +3,19 @@ using ResearchKit;
 using ResearchKit.Cli;
 
 // One-line errors and a non-zero exit on failure; usage on bad arguments (System.CommandLine).
-var root = new RootCommand("ResearchKit: reproduce self-supervised vision papers on a CPU")
-{
-    Commands.Pretrain(), Commands.Probe(), Commands.FineTune(), Commands.Data(), Commands.Bench(), NotebookCommand.Create(),
-};
 try
 {
-    return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    // `pretrain` takes the options of the method it trains, so its command is built for that method.
+    var method = args.Length > 0 && args[0] == "pretrain" ? Commands.MethodOf(args) : null;
+    var root = new RootCommand("ResearchKit: reproduce self-supervised vision papers on a CPU")
+    {
+        Commands.Pretrain(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), Commands.Methods(), Commands.Probe(), Commands.FineTune(),
+        Commands.Data(), Commands.Bench(), NotebookCommand.Create(),
+    };
+    var parsed = root.Parse(args);
+    if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens) is { } unknown)
+        throw new ResearchKitException(unknown);
+    return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is ResearchKitException || e.InnerException is ResearchKitException)
 {

@@ -52,7 +52,7 @@ public sealed class NotebookSession : IDisposable
     [
         "System", "System.IO", "System.Linq", "System.Collections.Generic", "System.Threading", "System.Threading.Tasks",
         "TorchSharp", "Deedle", "Plotly.NET", "ResearchKit", "ResearchKit.Data", "ResearchKit.Models", "ResearchKit.Tokenizers",
-        "ResearchKit.Training", "ResearchKit.Evaluation", "ResearchKit.Runs", "ResearchKit.Reporting", "ResearchKit.Notebooks",
+        "ResearchKit.Training", "ResearchKit.Evaluation", "ResearchKit.Methods", "ResearchKit.Runs", "ResearchKit.Reporting", "ResearchKit.Notebooks",
     ];
 
     readonly ScriptOptions options;

@@ -158,20 +158,121 @@ public class DataTests
     }
 
     [Fact]
-    public void Normalization_is_inverted_exactly_and_augmentation_keeps_shape()
+    public void Normalization_maps_known_bytes_to_hand_computed_values_and_inverts_them()
     {
-        using var data = TestData.Random(50, channels: 3, size: 32);
+        // One 2-channel 1×3 image. Channel 0 bytes 0, 51, 255 = 0, 0.2, 1; channel 1 bytes 102, 153, 204 = 0.4, 0.6, 0.8.
+        var bytes = tensor(new byte[] { 0, 51, 255, 102, 153, 204 }, new long[] { 1, 2, 1, 3 });
+        var norm = new Normalization([0.2f, 0.5f], [0.5f, 0.25f]);
+        // (x − mean) / std by hand: (0 − .2)/.5, (.2 − .2)/.5, (1 − .2)/.5; (.4 − .5)/.25, (.6 − .5)/.25, (.8 − .5)/.25.
+        var expected = new[] { -0.4f, 0f, 1.6f, -0.4f, 0.4f, 1.2f };
+        var normalised = norm.Apply(bytes, CPU);
+        Assert.Equal(new long[] { 1, 2, 1, 3 }, normalised.shape);
+        Assert.Equal(ScalarType.Float32, normalised.dtype);
+        var values = normalised.data<float>().ToArray();
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], values[i], 5);
+        // Invert gives back x/255, and clamps to [0, 1]: −10 in channel 0 is 0.2 − 5 < 0, 10 is 0.2 + 5 > 1.
+        var inverted = norm.Invert(normalised).data<float>().ToArray();
+        var pixels = new[] { 0f, 0.2f, 1f, 0.4f, 0.6f, 0.8f };
+        for (int i = 0; i < pixels.Length; i++) Assert.Equal(pixels[i], inverted[i], 5);
+        var extremes = tensor(new[] { -10f, 10f, -10f, 10f }, new long[] { 1, 2, 1, 2 });
+        Assert.Equal(new[] { 0f, 1f, 0f, 1f }, norm.Invert(extremes).data<float>().ToArray());
+
+        // The loader goes through the same path: an unaugmented batch holds exactly these values.
+        using var data = new ImageDataset("known", "train", bytes, tensor(new long[] { 0 }), ["a"], "test");
+        var batch = new DataLoader(data, 1, norm, device: CPU).Load(new BatchIndices(0, 0, [0]));
+        Assert.True(batch.Images.allclose(tensor(expected, new long[] { 1, 2, 1, 3 }), rtol: 0, atol: 1e-6));
+    }
+
+    [Fact]
+    public void Normalization_statistics_match_a_brute_force_count_and_round_trip_every_byte()
+    {
+        using var data = TestData.Random(50, channels: 3, size: 8);
         var norm = Normalization.Of(data);
-        var batch = new DataLoader(data, 10, norm, device: CPU).Load(new BatchIndices(0, 0, [0, 1]));
-        Assert.True(norm.Invert(batch.Images).mul(255).round().Same(data.Images[..2].to_type(ScalarType.Float32)));
-        // Whole-image "crop" without flip is the identity.
-        var identity = new Augmentation(RandomResizedCrop: false, HorizontalFlip: false).Apply(batch.Images, new Random(0));
-        Assert.True(identity.Same(batch.Images));
-        var flipped = new Augmentation(false, 1, 1, true).Apply(batch.Images, new Random(1));
-        Assert.Equal(batch.Images.shape, flipped.shape);
-        var augmented = Augmentation.Mae.Apply(batch.Images, new Random(2));
-        Assert.Equal(batch.Images.shape, augmented.shape);
-        Assert.False(augmented.Same(batch.Images));
+        var raw = data.Images.data<byte>().ToArray();   // N, C, H, W
+        int perImage = 3 * 64;
+        for (int c = 0; c < 3; c++)
+        {
+            var x = Enumerable.Range(0, 50).SelectMany(n => Enumerable.Range(0, 64).Select(k => raw[n * perImage + c * 64 + k] / 255.0)).ToArray();
+            double mean = x.Average();
+            double std = Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Length - 1));   // unbiased, as torch.std
+            Assert.Equal(mean, norm.Mean[c], 5);
+            Assert.Equal(std, norm.Std[c], 5);
+        }
+        var batch = new DataLoader(data, 10, norm, device: CPU).Load(new BatchIndices(0, 0, [3, 7]));
+        var pixels = data.Images.index_select(0, tensor(new long[] { 3, 7 })).to_type(ScalarType.Float32);
+        Assert.False(batch.Images.allclose(pixels.div(255)));   // it was normalised
+        Assert.True(norm.Invert(batch.Images).mul(255).round().Same(pixels));
+    }
+
+    [Fact]
+    public void Flip_only_augmentation_mirrors_exactly_the_images_whose_draw_is_below_one_half()
+    {
+        using var data = TestData.Random(16, channels: 2, size: 8);
+        var images = new Normalization([0.5f, 0.5f], [0.25f, 0.25f]).Apply(data.Images, CPU);
+        var flipped = new Augmentation(RandomResizedCrop: false, HorizontalFlip: true).Apply(images, new Random(9));
+        // Without the crop, each image takes one draw: flip when NextDouble() < 0.5 (p = 0.5).
+        var draws = new Random(9);
+        int mirrored = 0;
+        for (int b = 0; b < 16; b++)
+        {
+            bool flip = draws.NextDouble() < 0.5;
+            var expected = flip ? images[b].flip(2) : images[b];
+            Assert.True(flipped[b].allclose(expected, rtol: 0, atol: 1e-5), $"image {b} (flip: {flip})");
+            if (flip) mirrored++;
+        }
+        Assert.InRange(mirrored, 1, 15);   // both branches were exercised (the seed is fixed)
+    }
+
+    [Fact]
+    public void Random_resized_crop_samples_an_in_bounds_rectangle_of_the_configured_scale_and_aspect()
+    {
+        // Ramp images: channel 0 holds the column index, channel 1 the row index. Bilinear sampling of a linear
+        // function is exact, so each output pixel holds the (border-clamped) input coordinate it sampled.
+        const int S = 64, B = 16;
+        var ramp = arange(S).to_type(ScalarType.Float32);
+        var images = stack(new[] { ramp.reshape(1, S).expand(S, S), ramp.reshape(S, 1).expand(S, S) }).unsqueeze(0).expand(B, -1, -1, -1).contiguous();
+        var output = Augmentation.Mae.Apply(images, new Random(3));
+        Assert.Equal(images.shape, output.shape);
+
+        int flips = 0, cropped = 0, tall = 0, wide = 0, offCentreX = 0, offCentreY = 0;
+        for (int b = 0; b < B; b++)
+        {
+            // x depends on the column only and y on the row only: no shear or rotation.
+            Assert.True(output[b, 0].allclose(output[b, 0, ..1].expand(S, S), rtol: 0, atol: 1e-3), $"image {b}: x varies along a column");
+            Assert.True(output[b, 1].allclose(output[b, 1, .., ..1].expand(S, S), rtol: 0, atol: 1e-3), $"image {b}: y varies along a row");
+            var (sx, edgesX) = Axis(output[b, 0, 0].data<float>().ToArray(), $"image {b} x");
+            var (sy, edgesY) = Axis(output[b, 1, .., 0].data<float>().ToArray(), $"image {b} y");
+            Assert.True(sy > 0, $"image {b} is flipped vertically");
+            // RandomResizedCrop: area fraction in [MinScale, MaxScale] = [0.2, 1], aspect in [3/4, 4/3], inside the image.
+            double area = Math.Abs(sx) * sy, aspect = Math.Abs(sx) / sy;
+            Assert.InRange(area, 0.2 - 1e-4, 1 + 1e-4);
+            Assert.InRange(aspect, 0.75 - 1e-4, 4.0 / 3 + 1e-4);
+            foreach (var edge in new[] { edgesX.Lo, edgesX.Hi, edgesY.Lo, edgesY.Hi }) Assert.InRange(edge, -1e-2, S + 1e-2);
+            if (sx < 0) flips++;
+            if (area < 0.9) cropped++;
+            if (aspect < 0.95) tall++;
+            if (aspect > 1.05) wide++;
+            // The crop's position is drawn too, not only its size.
+            if (Math.Abs((edgesX.Lo + edgesX.Hi) / 2 - S / 2.0) > 1) offCentreX++;
+            if (Math.Abs((edgesY.Lo + edgesY.Hi) / 2 - S / 2.0) > 1) offCentreY++;
+        }
+        Assert.InRange(flips, 1, B - 1);
+        Assert.True(tall > 0 && wide > 0, $"aspects not drawn from both sides of square: {tall} tall, {wide} wide");
+        Assert.True(offCentreX > 0 && offCentreY > 0, $"crops off centre: {offCentreX} in x, {offCentreY} in y");
+        Assert.True(cropped >= B / 2, $"only {cropped} of {B} images were cropped to less than 90%");
+
+        // Samples along one axis lie on the line u_j = u_mid + s·(j − mid) clamped to [0, S − 1]; s is the crop's
+        // size as a fraction of the image (negative when mirrored). Returns s and the crop's edges in pixel units.
+        static (double Slope, (double Lo, double Hi) Edges) Axis(float[] u, string what)
+        {
+            int mid = S / 2;   // the crop centre is at least 0.19·S from the border, so these samples are not clamped
+            double slope = u[mid + 1] - u[mid];
+            for (int j = 0; j < S; j++)
+                Assert.True(Math.Abs(u[j] - Math.Clamp(u[mid] + slope * (j - mid), 0, S - 1)) < 1e-3, $"{what}: sample {j} is {u[j]}, off the line");
+            // Sample j sits at the centre of output pixel j: u_j = edge + s·(j + ½) − ½.
+            double first = u[mid] + 0.5 - slope * (mid + 0.5), last = first + slope * S;
+            return (slope, (Math.Min(first, last), Math.Max(first, last)));
+        }
     }
 
     [Fact]

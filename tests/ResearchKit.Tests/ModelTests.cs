@@ -15,8 +15,12 @@ public class ModelTests
         manual_seed(0);
         var vit = new VisionTransformer(ViTConfig.Tiny(32, 3));
         var x = randn(2, 3, 32, 32);
-        var tokens = vit.call(x);
+        var tokens = vit.Tokens(x);
         Assert.Equal(new long[] { 2, 1 + 64, 128 }, tokens.shape);
+        // The backbone contract's pooled features: mean of the normed patch tokens, or [CLS].
+        Assert.True(vit.call(x).allclose(tokens[.., 1..].mean(new long[] { 1 }), atol: 1e-6));
+        vit.Pooling = Pooling.Cls;
+        Assert.True(vit.Features(x).allclose(tokens[.., 0], atol: 1e-6));
         Assert.False(tokens.isnan().any().item<bool>());
         var layers = vit.LayerFeatures(x);
         Assert.Equal(6, layers.Length);
@@ -116,18 +120,69 @@ public class ModelTests
         Assert.Throws<ResearchKitException>(() => new MaskedAutoencoder(Small() with { Sampling = MaskSampling.Grid, MaskRatio = 0.5 }));
     }
 
-    [Fact]
-    public void Reconstruct_pastes_kept_patches_back_exactly()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Reconstruct_pastes_kept_patches_back_exactly_and_predictions_into_removed_ones(bool normPixLoss)
     {
         manual_seed(0);
-        var mae = new MaskedAutoencoder(Small() with { NormPixLoss = true });
-        var images = randn(2, 1, 28, 28);
+        var mae = new MaskedAutoencoder(Small() with { NormPixLoss = normPixLoss });
+        var images = randn(2, 1, 28, 28) * 3 + 2;
         using var g = new Generator(4);
         var (masked, reconstruction, pasted, removed) = mae.Reconstruct(images, g);
-        Assert.Equal(images.shape, removed.shape);
+        Assert.Equal(new long[] { 2, 1, 28, 28 }, removed.shape);
+        Assert.Equal(images.shape, masked.shape);
         Assert.Equal(images.shape, reconstruction.shape);
-        // Where the masked input is non-zero (kept), the pasted image equals the original.
-        var kept = masked.ne(0);
-        Assert.True(pasted[kept].allclose(images[kept], atol: 1e-5));
+        Assert.Equal(images.shape, pasted.shape);
+
+        // Removed is the sampled patch mask (same generator seed) spread over each 4×4 patch of the 7×7 grid.
+        using var twin = new Generator(4);
+        var patchMask = mae.SampleMask(2, twin, CPU).Mask.data<float>().ToArray();   // B, L
+        var expectedRemoved = new float[2 * 28 * 28];
+        for (int b = 0; b < 2; b++)
+            for (int r = 0; r < 28; r++)
+                for (int c = 0; c < 28; c++)
+                    expectedRemoved[(b * 28 + r) * 28 + c] = patchMask[b * 49 + (r / 4) * 7 + c / 4];
+        Assert.Equal(expectedRemoved, removed.data<float>().ToArray());
+        Assert.Equal(2 * 37 * 16f, removed.sum().item<float>());   // 49 − 12 kept = 37 removed patches per image
+
+        var isRemoved = removed.to_type(ScalarType.Bool);
+        var isKept = isRemoved.logical_not();
+        Assert.True(pasted[isKept].Same(images[isKept]));                  // kept pixels: the input, exactly
+        Assert.True(pasted[isRemoved].Same(reconstruction[isRemoved]));    // removed pixels: the reconstruction
+        Assert.True(masked.eq(0).Same(isRemoved));                         // masked input is zero exactly where removed
+        Assert.True(masked[isKept].Same(images[isKept]));
+        Assert.False(reconstruction[isRemoved].allclose(images[isRemoved], atol: 1e-2));   // the paste is visible
+    }
+
+    [Fact]
+    public void Reconstruct_with_norm_pix_loss_unnormalises_the_prediction_with_each_true_patchs_statistics()
+    {
+        manual_seed(0);
+        var mae = new MaskedAutoencoder(Small(3) with { NormPixLoss = true });
+        var images = randn(2, 3, 28, 28) * 3 + 2;   // far from zero mean and unit variance, so un-normalising matters
+        using var g = new Generator(6);
+        var (_, reconstruction, _, _) = mae.Reconstruct(images, g);
+        using var twin = new Generator(6);
+        Tensor prediction;
+        using (no_grad()) prediction = mae.call(images, twin).Prediction;   // same mask, so the same prediction
+
+        // Independently: each true patch's mean and unbiased variance (+1e-6), as Targets normalises; expected = p·std + mean.
+        var patches = Patches.Patchify(images, 4).data<float>().ToArray();   // B, L, 48
+        var predicted = prediction.data<float>().ToArray();
+        const int P = 4 * 4 * 3;
+        var expected = new float[patches.Length];
+        for (int start = 0; start < patches.Length; start += P)
+        {
+            double mean = 0, squares = 0;
+            for (int k = 0; k < P; k++) mean += patches[start + k];
+            mean /= P;
+            for (int k = 0; k < P; k++) squares += (patches[start + k] - mean) * (patches[start + k] - mean);
+            double std = Math.Sqrt(squares / (P - 1) + 1e-6);
+            for (int k = 0; k < P; k++) expected[start + k] = (float)(predicted[start + k] * std + mean);
+        }
+        var actual = Patches.Patchify(reconstruction, 4);
+        Assert.True(actual.allclose(tensor(expected, actual.shape), rtol: 1e-5, atol: 1e-5));
+        Assert.False(actual.allclose(prediction, atol: 1e-2));   // the prediction alone would not pass
     }
 }

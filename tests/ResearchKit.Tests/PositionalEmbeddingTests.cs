@@ -23,8 +23,28 @@ public class PositionalEmbeddingTests
     }
 
     [Fact]
-    public void SinCos_rejects_odd_dimensions()
+    public void SinCos1D_rejects_odd_dimensions_and_accepts_even_ones()
     {
-        Assert.Throws<ArgumentException>(() => PositionalEmbedding.SinCos2D(6, 2, false));
+        var e = Assert.Throws<ArgumentException>(() => PositionalEmbedding.SinCos1D(7, [0.0, 1.0]));
+        Assert.Equal("dim", e.ParamName);
+        Assert.Contains("must be even; got 7", e.Message);
+        // 6 is even but not divisible by 4: the 1-D form takes it (only the 2-D form needs D/2 even).
+        var ok = PositionalEmbedding.SinCos1D(6, [0.0, 1.0]);
+        Assert.Equal((2, 6), (ok.GetLength(0), ok.GetLength(1)));
+        // Position 1 with D/2 = 3: ω_i = 10000^(−i/3) = 1, 10000^(−1/3), 10000^(−2/3); sines then cosines.
+        double w1 = Math.Pow(10000, -1.0 / 3), w2 = Math.Pow(10000, -2.0 / 3);
+        var expected = new[] { Math.Sin(1), Math.Sin(w1), Math.Sin(w2), Math.Cos(1), Math.Cos(w1), Math.Cos(w2) };
+        for (int i = 0; i < 6; i++) Assert.Equal(expected[i], ok[1, i], 12);
+    }
+
+    [Theory]
+    [InlineData(6)]    // even, but D/2 = 3 is odd
+    [InlineData(7)]    // odd
+    [InlineData(10)]
+    public void SinCos2D_rejects_dimensions_not_divisible_by_4(int dim)
+    {
+        var e = Assert.Throws<ArgumentException>(() => PositionalEmbedding.SinCos2D(dim, 2, false));
+        Assert.Equal("dim", e.ParamName);
+        Assert.Contains($"must be divisible by 4; got {dim}", e.Message);
     }
 }

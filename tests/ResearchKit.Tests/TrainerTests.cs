@@ -20,6 +20,8 @@ public class TrainerTests
 
     static Func<Batch, Generator, Tensor> Loss(MaskedAutoencoder m) => (b, g) => m.call(b.Images, g).Loss;
 
+    static OptimizerConfig Lr(double baseLr) => new(BaseLearningRate: baseLr);
+
     [Fact]
     public void Warmup_cosine_schedule_matches_hand_values()
     {
@@ -38,8 +40,8 @@ public class TrainerTests
         using var data = TestData.Random(320);
         var (model, loader) = Setup(data);
         var counts = new List<long>();
-        var trainer = new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16, BaseLearningRate: 1e-3));
-        trainer.Fit(loader, Loss(model), new CallbackProgress<TrainProgress>(_ => counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount)));
+        var trainer = new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, Lr(1e-3)));
+        trainer.Fit(loader, model, Loss(model), new CallbackProgress<TrainProgress>(_ => counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount)));
         Assert.Equal(20, counts.Count);
         // After the optimizer has created its state (step 2), nothing accumulates.
         Assert.Equal(counts[2], counts[^1]);
@@ -52,7 +54,7 @@ public class TrainerTests
         double[] Run()
         {
             var (model, loader) = Setup(data, seed: 3);
-            return new Trainer(model, new TrainConfig(Epochs: 2, BatchSize: 16, BaseLearningRate: 1e-3, Seed: 3)).Fit(loader, Loss(model)).Losses.ToArray();
+            return new Trainer(new TrainConfig(Epochs: 2, BatchSize: 16, Lr(1e-3), Seed: 3)).Fit(loader, model, Loss(model)).Losses.ToArray();
         }
         Assert.Equal(Run(), Run());
     }
@@ -61,19 +63,24 @@ public class TrainerTests
     public void Resume_reproduces_the_uninterrupted_loss_curve()
     {
         using var data = TestData.Random(96);
-        var config = new TrainConfig(Epochs: 3, BatchSize: 16, BaseLearningRate: 1e-3, Seed: 1, CheckpointEvery: 4);
+        var config = new TrainConfig(Epochs: 3, BatchSize: 16, Lr(1e-3), Seed: 1, CheckpointEvery: 4);
 
         var (model, loader) = Setup(data, seed: 1);
-        var full = new Trainer(model, config).Fit(loader, Loss(model)).Losses;
+        var full = new Trainer(config).Fit(loader, model, Loss(model)).Losses;
 
         // Interrupted run: stop (by cancellation) after 10 of 18 steps, then resume in a fresh model.
         var dir = TestData.TempDir();
         var (first, loader1) = Setup(data, seed: 1);
         using var cancel = new CancellationTokenSource();
-        Assert.Throws<OperationCanceledException>(() => new Trainer(first, config, dir).Fit(loader1, Loss(first),
+        var interrupted = new Trainer(config, dir);
+        var saved = new RecordingCallback();
+        interrupted.Callbacks.Add(saved);
+        Assert.Throws<OperationCanceledException>(() => interrupted.Fit(loader1, first, Loss(first),
             new CallbackProgress<TrainProgress>(p => { if (p.Step == 10) cancel.Cancel(); }), cancel.Token));
+        // Checkpoints every 4 steps and at the epoch end (6), then one where cancellation stopped it (10): no step is lost.
+        Assert.Equal(new long[] { 4, 6, 8, 10 }, saved.Checkpoints);
         var (second, loader2) = Setup(data, seed: 1, initSeed: 99);   // different init: the checkpoint must overwrite it
-        var resumed = new Trainer(second, config, dir).Fit(loader2, Loss(second));
+        var resumed = new Trainer(config, dir).Fit(loader2, second, Loss(second));
 
         Assert.True(resumed.Resumed);
         Assert.Equal(full.Count, resumed.Losses.Count);
@@ -90,7 +97,7 @@ public class TrainerTests
         using var data = TestData.Random(64);
         var dir = TestData.TempDir();
         var (model, loader) = Setup(data);
-        new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16, BaseLearningRate: 1e-3), dir).Fit(loader, Loss(model));
+        new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, Lr(1e-3)), dir).Fit(loader, model, Loss(model));
         Assert.False(Directory.GetFiles(dir, "*.tmp").Any());
 
         Compute.Seed(42);
@@ -109,7 +116,7 @@ public class TrainerTests
         using var data = TestData.Random(64);
         var (model, loader) = Setup(data);
         var e = Assert.Throws<TrainingDivergedException>(() =>
-            new Trainer(model, new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, (b, g) => model.call(b.Images, g).Loss * float.NaN));
+            new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, model, (b, g) => model.call(b.Images, g).Loss * float.NaN));
         Assert.Contains("NaN at step 0", e.Message);
         Assert.Contains("learning rate", e.Message);
     }
@@ -123,4 +130,15 @@ public class TrainerTests
         var e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), path));
         Assert.Contains(path, e.Message);
     }
+}
+
+/// <summary>Records what the trainer's callbacks saw.</summary>
+sealed class RecordingCallback : ITrainerCallback
+{
+    public List<long> Checkpoints { get; } = [];
+    public List<(int Epoch, long Step)> Epochs { get; } = [];
+    public List<long> Steps { get; } = [];
+    public void OnCheckpoint(long step, string path) => Checkpoints.Add(step);
+    public void OnEpochEnd(int epoch, long step) => Epochs.Add((epoch, step));
+    public void OnStepEnd(TrainProgress progress) => Steps.Add(progress.Step);
 }

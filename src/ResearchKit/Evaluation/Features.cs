@@ -11,9 +11,8 @@ public sealed record LayerFeatures(Tensor[] Layers, Tensor Labels) : IDisposable
 {
     public int Depth => Layers.Length;
 
-    /// <summary>Runs the backbone once over the data set (eval mode, no gradients) and pools every block's tokens.</summary>
-    public static LayerFeatures Extract(VisionTransformer backbone, ImageDataset data, Normalization normalization,
-        Pooling pooling = Pooling.Mean, int batchSize = 512, Device? device = null)
+    /// <summary>Runs any backbone once over the data set (eval mode, no gradients) and keeps every block's pooled features.</summary>
+    public static LayerFeatures Extract(Backbone backbone, ImageDataset data, Normalization normalization, int batchSize = 512, Device? device = null)
     {
         device ??= Compute.Device;
         var perLayer = Enumerable.Range(0, backbone.Depth).Select(_ => new List<Tensor>()).ToArray();
@@ -25,7 +24,7 @@ public sealed record LayerFeatures(Tensor[] Layers, Tensor Labels) : IDisposable
             {
                 using var scope = NewDisposeScope();
                 var images = normalization.Apply(data.Images.index_select(0, tensor(indices.Indices)), device);
-                var layers = backbone.LayerFeatures(images, pooling);
+                var layers = backbone.LayerFeatures(images);
                 for (int l = 0; l < layers.Length; l++) perLayer[l].Add(layers[l].cpu().MoveToOuterDisposeScope());
             }
         }

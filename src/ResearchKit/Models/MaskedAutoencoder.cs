@@ -1,5 +1,9 @@
+using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Layers;
+using ResearchKit.Methods;
 using ResearchKit.Tokenizers;
+using ResearchKit.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -12,29 +16,40 @@ public enum MaskSampling { Random, Grid }
 
 /// <summary>
 /// MAE configuration; defaults are the paper's ViT-L/16 with its default decoder (MAE §4.1, Table 1:
-/// decoder depth 8, width 512, mask ratio 0.75, pixel targets).
+/// decoder depth 8, width 512, mask ratio 0.75, pixel targets) and its pre-training recipe (Appendix A.1).
 /// </summary>
 public sealed record MaeConfig(
     ViTConfig Encoder,
     int DecoderDim = 512, int DecoderDepth = 8, int DecoderHeads = 16,
     double MaskRatio = 0.75, bool NormPixLoss = false, bool MaskTokenInEncoder = false,
-    MaskSampling Sampling = MaskSampling.Random)
+    MaskSampling Sampling = MaskSampling.Random) : MethodConfig
 {
+    public override OptimizerConfig Optimizer { get; init; } = new();
+
     public static MaeConfig ViTBase => new(ViTConfig.Base);
     public static MaeConfig ViTLarge => new(ViTConfig.Large);
 
-    /// <summary>CPU-scale MAE (PLATFORM.md reference): tiny ViT encoder, decoder dim 64, depth 2, 4 heads.</summary>
+    /// <summary>
+    /// CPU-scale MAE (PLATFORM.md reference): tiny ViT encoder, decoder dim 64, depth 2, 4 heads. Base learning rate
+    /// 1.5e-3: the paper's 1.5e-4 is tuned for 800+ ImageNet epochs; a tiny model trained for a few epochs needs more
+    /// (measured on Fashion-MNIST; see environment.md).
+    /// </summary>
     public static MaeConfig Tiny(int imageSize = 28, int channels = 1) =>
-        new(ViTConfig.Tiny(imageSize, channels), DecoderDim: 64, DecoderDepth: 2, DecoderHeads: 4);
+        new(ViTConfig.Tiny(imageSize, channels), DecoderDim: 64, DecoderDepth: 2, DecoderHeads: 4) { Optimizer = new(BaseLearningRate: 1.5e-3) };
 
-    public void Validate()
+    public override MethodConfig ForInput(int imageSize, int channels) => this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };
+
+    public override IPretrainModel Build() => new MaskedAutoencoder(this);
+
+    public override void Validate()
     {
         Encoder.Validate();
-        if (MaskRatio < 0 || MaskRatio >= 1) throw new ResearchKitException($"MAE: mask ratio must be in [0, 1); got {MaskRatio}");
-        if (DecoderDim % DecoderHeads != 0 || DecoderDim % 4 != 0)
-            throw new ResearchKitException($"MAE: decoder dim {DecoderDim} must be divisible by 4 and by decoder heads {DecoderHeads}");
+        if (!(MaskRatio > 0 && MaskRatio < 1)) throw new ResearchKitException($"mae: mask ratio (--mask-ratio) must be in (0, 1); got {MaskRatio}");
+        if (DecoderDepth < 1) throw new ResearchKitException($"mae: decoder depth (--decoder-depth) must be at least 1; got {DecoderDepth}");
+        if (DecoderDim < 4 || DecoderDim % DecoderHeads != 0 || DecoderDim % 4 != 0)
+            throw new ResearchKitException($"mae: decoder dim (--decoder-dim) {DecoderDim} must be a positive multiple of 4 and of the decoder heads ({DecoderHeads})");
         if (Sampling == MaskSampling.Grid && Math.Abs(MaskRatio - 0.75) > 1e-9)
-            throw new ResearchKitException($"MAE: grid sampling removes 3 of every 2×2 patches, so the mask ratio must be 0.75; got {MaskRatio}");
+            throw new ResearchKitException($"mae: grid sampling removes 3 of every 2×2 patches, so the mask ratio must be 0.75; got {MaskRatio}");
     }
 }
 
@@ -49,10 +64,48 @@ public sealed record MaeOutput(Tensor Loss, Tensor Prediction, Tensor Mask);
 /// a light decoder gets the encoded tokens plus a shared mask token at every removed position,
 /// adds its own positions, and predicts pixels. Methods follow the data flow.
 /// </summary>
-public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>
+public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, IPretrainModel
 {
+    /// <summary>The registration: name, paper, presets and command-line options.</summary>
+    public static MethodInfo Method { get; } = new("mae", "He et al., 2021. Masked Autoencoders Are Scalable Vision Learners", typeof(MaeConfig),
+        new Dictionary<string, Func<MethodConfig>>
+        {
+            ["tiny"] = () => MaeConfig.Tiny(),
+            ["vit-base"] = () => MaeConfig.ViTBase,
+            ["vit-large"] = () => MaeConfig.ViTLarge,
+        },
+        [
+            MethodOption.Number<MaeConfig>("--mask-ratio", "fraction of patches removed (paper: 0.75)", (c, v) => c with { MaskRatio = v }),
+            MethodOption.Flag<MaeConfig>("--norm-pix-loss", "normalise each target patch by its mean and variance (Table 1c)", c => c with { NormPixLoss = true }),
+            MethodOption.Integer<MaeConfig>("--decoder-depth", "decoder blocks (paper: 8; Table 1a)", (c, v) => c with { DecoderDepth = v }),
+            MethodOption.Integer<MaeConfig>("--decoder-dim", "decoder width (paper: 512; Table 1b)",
+                (c, v) => c with { DecoderDim = v, DecoderHeads = Math.Max(1, Math.Min(c.DecoderHeads, v / 16)) }),
+            MethodOption.Choice<MaeConfig>("--sampling", "how removed patches are chosen (Table 1f)", ["random", "grid"],
+                (c, v) => c with { Sampling = v == "grid" ? MaskSampling.Grid : MaskSampling.Random }),
+            MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
+        ]);
+
     public MaeConfig Config { get; }
     public VisionTransformer Encoder => encoder;
+    public Backbone Backbone => encoder;
+    public nn.Module Module => this;
+
+    /// <summary>
+    /// One phase: the reconstruction loss over all parameters. Weight decay as MAE's main_pretrain.py applies it
+    /// (timm's add_weight_decay): every parameter but 1-D ones (biases, norm scales), so the [CLS] and mask tokens
+    /// are decayed; the fixed positions are buffers, not parameters.
+    /// </summary>
+    public IReadOnlyList<UpdatePhase> Phases() =>
+        [new UpdatePhase("loss", (batch, generator) => call(batch.Images, generator).Loss, UpdatePhase.TrainableOf(this))];
+
+    /// <summary>Reconstruction PSNR (dB) on the removed pixels, in pixel space [0, 1].</summary>
+    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        var (_, reconstruction, _, removed) = Reconstruct(images, generator);
+        double mse = Reconstruction.Mse(normalization.Invert(reconstruction), normalization.Invert(images), removed);
+        return new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
+    }
 
     readonly VisionTransformer encoder;
     readonly Parameter? encoderMaskToken;     // only for the "mask token in the encoder" ablation

@@ -41,12 +41,15 @@ public sealed record ViTConfig(
 
 /// <summary>
 /// Vision Transformer backbone: linear patch embedding (equivalent to a stride-p convolution), fixed
-/// 2-D sin-cos positions, a learnable [CLS] token, pre-norm blocks. Exposes each block's hidden
-/// states so probes can read any layer (timm's forward_features split).
+/// 2-D sin-cos positions, a learnable [CLS] token, pre-norm blocks. Per-layer features are each block's
+/// tokens pooled (mean of the patch tokens, or [CLS]); the pooled final features use the final norm.
 /// </summary>
-public sealed class VisionTransformer : Module<Tensor, Tensor>
+public sealed class VisionTransformer : Backbone
 {
     public ViTConfig Config { get; }
+
+    /// <summary>How tokens become one vector for probes and heads (MAE's fine-tuning and probes average the patch tokens).</summary>
+    public Pooling Pooling { get; set; } = Pooling.Mean;
 
     readonly Linear patchEmbed;
     readonly Parameter clsToken;
@@ -71,7 +74,11 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
         init.normal_(clsToken, std: 0.02);
     }
 
-    public int Depth => Config.Depth;
+    public override int Depth => Config.Depth;
+    public override int FeatureDim => Config.Dim;
+
+    /// <summary>MAE's fine-tuning exempts the [CLS] token from weight decay (its no_weight_decay list; positions are fixed here).</summary>
+    public override IReadOnlyCollection<string> NoWeightDecay => [nameof(clsToken)];
 
     /// <summary>images [B, C, H, W] → patch tokens with positions [B, L, D] (no [CLS]).</summary>
     public Tensor EmbedPatches(Tensor images) =>
@@ -102,14 +109,17 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
     }
 
     /// <summary>images [B, C, H, W] → normed tokens [B, 1 + L, D], [CLS] first.</summary>
-    public override Tensor forward(Tensor images) => Encode(PrependCls(EmbedPatches(images)));
+    public Tensor Tokens(Tensor images) => Encode(PrependCls(EmbedPatches(images)));
+
+    /// <summary>images → pooled, normed final tokens [B, D].</summary>
+    public override Tensor Features(Tensor images) => Pool(Tokens(images), Pooling);
 
     /// <summary>Pooled features [B, D] of every block (layer 0 … depth−1), for per-layer probes.</summary>
-    public Tensor[] LayerFeatures(Tensor images, Pooling pooling = Pooling.Mean)
+    public override Tensor[] LayerFeatures(Tensor images)
     {
         var hidden = new List<Tensor>(Depth);
         Encode(PrependCls(EmbedPatches(images)), hidden);
-        return hidden.Select(h => Pool(h, pooling)).ToArray();
+        return hidden.Select(h => Pool(h, Pooling)).ToArray();
     }
 
     /// <summary>[B, 1 + L, D] → [B, D]: mean of the patch tokens, or the [CLS] token.</summary>
@@ -124,11 +134,8 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
         return blocks[layer].AttentionWeights(x);
     }
 
-    /// <summary>
-    /// Partial fine-tuning (MAE §4.3, Fig. 9): only the last <paramref name="trainableBlocks"/> blocks and the
-    /// final norm stay trainable; with trainableBlocks ≥ depth everything is trainable.
-    /// </summary>
-    public void FreezeAllBut(int trainableBlocks)
+    /// <summary>Only the last <paramref name="trainableBlocks"/> blocks and the final norm stay trainable (MAE §4.3).</summary>
+    public override void FreezeAllBut(int trainableBlocks)
     {
         foreach (var p in parameters()) p.requires_grad = trainableBlocks >= Depth;
         if (trainableBlocks >= Depth) return;
@@ -136,26 +143,4 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
             foreach (var p in blocks[i].parameters()) p.requires_grad = true;
         foreach (var p in norm.parameters()) p.requires_grad = trainableBlocks > 0;
     }
-}
-
-/// <summary>A backbone with a linear head on pooled, normed tokens (MAE's fine-tuning recipe uses mean pooling).</summary>
-public sealed class ViTClassifier : Module<Tensor, Tensor>
-{
-    public VisionTransformer Backbone => backbone;
-    readonly VisionTransformer backbone;
-    readonly Linear head;
-    readonly Pooling pooling;
-
-    public ViTClassifier(VisionTransformer backbone, int classes, Pooling pooling = Pooling.Mean) : base(nameof(ViTClassifier))
-    {
-        this.backbone = backbone;
-        head = Linear(backbone.Config.Dim, classes);
-        this.pooling = pooling;
-        RegisterComponents();
-        using var _ = no_grad();
-        init.normal_(head.weight, std: 0.02);   // MAE fine-tuning: trunc-normal 2e-5 … small head init
-        init.zeros_(head.bias!);
-    }
-
-    public override Tensor forward(Tensor images) => head.call(VisionTransformer.Pool(backbone.call(images), pooling));
 }

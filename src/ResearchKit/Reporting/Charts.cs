@@ -5,8 +5,13 @@ using Chart = Plotly.NET.CSharp.Chart;
 
 namespace ResearchKit.Reporting;
 
-/// <summary>One line of an ablation chart: y against x.</summary>
-public sealed record ChartSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y);
+/// <summary>One line of an ablation chart: y against x, with optional ± error bars (e.g. the standard deviation over seeds).</summary>
+public sealed record ChartSeries(string Name, IReadOnlyList<double> X, IReadOnlyList<double> Y, IReadOnlyList<double>? ErrorY = null)
+{
+    /// <summary>A series of means with standard-deviation error bars, from values measured over seeds (scaled, e.g. 100 for %).</summary>
+    public static ChartSeries FromSeeds(string name, IReadOnlyList<double> x, IReadOnlyList<SeedStats> y, double scale = 100) =>
+        new(name, x, y.Select(s => s.Mean * scale).ToArray(), y.Any(s => s.Count > 1) ? y.Select(s => s.Std * scale).ToArray() : null);
+}
 
 /// <summary>
 /// The chart kinds the notebooks use, built with Plotly.NET. Render with <see cref="PlotlyHtml"/>
@@ -39,7 +44,7 @@ public static class Charts
     public static GenericChart Ablation(string title, string xTitle, string yTitle, IEnumerable<ChartSeries> ours,
         IEnumerable<ChartSeries>? paper = null, string paperTitle = "paper")
     {
-        var left = Chart.Combine(ours.Select(s => Chart.Line<double, double, string>(s.X, s.Y, Name: s.Name, ShowMarkers: true)))
+        var left = Chart.Combine(ours.Select(s => WithErrors(Chart.Line<double, double, string>(s.X, s.Y, Name: s.Name, ShowMarkers: true), s.ErrorY)))
             .WithXAxisStyle<double, double, string>(TitleText: xTitle)
             .WithYAxisStyle<double, double, string>(TitleText: yTitle);
         if (paper is null) return left.Titled(title);
@@ -48,6 +53,16 @@ public static class Charts
             .WithXAxisStyle<double, double, string>(TitleText: xTitle)
             .WithYAxisStyle<double, double, string>(TitleText: $"{paperTitle} (%)");
         return Chart.Grid([left, right], 1, 2, SubPlotTitles: new[] { "ResearchKit (this run)", paperTitle }).Titled(title).WithSize(Width: 1000, Height: 420);
+    }
+
+    /// <summary>Adds symmetric y error bars to a single-trace chart (Plotly.NET's F# Error.init takes every optional argument).</summary>
+    static GenericChart WithErrors(GenericChart chart, IReadOnlyList<double>? errors)
+    {
+        if (errors is null) return chart;
+        var error = Plotly.NET.TraceObjects.Error.init<double, double>(Visible: true, Type: StyleParam.ErrorType.Data, Symmetric: true, Array: errors.ToArray(),
+            Arrayminus: null, ArrayEncoded: null, ArrayminusEncoded: null, Value: null, Valueminus: null, Traceref: null, Tracerefminus: null,
+            Copy_ystyle: null, Color: null, Thickness: null, Width: null);
+        return Plotly.NET.Chart.withYError(error).Invoke(chart);
     }
 
     /// <summary>Sets the chart's title (Plotly.NET's withTitle is an F# curried function).</summary>

@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Deedle;
-using ResearchKit.Runs;
+using ResearchKit.Methods;
 
 namespace ResearchKit.Reporting;
 
@@ -21,11 +21,14 @@ public sealed record SweepProgress(int Index, int Count, string Key, bool Cached
 /// </summary>
 public static class Sweep
 {
-    static readonly JsonSerializerOptions Json = Pretraining.Json;
+    static readonly JsonSerializerOptions Json = MethodRegistry.Json;
 
     /// <summary>The cache key of a configuration: the first 16 hex digits of the SHA-256 of its JSON.</summary>
     public static string Key<TConfig>(TConfig config) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(config, Json))))[..16];
+
+    /// <summary>The work folder of a configuration (its checkpoints and run folders): FOLDER/KEY.</summary>
+    public static string WorkFolder(string folder, string key) => Path.Combine(folder, key);
 
     /// <summary>Runs (or loads) every configuration in order and returns all entries.</summary>
     public static List<SweepEntry<TConfig, TResult>> Run<TConfig, TResult>(string folder, IEnumerable<TConfig> configs,
@@ -48,12 +51,26 @@ public static class Sweep
             }
             progress?.Report(new SweepProgress(i, all.Count, key, false, description));
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var result = run(config, Path.Combine(folder, key));
+            var result = run(config, WorkFolder(folder, key));
             var entry = new SweepEntry<TConfig, TResult>(key, config, result, Math.Round(clock.Elapsed.TotalSeconds, 1), DateTime.UtcNow);
             AtomicFile.WriteAllText(path, JsonSerializer.Serialize(entry, Json));
             entries.Add(entry);
         }
         return entries;
+    }
+
+    /// <summary>
+    /// Runs every configuration once per seed (<paramref name="withSeed"/> sets the seed in a configuration) and groups
+    /// the entries by configuration, in order: the input of <see cref="SeedStats"/>, error bars and verdicts.
+    /// <paramref name="describe"/> receives the seeded configuration.
+    /// </summary>
+    public static List<SeedGroup<TConfig, TResult>> RunSeeds<TConfig, TResult>(string folder, IEnumerable<TConfig> configs, IReadOnlyList<int> seeds,
+        Func<TConfig, int, TConfig> withSeed, Func<TConfig, string, TResult> run, IProgress<SweepProgress>? progress = null, Func<TConfig, string>? describe = null)
+    {
+        if (seeds.Count == 0) throw new ResearchKitException("a sweep needs at least one seed");
+        var all = configs.ToList();
+        var entries = Run(folder, all.SelectMany(c => seeds.Select(s => withSeed(c, s))), run, progress, describe);
+        return all.Select((c, i) => new SeedGroup<TConfig, TResult>(c, entries.Skip(i * seeds.Count).Take(seeds.Count).ToList())).ToList();
     }
 
     static SweepEntry<TConfig, TResult> Read<TConfig, TResult>(string path)
@@ -104,4 +121,38 @@ public static class Sweep
                 break;
         }
     }
+}
+
+/// <summary>One configuration run over several seeds.</summary>
+public sealed record SeedGroup<TConfig, TResult>(TConfig Config, IReadOnlyList<SweepEntry<TConfig, TResult>> Runs)
+{
+    /// <summary>Statistics of one measured value over the seeds.</summary>
+    public SeedStats Stats(Func<TResult, double> value) => SeedStats.Of(Runs.Select(r => value(r.Result)));
+}
+
+/// <summary>
+/// A value measured over seeds: mean and sample standard deviation. Two results count as different only when their
+/// means differ by more than the seed spread (the sum of the two standard deviations); with one seed there is no
+/// spread to judge by, so nothing counts as different.
+/// </summary>
+public sealed record SeedStats(double Mean, double Std, int Count, IReadOnlyList<double> Values)
+{
+    public static SeedStats Of(IEnumerable<double> values)
+    {
+        var v = values.ToList();
+        if (v.Count == 0) throw new ResearchKitException("no values to summarise");
+        double mean = v.Average();
+        double std = v.Count > 1 ? Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1)) : 0;
+        return new SeedStats(mean, std, v.Count, v);
+    }
+
+    /// <summary>The seed spread two results must exceed to differ.</summary>
+    public double Spread(SeedStats other) => Std + other.Std;
+
+    /// <summary>True when the means differ by more than the seed spread (and both have at least two seeds).</summary>
+    public bool DiffersFrom(SeedStats other) => Count > 1 && other.Count > 1 && Math.Abs(Mean - other.Mean) > Spread(other);
+
+    /// <summary>"83.2 ± 0.4" with the values scaled (100 for percentages).</summary>
+    public string Format(double scale = 100, string format = "F1") =>
+        Count > 1 ? $"{(Mean * scale).ToString(format)} ± {(Std * scale).ToString(format)}" : (Mean * scale).ToString(format);
 }

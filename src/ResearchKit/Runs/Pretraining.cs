@@ -1,108 +1,129 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using System.Text.Json.Nodes;
 using ResearchKit.Data;
-using ResearchKit.Models;
+using ResearchKit.Methods;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ResearchKit.Runs;
 
-/// <summary>What to pre-train; null fields take the preset's value.</summary>
+/// <summary>
+/// What every method's pre-training shares: data, length, batch, seed. The method's own settings live in its
+/// <see cref="MethodConfig"/>. <paramref name="BaseLearningRate"/> overrides the method's recipe when given.
+/// </summary>
 public sealed record PretrainOptions(
-    string Method = "mae", string Dataset = "fashion-mnist", string Preset = "tiny",
-    int Epochs = 1, long? TrainLimit = null, int Seed = 0, int BatchSize = 256, double? BaseLearningRate = null,
-    double? MaskRatio = null, bool NormPixLoss = false, int? DecoderDepth = null, int? DecoderDim = null,
-    MaskSampling Sampling = MaskSampling.Random, bool MaskTokenInEncoder = false, bool Augment = false);
+    string Dataset = "fashion-mnist", int Epochs = 1, long? TrainLimit = null, int Seed = 0, int BatchSize = 256,
+    double? BaseLearningRate = null, bool Augment = false)
+{
+    public void Validate()
+    {
+        if (Epochs < 0) throw new ResearchKitException($"epochs (--epochs) must be at least 1; got {Epochs}");
+        if (TrainLimit is <= 0) throw new ResearchKitException($"train limit (--train-limit) must be positive; got {TrainLimit}");
+        if (BatchSize < 1) throw new ResearchKitException($"batch size (--batch) must be positive; got {BatchSize}");
+        if (BaseLearningRate is { } lr && !(lr > 0 && double.IsFinite(lr))) throw new ResearchKitException($"learning rate (--lr) must be positive and finite; got {lr}");
+    }
+}
 
 /// <summary>Everything needed to rebuild a run's model and data: the run folder's config.json.</summary>
-public sealed record RunConfig(string Method, string Dataset, string Preset, long? TrainLimit, MaeConfig Model, TrainConfig Train,
-    Normalization Normalization, bool Augment, string CreatedBy = "researchkit");
+/// <param name="Method">The method's configuration, sized for the data; its "name" field says which method.</param>
+public sealed record RunConfig(string Dataset, long? TrainLimit, MethodConfig Method, TrainConfig Train, Normalization Normalization,
+    bool Augment, string CreatedBy = "researchkit", int Version = RunConfig.CurrentVersion)
+{
+    public const int CurrentVersion = 2;
+}
 
 /// <summary>A pre-trained run: its folder, configuration, model and training result.</summary>
-public sealed record PretrainRun(string Directory, RunConfig Config, MaskedAutoencoder Model, TrainResult Result);
+public sealed record PretrainRun(string Directory, RunConfig Config, IPretrainModel Model, TrainResult Result);
 
 /// <summary>
-/// Pre-training into a run folder: config.json, metrics.jsonl and checkpoint.bin. Rerunning with the same
-/// folder resumes from its checkpoint. Shared by the CLI and the notebooks.
+/// Pre-training into a run folder: config.json, metrics.jsonl and checkpoint.bin. Rerunning with the same folder
+/// resumes from its checkpoint. Works for every registered method; shared by the CLI and the notebooks.
 /// </summary>
 public static class Pretraining
 {
     public const string ConfigFile = "config.json";
-    public static readonly string[] Methods = ["mae"];
-    public static readonly string[] Presets = ["tiny", "vit-base", "vit-large"];
-
-    /// <summary>Base learning rate of the tiny preset: the paper's 1.5e-4 is tuned for 800+ ImageNet epochs; a tiny
-    /// model trained for a few epochs needs a larger one (measured on Fashion-MNIST; see environment.md).</summary>
-    public const double TinyBaseLearningRate = 1.5e-3;
-
-    public static readonly JsonSerializerOptions Json = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,   // NaN: "no pre-training loss" for untrained baselines
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
-    };
-
-    /// <summary>The model configuration for a preset and data shape, with the options' overrides applied.</summary>
-    public static MaeConfig ModelConfig(PretrainOptions options, int imageSize, int channels)
-    {
-        if (!Methods.Contains(options.Method)) throw new ResearchKitException($"unknown method '{options.Method}'; expected one of: {string.Join(", ", Methods)}");
-        var config = options.Preset switch
-        {
-            "tiny" => MaeConfig.Tiny(imageSize, channels),
-            "vit-base" => MaeConfig.ViTBase with { Encoder = ViTConfig.Base with { ImageSize = imageSize, Channels = channels } },
-            "vit-large" => MaeConfig.ViTLarge with { Encoder = ViTConfig.Large with { ImageSize = imageSize, Channels = channels } },
-            _ => throw new ResearchKitException($"unknown preset '{options.Preset}'; expected one of: {string.Join(", ", Presets)}"),
-        };
-        return config with
-        {
-            MaskRatio = options.MaskRatio ?? config.MaskRatio,
-            NormPixLoss = options.NormPixLoss,
-            DecoderDepth = options.DecoderDepth ?? config.DecoderDepth,
-            DecoderDim = options.DecoderDim ?? config.DecoderDim,
-            DecoderHeads = options.DecoderDim is { } dim ? Math.Max(1, Math.Min(config.DecoderHeads, dim / 16)) : config.DecoderHeads,
-            Sampling = options.Sampling,
-            MaskTokenInEncoder = options.MaskTokenInEncoder,
-        };
-    }
 
     /// <summary>Pre-trains (or resumes) into <paramref name="directory"/>, loading the data set by name.</summary>
-    public static PretrainRun Run(PretrainOptions options, string directory, IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
+    public static PretrainRun Run(MethodConfig method, PretrainOptions options, string directory,
+        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
+        options.Validate();
         using var data = DatasetCatalog.Load(options.Dataset, options.TrainLimit, testLimit: 1);
-        return Run(options, data.Train, directory, progress, cancel);
+        return Run(method, options, data.Train, directory, progress, cancel);
+    }
+
+    /// <summary>The run configuration for a method, options and training split: validated, nothing written.</summary>
+    public static RunConfig Configure(MethodConfig method, PretrainOptions options, ImageDataset train)
+    {
+        options.Validate();
+        if (options.Epochs < 1) throw new ResearchKitException($"epochs (--epochs) must be at least 1; got {options.Epochs}");
+        if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the backbones need square images");
+        var sized = method.ForInput(train.Height, train.Channels);
+        sized.Validate();
+        var optimizer = options.BaseLearningRate is { } lr ? sized.Optimizer with { BaseLearningRate = lr } : sized.Optimizer;
+        var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed);
+        training.Validate();
+        return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, Normalization.Of(train), options.Augment);
     }
 
     /// <summary>Pre-trains (or resumes) on an already loaded training split.</summary>
-    public static PretrainRun Run(PretrainOptions options, ImageDataset train, string directory, IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
+    public static PretrainRun Run(MethodConfig method, PretrainOptions options, ImageDataset train, string directory,
+        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
-        if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the ViT presets need square images");
-        var model = ModelConfig(options, train.Height, train.Channels);
-        var trainConfig = new TrainConfig(options.Epochs, options.BatchSize,
-            options.BaseLearningRate ?? (options.Preset == "tiny" ? TinyBaseLearningRate : new TrainConfig().BaseLearningRate), Seed: options.Seed);
-        var normalization = Normalization.Of(train);
-        var config = new RunConfig(options.Method, options.Dataset, options.Preset, options.TrainLimit, model, trainConfig, normalization, options.Augment);
-
-        Directory.CreateDirectory(directory);
-        var configPath = Path.Combine(directory, ConfigFile);
-        if (File.Exists(configPath) && File.Exists(Path.Combine(directory, Trainer.CheckpointFile)))
-        {
-            // Compare as JSON: records holding arrays (Normalization) compare arrays by reference.
-            static string Key(RunConfig c) => JsonSerializer.Serialize(c with { Train = c.Train with { Epochs = 0 } }, Json);
-            if (Key(ReadConfig(directory)) != Key(config))
-                throw new ResearchKitException($"{directory} holds a run with other settings; choose a new --out folder or repeat the same settings (only --epochs may change)");
-        }
-        AtomicFile.WriteAllText(configPath, JsonSerializer.Serialize(config, Json));
+        var config = Configure(method, options, train);   // validation first: nothing is written for a rejected run
+        PrepareFolder(directory, config);
 
         Compute.Seed(options.Seed);
-        var mae = new MaskedAutoencoder(model).to(Compute.Device);
-        var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), normalization, shuffle: true, seed: options.Seed,
+        var model = config.Method.Build();
+        model.Module.to(Compute.Device);
+        var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
             augmentation: options.Augment ? Augmentation.Mae : Augmentation.None);
-        var trainer = new Trainer(mae, trainConfig, directory);
-        var result = trainer.Fit(loader, (batch, generator) => mae.call(batch.Images, generator).Loss, progress, cancel);
-        return new PretrainRun(directory, config, mae, result);
+        var result = new Trainer(config.Train, directory).Fit(loader, model, progress, cancel);
+        return new PretrainRun(directory, config, model, result);
     }
+
+    /// <summary>
+    /// Creates the folder and writes config.json. A folder that already holds training (a checkpoint or metrics)
+    /// must be continued with the same settings — only the number of epochs may change — or it is refused, naming
+    /// the first setting that differs.
+    /// </summary>
+    static void PrepareFolder(string directory, RunConfig config)
+    {
+        if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
+        Directory.CreateDirectory(directory);
+        var configPath = Path.Combine(directory, ConfigFile);
+        bool hasTraining = File.Exists(Path.Combine(directory, Trainer.CheckpointFile)) || File.Exists(Path.Combine(directory, Trainer.MetricsFile));
+        if (File.Exists(configPath) && hasTraining)
+        {
+            static JsonNode? WithoutEpochs(RunConfig c) => JsonNode.Parse(Serialize(c with { Train = c.Train with { Epochs = 0 } }));
+            var (previous, current) = (WithoutEpochs(ReadConfig(directory)), WithoutEpochs(config));
+            if (FirstDifference(previous, current, "") is { } difference)
+                throw new ResearchKitException($"{directory} holds a run with other settings ({difference}); choose a new --out folder or repeat the same settings (only --epochs may change)");
+        }
+        AtomicFile.WriteAllText(configPath, Serialize(config));
+    }
+
+    /// <summary>"path: old → new" for the first differing leaf of two JSON trees, or null when equal.</summary>
+    static string? FirstDifference(JsonNode? a, JsonNode? b, string path)
+    {
+        if (a is JsonObject oa && b is JsonObject ob)
+        {
+            foreach (var name in oa.Select(p => p.Key).Union(ob.Select(p => p.Key)))
+                if (FirstDifference(oa[name], ob[name], path.Length == 0 ? name : $"{path}.{name}") is { } d) return d;
+            return null;
+        }
+        if (a is JsonArray aa && b is JsonArray ab && aa.Count == ab.Count)
+        {
+            for (int i = 0; i < aa.Count; i++)
+                if (FirstDifference(aa[i], ab[i], $"{path}[{i}]") is { } d) return d;
+            return null;
+        }
+        string sa = a?.ToJsonString() ?? "none", sb = b?.ToJsonString() ?? "none";
+        return sa == sb ? null : $"{path}: {sa} before, {sb} now";
+    }
+
+    public static string Serialize(RunConfig config) => JsonSerializer.Serialize(config, MethodRegistry.Json);
 
     public static RunConfig ReadConfig(string directory)
     {
@@ -110,18 +131,24 @@ public static class Pretraining
         if (!File.Exists(path)) throw new ResearchKitException($"{path}: not found; is {directory} a run folder written by `researchkit pretrain`?");
         try
         {
-            return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new DataFormatException(path, "empty configuration");
+            var config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), MethodRegistry.Json) ?? throw new DataFormatException(path, "empty configuration");
+            if (config.Version != RunConfig.CurrentVersion)
+                throw new DataFormatException(path, $"written by another version of ResearchKit (run format {config.Version}, this one reads {RunConfig.CurrentVersion}); re-run pre-training into a new folder");
+            return config;
         }
-        catch (JsonException e) { throw new DataFormatException(path, $"not a valid run configuration: {e.Message}"); }
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+        {
+            throw new DataFormatException(path, $"not a valid run configuration: {e.Message}");
+        }
     }
 
-    /// <summary>Rebuilds a run's model from config.json and loads its checkpoint's weights (eval mode).</summary>
-    public static (RunConfig Config, MaskedAutoencoder Model) Load(string directory)
+    /// <summary>Rebuilds a run's model from config.json by its method's name and loads its checkpoint's weights (eval mode).</summary>
+    public static (RunConfig Config, IPretrainModel Model) Load(string directory)
     {
         var config = ReadConfig(directory);
-        var model = new MaskedAutoencoder(config.Model);
-        Trainer.LoadWeights(model, Path.Combine(directory, Trainer.CheckpointFile));
-        model.to(Compute.Device).eval();
+        var model = config.Method.Build();
+        Trainer.LoadWeights(model.Module, Path.Combine(directory, Trainer.CheckpointFile));
+        model.Module.to(Compute.Device).eval();
         return (config, model);
     }
 }

@@ -20,7 +20,11 @@ public readonly record struct MaskBlock(int Top, int Left, int Height, int Width
 /// <summary>Masking strategies as pure functions over patch grids.</summary>
 public static class Masking
 {
-    /// <summary>Number of patches MAE keeps: ⌊L·(1 − ratio)⌋, as in the reference implementation.</summary>
+    /// <summary>
+    /// Number of patches MAE keeps: ⌊L·(1 − ratio)⌋ as the reference computes it (int(L * (1 - mask_ratio))),
+    /// with two deliberate differences: a 1e-9 tolerance, so float error in 1 − ratio does not drop a patch (the
+    /// reference's int(10 * (1 - 0.9)) is 0, not 1), and at least one kept patch, so the encoder always has input.
+    /// </summary>
     public static int KeptCount(int length, double maskRatio)
     {
         if (maskRatio < 0 || maskRatio >= 1) throw new ArgumentOutOfRangeException(nameof(maskRatio), maskRatio, "mask ratio must be in [0, 1)");

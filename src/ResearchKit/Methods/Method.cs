@@ -1,0 +1,80 @@
+using System.Globalization;
+using ResearchKit.Data;
+using ResearchKit.Models;
+using ResearchKit.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Methods;
+
+/// <summary>
+/// A method's configuration: a sealed record per method whose defaults are the paper's, with small presets as
+/// static members. Stored in a run's config.json polymorphically ("name" discriminates; see
+/// <see cref="MethodRegistry"/>), so loading a run rebuilds the right model.
+/// </summary>
+public abstract record MethodConfig
+{
+    /// <summary>The method's optimizer recipe (the paper's, or the preset's for CPU-scale runs).</summary>
+    public abstract OptimizerConfig Optimizer { get; init; }
+
+    /// <summary>This configuration sized for images of <paramref name="imageSize"/>² pixels and <paramref name="channels"/> channels.</summary>
+    public abstract MethodConfig ForInput(int imageSize, int channels);
+
+    /// <summary>Throws a <see cref="ResearchKitException"/> naming the option and the valid range when a value is out of range.</summary>
+    public abstract void Validate();
+
+    /// <summary>Builds the method's model (call <see cref="Compute.Seed"/> first for a seeded initialisation).</summary>
+    public abstract IPretrainModel Build();
+}
+
+/// <summary>
+/// A pre-training model: it trains through its update phases (<see cref="ITrainable"/>), exposes the backbone that
+/// evaluation probes and fine-tunes, and may report pretext-task metrics (reconstruction PSNR, rotation accuracy…).
+/// </summary>
+public interface IPretrainModel : ITrainable
+{
+    Backbone Backbone { get; }
+
+    /// <summary>Metrics of the pretext task on held-out images [B, C, H, W] (normalised), by name; none by default.</summary>
+    IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator) => new Dictionary<string, double>();
+}
+
+/// <summary>
+/// A command-line option a method declares (e.g. MAE's --mask-ratio). <see cref="Apply"/> parses the text and
+/// returns the updated configuration; range checks belong to the configuration's Validate.
+/// </summary>
+public sealed record MethodOption(string Name, string Description, bool IsFlag, Func<MethodConfig, string, MethodConfig> Apply)
+{
+    public static MethodOption Number<TConfig>(string name, string description, Func<TConfig, double, TConfig> apply) where TConfig : MethodConfig =>
+        new(name, description, false, (c, text) => apply((TConfig)c, ParseNumber(name, text)));
+
+    public static MethodOption Integer<TConfig>(string name, string description, Func<TConfig, int, TConfig> apply) where TConfig : MethodConfig =>
+        new(name, description, false, (c, text) => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v)
+            ? apply((TConfig)c, v) : throw new ResearchKitException($"{name}: expected a whole number; got '{text}'"));
+
+    public static MethodOption Flag<TConfig>(string name, string description, Func<TConfig, TConfig> apply) where TConfig : MethodConfig =>
+        new(name, description, true, (c, _) => apply((TConfig)c));
+
+    public static MethodOption Choice<TConfig>(string name, string description, string[] choices, Func<TConfig, string, TConfig> apply) where TConfig : MethodConfig =>
+        new(name, $"{description} ({string.Join("|", choices)})", false, (c, text) => choices.Contains(text)
+            ? apply((TConfig)c, text) : throw new ResearchKitException($"{name}: expected one of {string.Join(", ", choices)}; got '{text}'"));
+
+    /// <summary>A finite number in invariant culture; NaN and infinities are refused here, at the edge.</summary>
+    public static double ParseNumber(string name, string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && double.IsFinite(v)
+            ? v : throw new ResearchKitException($"{name}: expected a finite number; got '{text}'");
+}
+
+/// <summary>
+/// A registered method: its name (the CLI's --method and config.json's discriminator), the paper, the config type,
+/// named presets (a function of nothing: sizes come from the data via <see cref="MethodConfig.ForInput"/>) and options.
+/// </summary>
+public sealed record MethodInfo(string Name, string Paper, Type ConfigType, IReadOnlyDictionary<string, Func<MethodConfig>> Presets,
+    IReadOnlyList<MethodOption> Options)
+{
+    public MethodConfig Preset(string preset) => Presets.TryGetValue(preset, out var make) ? make()
+        : throw new ResearchKitException($"{Name}: unknown preset '{preset}'; expected one of: {string.Join(", ", Presets.Keys)}");
+
+    public MethodOption Option(string name) => Options.FirstOrDefault(o => o.Name == name)
+        ?? throw new ResearchKitException($"{Name} has no option {name}; its options: {(Options.Count == 0 ? "none" : string.Join(", ", Options.Select(o => o.Name)))}");
+}

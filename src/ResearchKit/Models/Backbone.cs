@@ -1,0 +1,71 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Models;
+
+/// <summary>
+/// The contract every feature extractor meets, whatever its architecture (timm's split:
+/// forward_features → pool → forward_head, plus per-block intermediates). Evaluation — probes per layer,
+/// kNN, full and partial fine-tuning — works on this type only, so a method's backbone needs no code there.
+/// Input is always images [B, C, H, W] (normalised); a backbone that works on tokens (iGPT) tokenises inside.
+/// </summary>
+public abstract class Backbone : Module<Tensor, Tensor>
+{
+    protected Backbone(string name) : base(name) { }
+
+    /// <summary>Number of blocks; per-layer features are indexed 0 … Depth − 1.</summary>
+    public abstract int Depth { get; }
+
+    /// <summary>Width of the pooled feature vector that <see cref="Features"/> returns (a classifier head's input).</summary>
+    public abstract int FeatureDim { get; }
+
+    /// <summary>images → pooled final features [B, FeatureDim] (forward_features + pool).</summary>
+    public abstract Tensor Features(Tensor images);
+
+    /// <summary>images → one pooled feature vector [B, D_l] per block, all from a single forward pass (for probes).</summary>
+    public abstract Tensor[] LayerFeatures(Tensor images);
+
+    /// <summary>
+    /// Partial fine-tuning (MAE §4.3, Fig. 9): only the last <paramref name="trainableBlocks"/> blocks (and what
+    /// follows them, such as a final norm) stay trainable; trainableBlocks ≥ Depth makes everything trainable.
+    /// </summary>
+    public abstract void FreezeAllBut(int trainableBlocks);
+
+    /// <summary>
+    /// Parameter names (relative to this backbone) that fine-tuning exempts from weight decay besides 1-D
+    /// parameters — timm's no_weight_decay(), e.g. the ViT's [CLS] token.
+    /// </summary>
+    public virtual IReadOnlyCollection<string> NoWeightDecay => [];
+
+    public override Tensor forward(Tensor images) => Features(images);
+}
+
+/// <summary>
+/// A backbone with a linear head on its pooled features: the fine-tuning model for any backbone. The head is
+/// preceded by BatchNorm without affine parameters, MAE's linear-probing head (Appendix A.2), so backbones whose
+/// features differ in scale (a ViT's normed tokens, a CNN's averaged ReLU maps) train with the same recipe;
+/// MAE's ViT fine-tuning normalises the pooled feature too (its fc_norm).
+/// </summary>
+public sealed class Classifier : Module<Tensor, Tensor>
+{
+    public Backbone Backbone => backbone;
+    readonly Backbone backbone;
+    readonly BatchNorm1d norm;
+    readonly Linear head;
+
+    public Classifier(Backbone backbone, int classes) : base(nameof(Classifier))
+    {
+        this.backbone = backbone;
+        norm = BatchNorm1d(backbone.FeatureDim, affine: false);
+        head = Linear(backbone.FeatureDim, classes);
+        RegisterComponents();
+        using var _ = no_grad();
+        // MAE's fine-tuning recipe (main_finetune.py) starts the new head near zero: trunc-normal, std 2e-5.
+        init.trunc_normal_(head.weight, std: 2e-5);
+        init.zeros_(head.bias!);
+    }
+
+    public override Tensor forward(Tensor images) => head.call(norm.call(backbone.Features(images)));
+}

@@ -1,0 +1,119 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Models;
+
+/// <summary>
+/// A Network-in-Network style CNN (Lin et al., 2014) as RotNet used it (Gidaris et al., 2018, §3 and
+/// Table 1: NIN with 4 conv blocks on CIFAR-10, 192 channels). Defaults are that network; <see cref="Tiny"/>
+/// suits 28–32 px images on a CPU. <see cref="ProbeFeatures"/>: each block's map is average-pooled to about
+/// this many values for per-block probes, so every block is probed at a similar width (Zhang et al. 2016 resize
+/// every layer's features to a common size for the same reason).
+/// </summary>
+public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Width = 192, int Depth = 4, int ProbeFeatures = 4096)
+{
+    /// <summary>CPU scale: width 64, 4 blocks, 145 k parameters; probes see 64 × 3 × 3 = 576 values per block.</summary>
+    public static ConvNetConfig Tiny(int imageSize = 28, int channels = 1) => new(imageSize, channels, Width: 64, Depth: 4, ProbeFeatures: 576);
+
+    /// <summary>Spatial size after block <paramref name="block"/>: halved after blocks 0 and 1, as RotNet's NIN pools after its first two blocks.</summary>
+    public int SpatialSize(int block) => ImageSize >> Math.Min(block + 1, 2);
+
+    public void Validate()
+    {
+        if (Channels is < 1 or > 4) throw new ResearchKitException($"ConvNet: channels must be 1–4; got {Channels}");
+        if (ImageSize < 8) throw new ResearchKitException($"ConvNet: image size must be at least 8 (two 2× poolings); got {ImageSize}");
+        if (Width < 1) throw new ResearchKitException($"ConvNet: width must be positive; got {Width}");
+        if (Depth < 1) throw new ResearchKitException($"ConvNet: depth must be at least 1; got {Depth}");
+        if (ProbeFeatures < 1) throw new ResearchKitException($"ConvNet: probe features must be positive; got {ProbeFeatures}");
+    }
+}
+
+/// <summary>One NIN block: a 3×3 convolution and two 1×1 convolutions, each followed by BatchNorm and ReLU.</summary>
+public sealed class NinBlock : Module<Tensor, Tensor>
+{
+    readonly Sequential layers;
+
+    public NinBlock(int inChannels, int width) : base(nameof(NinBlock))
+    {
+        layers = Sequential(
+            Conv2d(inChannels, width, 3, padding: 1, bias: false), BatchNorm2d(width), ReLU(inplace: true),
+            Conv2d(width, width, 1, bias: false), BatchNorm2d(width), ReLU(inplace: true),
+            Conv2d(width, width, 1, bias: false), BatchNorm2d(width), ReLU(inplace: true));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => layers.call(x);
+}
+
+/// <summary>
+/// The small CNN backbone: <see cref="ConvNetConfig.Depth"/> NIN blocks with 2× max pooling after the first two.
+/// Pooled features are the global average of the last block's map.
+/// </summary>
+public sealed class ConvNet : Backbone
+{
+    public ConvNetConfig Config { get; }
+
+    readonly ModuleList<NinBlock> blocks;
+    readonly MaxPool2d pool;
+    int frozenBlocks;
+
+    public ConvNet(ConvNetConfig config) : base(nameof(ConvNet))
+    {
+        config.Validate();
+        Config = config;
+        blocks = new ModuleList<NinBlock>(Enumerable.Range(0, config.Depth)
+            .Select(i => new NinBlock(i == 0 ? config.Channels : config.Width, config.Width)).ToArray());
+        pool = MaxPool2d(2, 2);
+        RegisterComponents();
+        using var _ = no_grad();
+        foreach (var (_, module) in named_modules())
+            if (module is Conv2d conv) init.kaiming_normal_(conv.weight, mode: init.FanInOut.FanOut, nonlinearity: init.NonlinearityType.ReLU);
+    }
+
+    public override int Depth => Config.Depth;
+    public override int FeatureDim => Config.Width;
+
+    /// <summary>Side of the square grid block <paramref name="block"/>'s map is pooled to for probes.</summary>
+    public int ProbeGrid(int block) =>
+        Math.Clamp((int)Math.Round(Math.Sqrt((double)Config.ProbeFeatures / Config.Width)), 1, Config.SpatialSize(block));
+
+    /// <summary>images [B, C, H, W] → each block's feature map [B, W, h_l, w_l].</summary>
+    public Tensor[] FeatureMaps(Tensor images)
+    {
+        var maps = new Tensor[Depth];
+        var x = images;
+        for (int i = 0; i < Depth; i++)
+        {
+            x = blocks[i].call(x);
+            maps[i] = x;
+            if (i < 2) x = pool.call(x);
+        }
+        return maps;
+    }
+
+    public override Tensor Features(Tensor images) => FeatureMaps(images)[^1].mean(new long[] { 2, 3 });
+
+    /// <summary>Each block's map average-pooled to <see cref="ProbeGrid"/>² cells and flattened: [B, W·g²].</summary>
+    public override Tensor[] LayerFeatures(Tensor images) =>
+        FeatureMaps(images).Select((map, i) => functional.adaptive_avg_pool2d(map, new long[] { ProbeGrid(i), ProbeGrid(i) }).flatten(1)).ToArray();
+
+    /// <summary>
+    /// Only the last <paramref name="trainableBlocks"/> blocks train. Frozen blocks also keep their BatchNorm
+    /// statistics (eval mode even while the model trains), so frozen features do not drift.
+    /// </summary>
+    public override void FreezeAllBut(int trainableBlocks)
+    {
+        frozenBlocks = Math.Clamp(Depth - trainableBlocks, 0, Depth);
+        for (int i = 0; i < Depth; i++)
+            foreach (var p in blocks[i].parameters()) p.requires_grad = i >= frozenBlocks;
+        train(training);
+    }
+
+    public override void train(bool on = true)
+    {
+        base.train(on);
+        for (int i = 0; i < frozenBlocks; i++) blocks[i].eval();
+    }
+}

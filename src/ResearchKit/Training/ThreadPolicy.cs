@@ -1,0 +1,75 @@
+using static TorchSharp.torch;
+
+namespace ResearchKit.Training;
+
+/// <summary>
+/// libtorch's intra-op thread count, from RESEARCHKIT_THREADS: unset → libtorch's default (one per core); N → N
+/// threads; "auto" → the cores other processes leave idle, re-chosen at the start and after every epoch.
+/// Why "auto" exists: libtorch's OpenMP workers spin at barriers and a tiny model runs many small parallel regions,
+/// so one descheduled worker stalls every op — beside one busy process, 2 threads fell to 144 img/s while 1 thread
+/// kept 295 (PLATFORM.md). Why it is not the default: results depend on the thread count in the last bits
+/// (measured: the tiny MAE's loss at step 5 differs by 1e-7 between 1 and 2 threads), so a run whose thread count
+/// follows the machine's load is not bit-reproducible. The default instead pairs a fixed count with
+/// OMP_WAIT_POLICY=PASSIVE (.config/researchkit.env), which lets idle workers sleep and recovers most of the loss
+/// under contention at no cost when alone. `researchkit bench --contention` measures all three.
+/// </summary>
+public sealed class ThreadPolicy
+{
+    readonly int cores = Environment.ProcessorCount;
+    readonly int ceiling;
+    readonly bool adaptive;
+    (long Busy, long Total, long Own)? last;
+
+    /// <param name="adaptive">null: as RESEARCHKIT_THREADS says; true: adapt whatever it says (the benchmark's comparison).</param>
+    public ThreadPolicy(bool? adaptive = null)
+    {
+        var setting = Environment.GetEnvironmentVariable("RESEARCHKIT_THREADS")?.Trim();
+        if (adaptive is null && int.TryParse(setting, out var n))
+        {
+            if (n < 1) throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
+            if (n != get_num_threads()) set_num_threads(n);
+        }
+        else if (adaptive is null && !string.IsNullOrEmpty(setting) && setting != "auto")
+            throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
+        this.adaptive = (adaptive ?? setting == "auto") && File.Exists("/proc/stat") && File.Exists("/proc/self/stat");
+        ceiling = Math.Max(get_num_threads(), 1);
+    }
+
+    public bool Adaptive => adaptive;
+
+    /// <summary>Cores used by other processes since the last call (or over a short sample on the first call).</summary>
+    public double OthersLoad()
+    {
+        if (!File.Exists("/proc/stat")) return 0;
+        if (last is null)
+        {
+            last = Sample();
+            Thread.Sleep(200);
+        }
+        var now = Sample();
+        var (busy, total, own) = (now.Busy - last.Value.Busy, now.Total - last.Value.Total, now.Own - last.Value.Own);
+        last = now;
+        return total <= 0 ? 0 : Math.Max(0, (double)(busy - own) / total * cores);
+    }
+
+    /// <summary>Sets and returns the thread count: the cores left idle by others, between 1 and the default count.</summary>
+    public int Choose()
+    {
+        if (!adaptive) return get_num_threads();
+        int threads = Math.Clamp((int)Math.Round(cores - OthersLoad()), 1, ceiling);
+        if (threads != get_num_threads()) set_num_threads(threads);
+        return threads;
+    }
+
+    // /proc/stat's first line: aggregate jiffies (user nice system idle iowait irq softirq steal …); /proc/self/stat
+    // fields 14–15: this process's user and system jiffies. Both count in USER_HZ, so they compare directly.
+    static (long Busy, long Total, long Own) Sample()
+    {
+        var cpu = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8).Select(long.Parse).ToArray();
+        long total = cpu.Sum(), idle = cpu[3] + cpu[4];
+        var self = File.ReadAllText("/proc/self/stat");
+        var fields = self[(self.LastIndexOf(')') + 2)..].Split(' ');   // after "pid (comm) "; field 3 is fields[0]
+        long own = long.Parse(fields[11]) + long.Parse(fields[12]);
+        return (total - idle, total, own);
+    }
+}

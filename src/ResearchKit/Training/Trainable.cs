@@ -1,0 +1,121 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using ResearchKit.Data;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Training;
+
+/// <summary>Which update rule a phase uses.</summary>
+public enum OptimizerKind { AdamW, Sgd }
+
+/// <summary>
+/// One optimizer's settings and schedule. Defaults are MAE's pre-training recipe (MAE Appendix A.1, Table 8):
+/// AdamW β = (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 scaled by batch/256, linear warmup then cosine decay.
+/// For SGD, <see cref="Momentum"/> and <see cref="Nesterov"/> apply and the betas are unused.
+/// </summary>
+public sealed record OptimizerConfig(
+    OptimizerKind Kind = OptimizerKind.AdamW, double BaseLearningRate = 1.5e-4, double WeightDecay = 0.05,
+    double Beta1 = 0.9, double Beta2 = 0.95, double Momentum = 0.9, bool Nesterov = false, double WarmupFraction = 0.05)
+{
+    /// <summary>Peak learning rate for a batch size: base × batch / 256 (the linear scaling rule MAE uses).</summary>
+    public double PeakLearningRate(int batchSize) => BaseLearningRate * batchSize / 256;
+
+    public void Validate(string owner = "optimizer")
+    {
+        if (!(BaseLearningRate > 0) || !double.IsFinite(BaseLearningRate))
+            throw new ResearchKitException($"{owner}: learning rate (--lr) must be positive and finite; got {BaseLearningRate}");
+        if (!(WeightDecay >= 0) || !double.IsFinite(WeightDecay)) throw new ResearchKitException($"{owner}: weight decay must be ≥ 0 and finite; got {WeightDecay}");
+        if (WarmupFraction is < 0 or >= 1 || double.IsNaN(WarmupFraction)) throw new ResearchKitException($"{owner}: warmup fraction must be in [0, 1); got {WarmupFraction}");
+        if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ResearchKitException($"{owner}: betas must be in [0, 1); got ({Beta1}, {Beta2})");
+        if (Momentum is < 0 or >= 1) throw new ResearchKitException($"{owner}: momentum must be in [0, 1); got {Momentum}");
+    }
+
+    /// <summary>
+    /// Builds the optimizer over named parameters: two groups, with and without weight decay. By default 1-D
+    /// parameters (biases, norm scales) are not decayed — timm's add_weight_decay, which MAE's pre-training uses
+    /// (so its [CLS] and mask tokens are decayed); <paramref name="noDecay"/> adds names to exempt.
+    /// </summary>
+    public OptimizerHelper Create(IReadOnlyList<(string Name, Parameter Parameter)> parameters, int batchSize, Func<string, bool>? noDecay = null)
+    {
+        Validate();
+        bool Exempt((string Name, Parameter Parameter) p) => p.Parameter.dim() <= 1 || (noDecay?.Invoke(p.Name) ?? false);
+        var decay = parameters.Where(p => !Exempt(p)).Select(p => p.Parameter).ToList();
+        var exempt = parameters.Where(Exempt).Select(p => p.Parameter).ToList();
+        double lr = PeakLearningRate(batchSize);
+        if (Kind == OptimizerKind.AdamW)
+        {
+            var groups = new List<AdamW.ParamGroup>();
+            if (decay.Count > 0) groups.Add(new(decay, new AdamW.Options { weight_decay = WeightDecay }));
+            if (exempt.Count > 0) groups.Add(new(exempt, new AdamW.Options { weight_decay = 0 }));
+            return torch.optim.AdamW(groups, lr, Beta1, Beta2, weight_decay: WeightDecay);
+        }
+        var sgdGroups = new List<SGD.ParamGroup>();
+        if (decay.Count > 0) sgdGroups.Add(new(decay, new SGD.Options { weight_decay = WeightDecay, momentum = Momentum, nesterov = Nesterov }));
+        if (exempt.Count > 0) sgdGroups.Add(new(exempt, new SGD.Options { weight_decay = 0, momentum = Momentum, nesterov = Nesterov }));
+        return torch.optim.SGD(sgdGroups, lr, Momentum, nesterov: Nesterov, weight_decay: WeightDecay);
+    }
+}
+
+/// <summary>
+/// One update of a training step: a loss over a batch, the parameters it trains, and their optimizer.
+/// A GAN has two (discriminator, then generator); most methods have one. <paramref name="Every"/> &gt; 1 runs
+/// the phase only on every n-th step (e.g. a generator updated once per n discriminator steps).
+/// </summary>
+/// <param name="Optimizer">null: the run's <see cref="TrainConfig.Optimizer"/>.</param>
+/// <param name="NoWeightDecay">Names (from <paramref name="Parameters"/>) exempt from weight decay besides 1-D parameters.</param>
+public sealed record UpdatePhase(
+    string Name, Func<Batch, Generator, Tensor> Loss, IReadOnlyList<(string Name, Parameter Parameter)> Parameters,
+    OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null)
+{
+    /// <summary>The trainable (requires_grad) named parameters of a module.</summary>
+    public static IReadOnlyList<(string Name, Parameter Parameter)> TrainableOf(nn.Module module) =>
+        module.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+}
+
+/// <summary>Method state beyond weights and optimizers that must survive a resume (a replay buffer, counters).</summary>
+public interface ICheckpointState
+{
+    void Save(BinaryWriter writer);
+    void Load(BinaryReader reader);
+}
+
+/// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state.</summary>
+public interface ITrainable
+{
+    nn.Module Module { get; }
+    IReadOnlyList<UpdatePhase> Phases();
+    ICheckpointState? State => null;
+}
+
+/// <summary>The plain case: one module, one loss, all trainable parameters.</summary>
+public sealed class SingleLoss(nn.Module module, Func<Batch, Generator, Tensor> loss, Func<string, bool>? noWeightDecay = null) : ITrainable
+{
+    public nn.Module Module => module;
+    public IReadOnlyList<UpdatePhase> Phases() => [new UpdatePhase("loss", loss, UpdatePhase.TrainableOf(module), NoWeightDecay: noWeightDecay)];
+}
+
+/// <summary>Tensors in checkpoint streams: dtype, shape, then the raw little-endian bytes.</summary>
+public static class TensorIO
+{
+    public static void Write(BinaryWriter writer, Tensor tensor)
+    {
+        using var cpu = tensor.detach().cpu().contiguous();
+        writer.Write((int)cpu.dtype);
+        writer.Write(cpu.dim());
+        foreach (var d in cpu.shape) writer.Write(d);
+        var bytes = cpu.bytes;
+        writer.Write(bytes.Length);
+        writer.Write(bytes);
+    }
+
+    public static Tensor Read(BinaryReader reader)
+    {
+        var dtype = (ScalarType)reader.ReadInt32();
+        var shape = new long[reader.ReadInt64()];
+        for (int i = 0; i < shape.Length; i++) shape[i] = reader.ReadInt64();
+        var bytes = reader.ReadBytes(reader.ReadInt32());
+        var result = empty(shape, dtype);
+        result.bytes = bytes;
+        return result;
+    }
+}

@@ -1,0 +1,168 @@
+using ResearchKit.Data;
+using ResearchKit.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using DataLoader = ResearchKit.Data.DataLoader;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Tests;
+
+/// <summary>
+/// A small adversarial pair shaped like a GAN with a replay buffer (SSGAN, JEM): a critic stepped every step with
+/// AdamW, a generator stepped every second step with SGD, and a buffer of generated images plus a counter that must
+/// survive a resume exactly.
+/// </summary>
+sealed class ToyAdversary : Module<Tensor, Tensor>, ITrainable, ICheckpointState
+{
+    public const int BufferSize = 12, Noise = 8;
+    readonly Linear critic, generator;
+    public Tensor Buffer { get; }
+    public long Written { get; private set; }
+
+    public ToyAdversary() : base(nameof(ToyAdversary))
+    {
+        critic = Linear(28 * 28, 1);
+        generator = Linear(Noise, 28 * 28);
+        RegisterComponents();
+        Buffer = zeros(BufferSize, 28 * 28);   // method state, not a weight: checkpointed through ICheckpointState
+    }
+
+    public override Tensor forward(Tensor images) => critic.call(images.flatten(1));
+
+    public nn.Module Module => this;
+    public ICheckpointState State => this;
+
+    Tensor Fake(long count, Generator g) => generator.call(randn(new[] { count, (long)Noise }, generator: g)).tanh();
+
+    public IReadOnlyList<UpdatePhase> Phases() =>
+    [
+        new UpdatePhase("critic", (batch, g) =>
+        {
+            var fake = Fake(batch.Size, g).detach();
+            var loss = functional.softplus(-forward(batch.Images)).mean() + functional.softplus(critic.call(cat(new[] { fake, Buffer }, 0))).mean();
+            using (no_grad())
+            {
+                // Replay: the newest 4 fakes overwrite the oldest slots, as a persistent SGLD/replay buffer does.
+                var slots = arange(Written, Written + 4, dtype: ScalarType.Int64).remainder(BufferSize);
+                Buffer.index_copy_(0, slots, fake[..4]);
+            }
+            Written += 4;
+            return loss;
+        }, critic.named_parameters().Select(p => ("critic." + p.name, p.parameter)).ToList(), new OptimizerConfig(BaseLearningRate: 1e-2)),
+        new UpdatePhase("generator", (batch, g) => functional.softplus(-critic.call(Fake(batch.Size, g))).mean(),
+            generator.named_parameters().Select(p => ("generator." + p.name, p.parameter)).ToList(),
+            new OptimizerConfig(OptimizerKind.Sgd, BaseLearningRate: 0.5, WeightDecay: 0, WarmupFraction: 0), Every: 2),
+    ];
+
+    public void Save(BinaryWriter writer)
+    {
+        TensorIO.Write(writer, Buffer);
+        writer.Write(Written);
+    }
+
+    public void Load(BinaryReader reader)
+    {
+        using (no_grad()) Buffer.copy_(TensorIO.Read(reader));
+        Written = reader.ReadInt64();
+    }
+}
+
+public class GeneralTrainerTests
+{
+    static (ToyAdversary Model, DataLoader Loader) Setup(ImageDataset data, int initSeed = 0)
+    {
+        Compute.Seed(initSeed);
+        return (new ToyAdversary(), new DataLoader(data, 16, Normalization.Of(data), seed: 2, device: CPU));
+    }
+
+    [Fact]
+    public void Two_optimizers_alternate_and_their_curves_and_extra_state_survive_a_resume()
+    {
+        using var data = TestData.Random(96);
+        var config = new TrainConfig(Epochs: 3, BatchSize: 16, Seed: 2, CheckpointEvery: 5, LogEvery: 1);
+        var (model, loader) = Setup(data);
+        var full = new Trainer(config).Fit(loader, model);
+        Assert.Equal(18, full.PhaseLosses!["critic"].Count);
+        Assert.Equal(9, full.PhaseLosses["generator"].Count);             // every second step: 0, 2, …, 16
+        Assert.Equal(full.PhaseLosses["critic"], full.Losses);             // the first phase is the main loss
+        Assert.Equal(18 * 4, model.Written);
+
+        var dir = TestData.TempDir();
+        var (first, loader1) = Setup(data);
+        using var cancel = new CancellationTokenSource();
+        Assert.Throws<OperationCanceledException>(() => new Trainer(config, dir).Fit(loader1, first,
+            new CallbackProgress<TrainProgress>(p => { if (p.Step == 7) cancel.Cancel(); }), cancel.Token));
+        var (second, loader2) = Setup(data, initSeed: 5);                  // other weights and an empty buffer: the checkpoint restores them
+        var resumed = new Trainer(config, dir).Fit(loader2, second);
+
+        Assert.True(resumed.Resumed);
+        Assert.Equal(full.PhaseLosses["critic"], resumed.PhaseLosses!["critic"]);
+        Assert.Equal(full.PhaseLosses["generator"], resumed.PhaseLosses["generator"]);
+        Assert.Equal(model.Written, second.Written);
+        Assert.True(model.Buffer.Same(second.Buffer), "the replay buffer after resuming differs from the uninterrupted run's");
+
+        // Both phases' losses are logged, and each step once.
+        var metrics = Trainer.ReadMetrics(dir);
+        Assert.Equal(Enumerable.Range(1, 18).Select(i => (long)i), metrics.Select(m => m.Step));
+        Assert.All(metrics, m => Assert.Equal(new[] { "critic", "generator" }, m.Losses!.Keys.Order()));
+    }
+
+    [Fact]
+    public void Callbacks_see_every_step_epoch_and_checkpoint()
+    {
+        using var data = TestData.Random(64);
+        var (model, loader) = Setup(data);
+        var trainer = new Trainer(new TrainConfig(Epochs: 2, BatchSize: 16, CheckpointEvery: 3), TestData.TempDir());
+        var seen = new RecordingCallback();
+        trainer.Callbacks.Add(seen);
+        trainer.Fit(loader, model);
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i), seen.Steps);
+        Assert.Equal(new[] { (0, 4L), (1, 8L) }, seen.Epochs);
+        Assert.Equal(new long[] { 3, 4, 6, 8 }, seen.Checkpoints);        // every 3 steps and at each epoch's end
+    }
+
+    /// <summary>A module with a matrix, a bias and a token, to see which parameters an optimizer decays.</summary>
+    sealed class Decayable : Module<Tensor, Tensor>
+    {
+        public readonly Linear layer = Linear(3, 2);
+        public readonly Parameter clsToken = Parameter(ones(1, 1, 3));
+        public Decayable() : base(nameof(Decayable)) => RegisterComponents();
+        public override Tensor forward(Tensor x) => layer.call(x) * 0 + clsToken.sum() * 0;   // zero gradients: only decay moves weights
+    }
+
+    [Fact]
+    public void AdamW_decays_matrices_and_tokens_but_not_one_dimensional_parameters_or_exempted_names()
+    {
+        double lr = 0.1, decay = 0.5;
+        var optimizer = new OptimizerConfig(BaseLearningRate: lr, WeightDecay: decay, WarmupFraction: 0);
+        foreach (var exemptToken in new[] { false, true })
+        {
+            manual_seed(0);
+            var m = new Decayable();
+            var (w, b, t) = (m.layer.weight!.detach().clone(), m.layer.bias!.detach().clone(), m.clsToken.detach().clone());
+            var adamw = optimizer.Create(UpdatePhase.TrainableOf(m), 256, exemptToken ? n => n == "clsToken" : null);
+            m.call(ones(1, 3)).sum().backward();
+            adamw.step();
+            // Decoupled decay with zero gradient: p ← p − lr·wd·p (Loshchilov & Hutter, 2019), Adam's own step is 0.
+            Assert.True(m.layer.weight!.allclose(w * (1 - lr * decay), atol: 1e-7), "a matrix is decayed");
+            Assert.True(m.layer.bias!.Same(b), "a bias (1-D) is not decayed");
+            Assert.True(m.clsToken.allclose(exemptToken ? t : t * (1 - lr * decay), atol: 1e-7), exemptToken ? "an exempted name is not decayed" : "a token is decayed by default");
+        }
+    }
+
+    [Fact]
+    public void Gradient_clipping_bounds_the_update()
+    {
+        using var data = TestData.Random(16);                               // one step of 16
+        manual_seed(0);
+        var m = new Decayable();
+        var before = m.layer.weight!.detach().clone();
+        var loader = new DataLoader(data, 16, Normalization.Of(data), shuffle: false, device: CPU);
+        var sgd = new OptimizerConfig(OptimizerKind.Sgd, BaseLearningRate: 0.256, WeightDecay: 0, Momentum: 0, WarmupFraction: 0);
+        // A huge gradient (1000 per weight: norm 1000·√6) clipped to norm 1; plain SGD then moves the weights by lr·1,
+        // with lr = 0.256 · 16/256 = 0.016 at the first step.
+        new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, sgd, ClipGradNorm: 1.0)).Fit(loader, m.layer, (_, _) => (m.layer.weight! * 1000).sum());
+        Assert.Equal(0.016, (m.layer.weight!.detach() - before).norm().item<float>(), 5);
+    }
+}

@@ -1,0 +1,174 @@
+using System.Text.Json;
+using ResearchKit.Data;
+using ResearchKit.Evaluation;
+using ResearchKit.Methods;
+using ResearchKit.Models;
+using ResearchKit.Reporting;
+using ResearchKit.Runs;
+using ResearchKit.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+/// <summary>The method contract, the CNN backbone and RotNet.</summary>
+public class MethodTests
+{
+    [Fact]
+    public void RotNet_shows_each_image_at_four_rotations_with_the_right_labels()
+    {
+        var image = arange(9, dtype: ScalarType.Float32).reshape(1, 1, 3, 3);   // [[0,1,2],[3,4,5],[6,7,8]]
+        var (rotated, labels) = RotNet.RotateAll(cat(new[] { image, image + 10 }, 0));
+        Assert.Equal(new long[] { 8, 1, 3, 3 }, rotated.shape);
+        Assert.Equal(new long[] { 0, 0, 1, 1, 2, 2, 3, 3 }, labels.data<long>().ToArray());
+        // Worked by hand: 90° counter-clockwise puts the last column on top; 180° reverses the raster; 270° is 90° the other way.
+        float[] Grid(int i) => rotated[i].flatten().data<float>().ToArray();
+        Assert.Equal(new float[] { 0, 1, 2, 3, 4, 5, 6, 7, 8 }, Grid(0));
+        Assert.Equal(new float[] { 2, 5, 8, 1, 4, 7, 0, 3, 6 }, Grid(2));
+        Assert.Equal(new float[] { 8, 7, 6, 5, 4, 3, 2, 1, 0 }, Grid(4));
+        Assert.Equal(new float[] { 6, 3, 0, 7, 4, 1, 8, 5, 2 }, Grid(6));
+        Assert.Equal(new float[] { 12, 15, 18, 11, 14, 17, 10, 13, 16 }, Grid(3));   // second image, 90°
+    }
+
+    [Theory]
+    [InlineData(28, 1)]
+    [InlineData(32, 3)]
+    public void ConvNet_gives_every_blocks_features_in_one_pass_at_a_common_width(int size, int channels)
+    {
+        manual_seed(0);
+        var net = new ConvNet(ConvNetConfig.Tiny(size, channels));
+        var x = randn(5, channels, size, size);
+        var maps = net.FeatureMaps(x);
+        Assert.Equal(new long[] { 5, 64, size, size }, maps[0].shape);
+        Assert.Equal(new long[] { 5, 64, size / 2, size / 2 }, maps[1].shape);
+        Assert.Equal(new long[] { 5, 64, size / 4, size / 4 }, maps[3].shape);
+        var layers = net.LayerFeatures(x);
+        Assert.Equal(4, layers.Length);
+        Assert.All(layers, l => Assert.Equal(new long[] { 5, 64 * 3 * 3 }, l.shape));   // ~576 values per block
+        // Pooled features are the global average of the last map.
+        Assert.True(net.Features(x).allclose(maps[3].mean(new long[] { 2, 3 }), atol: 1e-6));
+        // Block 1's probe features: its map averaged over a 3×3 grid of cells, checked on one cell by hand.
+        int end = ((int)maps[1].shape[2] + 2) / 3;                                    // adaptive pooling's first cell: rows and columns [0, ⌈h/3⌉)
+        Assert.True(layers[1].reshape(5, 64, 3, 3)[.., .., 0, 0].allclose(maps[1][.., .., ..end, ..end].mean(new long[] { 2, 3 }), atol: 1e-5));
+        Assert.False(layers.Any(l => l.isnan().any().item<bool>()));
+    }
+
+    [Fact]
+    public void ConvNet_partial_fine_tuning_freezes_weights_and_batch_norm_statistics_of_frozen_blocks()
+    {
+        manual_seed(0);
+        var net = new ConvNet(ConvNetConfig.Tiny());
+        net.FreezeAllBut(1);
+        net.train();
+        var named = net.named_parameters().ToList();
+        Assert.All(named, p => Assert.Equal(p.name.StartsWith("blocks.3."), p.parameter.requires_grad));
+        var statistics = net.named_buffers().Where(b => b.name.EndsWith("running_mean")).ToDictionary(b => b.name, b => b.buffer.clone());
+        net.call(randn(8, 1, 28, 28) * 3 + 1);
+        foreach (var (name, buffer) in net.named_buffers().Where(b => b.name.EndsWith("running_mean")))
+            Assert.Equal(name.StartsWith("blocks.3."), !buffer.Same(statistics[name]));
+        // Also when training is switched on through a model that holds the backbone (as fine-tuning does).
+        var classifier = new Classifier(net, 10);
+        classifier.eval();
+        classifier.train();
+        Assert.Equal(new[] { false, false, false, true }, Enumerable.Range(0, 4).Select(i => net.named_modules().First(m => m.name == $"blocks.{i}").module.training));
+        net.FreezeAllBut(int.MaxValue);
+        Assert.All(net.parameters(), p => Assert.True(p.requires_grad));
+    }
+
+    [Fact]
+    public void A_run_configuration_stores_the_method_by_name_and_rebuilds_the_same_model()
+    {
+        var normalization = new Normalization([0.5f], [0.25f]);
+        foreach (var method in new MethodConfig[] { MaeConfig.Tiny() with { MaskRatio = 0.6 }, RotNetConfig.Tiny() })
+        {
+            var config = new RunConfig("fashion-mnist", 100, method, new TrainConfig(Optimizer: method.Optimizer), normalization, false);
+            var json = Pretraining.Serialize(config);
+            Assert.Equal(MethodRegistry.Of(method).Name, JsonDocument.Parse(json).RootElement.GetProperty("method").GetProperty("name").GetString());
+            var back = JsonSerializer.Deserialize<RunConfig>(json, MethodRegistry.Json)!;
+            Assert.Equal(method, back.Method);
+            Assert.IsType(method.Build().GetType(), back.Method.Build());
+        }
+        var unknown = Pretraining.Serialize(new RunConfig("x", null, RotNetConfig.Tiny(), new TrainConfig(), normalization, false)).Replace("\"rotnet\"", "\"nope\"");
+        var dir = TestData.TempDir();
+        File.WriteAllText(Path.Combine(dir, "config.json"), unknown);
+        var e = Assert.Throws<DataFormatException>(() => Pretraining.ReadConfig(dir));
+        Assert.Contains("config.json", e.Message);
+    }
+
+    [Fact]
+    public void Method_options_parse_strictly_and_name_the_method_and_its_options()
+    {
+        var mae = MethodRegistry.Get("mae");
+        var config = (MaeConfig)mae.Option("--mask-ratio").Apply(mae.Preset("tiny"), "0.5");
+        Assert.Equal(0.5, config.MaskRatio);
+        Assert.Equal(128, ((MaeConfig)mae.Option("--decoder-dim").Apply(config, "128")).DecoderDim);
+        var nan = Assert.Throws<ResearchKitException>(() => mae.Option("--mask-ratio").Apply(config, "NaN"));
+        Assert.Equal("--mask-ratio: expected a finite number; got 'NaN'", nan.Message);
+        var range = Assert.Throws<ResearchKitException>(() => (config with { MaskRatio = 0 }).Validate());
+        Assert.Contains("--mask-ratio", range.Message);
+        var missing = Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("rotnet").Option("--mask-ratio"));
+        Assert.Equal("rotnet has no option --mask-ratio; its options: --blocks, --width", missing.Message);
+        Assert.Contains("unknown method 'nope'; expected one of: mae, rotnet", Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("nope")).Message);
+    }
+
+    [Fact]
+    public void Seed_statistics_match_hand_values_and_differences_within_the_spread_do_not_count()
+    {
+        var a = SeedStats.Of([0.80, 0.82, 0.84]);
+        Assert.Equal(0.82, a.Mean, 12);
+        Assert.Equal(0.02, a.Std, 12);                                  // sample std: sqrt((0.0004 + 0 + 0.0004) / 2)
+        Assert.Equal("82.0 ± 2.0", a.Format());
+        var close = SeedStats.Of([0.83, 0.84, 0.85]);                   // Δ 0.02 < spread 0.03
+        var far = SeedStats.Of([0.90, 0.90, 0.91]);
+        Assert.False(a.DiffersFrom(close));
+        Assert.True(a.DiffersFrom(far));
+        Assert.False(SeedStats.Of([0.5]).DiffersFrom(SeedStats.Of([0.9])));   // one seed: no spread to judge by
+    }
+
+    [Fact]
+    public void RotNet_on_fashion_mnist_learns_to_predict_rotations()
+    {
+        using var data = TestData.FashionMnist(1536, 512);
+        var run = Pretraining.Run(RotNetConfig.Tiny(), new PretrainOptions(Epochs: 3, BatchSize: 128), data.Train, TestData.TempDir());
+        var losses = run.Result.Losses;
+        Assert.Equal(36, losses.Count);                                 // measured: 1.37 → 1.07 (chance: ln 4 = 1.386)
+        Assert.True(losses.TakeLast(3).Average() < 0.85 * losses.Take(3).Average(), $"loss {losses.Take(3).Average():F3} → {losses.TakeLast(3).Average():F3}");
+        var images = run.Config.Normalization.Apply(data.Test.Images, CPU);
+        run.Model.Module.eval();
+        using var g = new Generator(0);
+        double accuracy = run.Model.PretextMetrics(images, run.Config.Normalization, g)["rotation_accuracy"];
+        Assert.True(accuracy > 0.5, $"rotation accuracy {accuracy:P1} on held-out images (chance 25%)");
+    }
+
+    [Fact]
+    public void The_experiment_runner_measures_any_method_and_the_sweep_caches_it()
+    {
+        var folder = TestData.TempDir();
+        var evaluation = new EvaluationOptions(ProbeTrain: 512, ProbeTest: 256, FineTuneEpochs: 2, FineTuneTrain: 512, PretextImages: 64);
+        var experiments = new[]
+        {
+            new Experiment(RotNetConfig.Tiny(), new PretrainOptions(Epochs: 1, TrainLimit: 256, BatchSize: 128), evaluation),
+            new Experiment(MaeConfig.Tiny(), new PretrainOptions(Epochs: 0, TrainLimit: 256), evaluation with { FineTuneEpochs = 0 }),
+        };
+        int runs = 0;
+        List<SweepEntry<Experiment, ExperimentResult>> Sweep_() => Sweep.Run(folder, experiments, (e, dir) => { runs++; return Experiments.Run(e, dir); });
+        var entries = Sweep_();
+        Assert.Equal(2, runs);
+        var rotnet = entries[0].Result;
+        Assert.Equal(4, rotnet.ProbeByLayer.Length);
+        Assert.Equal(rotnet.ProbeByLayer.Max(), rotnet.BestProbe);
+        Assert.Equal(rotnet.BestLayer, Array.IndexOf(rotnet.ProbeByLayer, rotnet.BestProbe));
+        Assert.All(rotnet.ProbeByLayer, a => Assert.True(a > 0.3, $"probe {a} (chance 0.1)"));
+        Assert.InRange(rotnet.FineTune, 0.2, 1.0);
+        Assert.InRange(rotnet.Pretext["rotation_accuracy"], 0.0, 1.0);
+        Assert.True(File.Exists(Path.Combine(Experiments.PretrainFolder(Path.Combine(folder, entries[0].Key)), "checkpoint.bin")));
+        var floor = entries[1].Result;
+        Assert.Equal(6, floor.ProbeByLayer.Length);
+        Assert.True(double.IsNaN(floor.FineTune) && double.IsNaN(floor.FinalLoss));
+        Assert.True(floor.Pretext["reconstruction_psnr"] > 0);
+
+        var again = Sweep_();
+        Assert.Equal(2, runs);                                           // both cached
+        Assert.Equal(rotnet.ProbeByLayer, again[0].Result.ProbeByLayer);
+    }
+}
