@@ -109,6 +109,18 @@ public class GeneralTrainerTests
     }
 
     [Fact]
+    public void A_two_phase_method_keeps_memory_flat()
+    {
+        using var data = TestData.Random(320);
+        var (model, loader) = Setup(data);
+        var counts = new List<long>();
+        new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, model,
+            new CallbackProgress<TrainProgress>(_ => counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount)));
+        Assert.Equal(20, counts.Count);
+        Assert.Equal(counts[3], counts[^1]);                                 // both optimizers have their state after step 2
+    }
+
+    [Fact]
     public void Callbacks_see_every_step_epoch_and_checkpoint()
     {
         using var data = TestData.Random(64);

@@ -37,6 +37,27 @@ public class ReportingTests
     }
 
     [Fact]
+    public void Seeded_sweeps_group_runs_by_configuration_and_charts_draw_their_spread_as_error_bars()
+    {
+        var folder = TestData.TempDir();
+        var groups = Sweep.RunSeeds(folder, new[] { new Config(0.25, 1), new Config(0.75, 1) }, [0, 1, 2],
+            (c, seed) => c with { Epochs = 10 + seed }, (c, _) => new Result(c.Ratio + c.Epochs / 100.0, []));
+        Assert.Equal(2, groups.Count);
+        Assert.Equal(new[] { 10, 11, 12 }, groups[1].Runs.Select(r => r.Config.Epochs));
+        var stats = groups[1].Stats(r => r.Accuracy);                           // 0.75 + 0.10, 0.11, 0.12
+        Assert.Equal(0.86, stats.Mean, 12);
+        Assert.Equal(0.01, stats.Std, 12);
+        Assert.Equal(6, Directory.GetFiles(folder, "*.json").Length);            // one cached result per configuration and seed
+
+        var chart = Charts.Ablation("t", "x", "y", [ChartSeries.FromSeeds("ours", [0.25, 0.75], groups.Select(g => g.Stats(r => r.Accuracy)).ToArray())]);
+        var trace = System.Text.Json.JsonDocument.Parse(Plotly.NET.GenericChart.toFigureJson(chart)).RootElement.GetProperty("data")[0];
+        var error = trace.GetProperty("error_y");
+        Assert.Equal("data", error.GetProperty("type").GetString());
+        Assert.Equal(new[] { 1.0, 1.0 }, error.GetProperty("array").EnumerateArray().Select(e => Math.Round(e.GetDouble(), 9)));   // 100 × std
+        Assert.Equal(new[] { 36.0, 86.0 }, trace.GetProperty("y").EnumerateArray().Select(e => Math.Round(e.GetDouble(), 9)));
+    }
+
+    [Fact]
     public void Sweep_keys_depend_on_every_field()
     {
         Assert.Equal(Sweep.Key(new Config(0.5, 1)), Sweep.Key(new Config(0.5, 1)));

@@ -1,5 +1,6 @@
 using ResearchKit.Data;
 using ResearchKit.Models;
+using ResearchKit.Runs;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -89,6 +90,37 @@ public class TrainerTests
         var steps = File.ReadAllLines(Path.Combine(dir, Trainer.MetricsFile)).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64()).ToList();
         Assert.Equal(steps.Distinct().Count(), steps.Count);
         Assert.Equal(18, steps[^1]);
+    }
+
+    [Fact]
+    public void A_run_folder_refuses_other_settings_naming_the_setting_and_resumes_with_more_epochs()
+    {
+        using var data = TestData.Random(64);
+        var dir = TestData.TempDir();
+        var options = new PretrainOptions(Epochs: 1, BatchSize: 16);
+        Pretraining.Run(Small, options, data, dir);
+        var e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small with { MaskRatio = 0.5 }, options, data, dir));
+        Assert.Contains("holds a run with other settings (method.maskRatio: 0.75 before, 0.5 now)", e.Message);
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small, options with { Seed = 3 }, data, dir));
+        Assert.Contains("train.seed: 0 before, 3 now", e.Message);
+        Assert.Equal(0.75, ((MaeConfig)Pretraining.ReadConfig(dir).Method).MaskRatio);   // the refused settings were not written
+        var more = Pretraining.Run(Small, options with { Epochs = 2 }, data, dir);
+        Assert.True(more.Result.Resumed);
+        Assert.Equal(8, more.Result.Losses.Count);
+    }
+
+    [Fact]
+    public void Metrics_of_a_run_killed_before_its_first_checkpoint_are_not_mixed_into_the_rerun()
+    {
+        using var data = TestData.Random(64);
+        var dir = TestData.TempDir();
+        // What a run killed after logging step 1 but before any checkpoint leaves behind.
+        File.WriteAllText(Path.Combine(dir, Trainer.MetricsFile), "{\"epoch\":0,\"step\":1,\"loss\":9.9,\"lr\":0.1}\n{\"epoch\":0,\"step\":2,\"lo");
+        var (model, loader) = Setup(data);
+        new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, Lr(1e-3), LogEvery: 1), dir).Fit(loader, model, Loss(model));
+        var metrics = Trainer.ReadMetrics(dir);
+        Assert.Equal(new long[] { 1, 2, 3, 4 }, metrics.Select(m => m.Step));
+        Assert.DoesNotContain(metrics, m => m.Loss == 9.9);
     }
 
     [Fact]

@@ -108,8 +108,8 @@ public sealed class Trainer
         {
             step = checkpoint.Load(config, model, optimizers, trainable.State, losses);
             resumed = true;
-            metrics!.TrimTo(step);
         }
+        metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
 
         var threads = new ThreadPolicy();   // RESEARCHKIT_THREADS: fixed by default; "auto" adapts to the idle cores
         threads.Choose();
