@@ -51,6 +51,8 @@ static class Commands
         foreach (var (_, option) in own) command.Options.Add(option);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
+            if (r.GetValue(method) != info.Name)
+                throw new ResearchKitException($"--method: got '{r.GetValue(method)}' but the options were read for '{info.Name}'; write --method NAME or --method=NAME");
             var config = info.Preset(r.GetValue(preset)!);
             foreach (var (o, option) in own)
             {
@@ -76,7 +78,8 @@ static class Commands
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--method" && i + 1 < args.Length) return MethodRegistry.Get(args[i + 1]);
-            if (args[i].StartsWith("--method=", StringComparison.Ordinal)) return MethodRegistry.Get(args[i]["--method=".Length..]);
+            if (args[i].StartsWith("--method=", StringComparison.Ordinal) || args[i].StartsWith("--method:", StringComparison.Ordinal))
+                return MethodRegistry.Get(args[i]["--method=".Length..]);
         }
         return MethodRegistry.Get("mae");
     }
@@ -84,8 +87,9 @@ static class Commands
     /// <summary>A one-line error for an option the chosen method does not have, naming the method and its options.</summary>
     public static string? UnknownOptionError(MethodInfo info, IEnumerable<string> unmatched)
     {
-        var option = unmatched.FirstOrDefault(t => t.StartsWith("--", StringComparison.Ordinal));
-        if (option is null) return null;
+        var token = unmatched.FirstOrDefault(t => t.StartsWith("--", StringComparison.Ordinal));
+        if (token is null) return null;
+        var option = token.Split('=', ':')[0];   // --mask-ratio=0.5 and --mask-ratio:0.5 name the option --mask-ratio
         var owners = MethodRegistry.All.Where(m => m.Options.Any(o => o.Name == option)).Select(m => m.Name).ToList();
         return $"{info.Name} has no option {option}{(owners.Count > 0 ? $" (it belongs to {string.Join(", ", owners)})" : "")}; " +
             $"{info.Name}'s own options: {(info.Options.Count == 0 ? "none" : string.Join(", ", info.Options.Select(o => o.Name)))}; see `researchkit pretrain --method {info.Name} --help`";

@@ -1,4 +1,5 @@
 using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -176,5 +177,67 @@ public class GeneralTrainerTests
         // with lr = 0.256 · 16/256 = 0.016 at the first step.
         new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, sgd, ClipGradNorm: 1.0)).Fit(loader, m.layer, (_, _) => (m.layer.weight! * 1000).sum());
         Assert.Equal(0.016, (m.layer.weight!.detach() - before).norm().item<float>(), 5);
+    }
+
+    [Fact]
+    public void A_non_finite_loss_in_any_phase_stops_training_naming_the_phase()
+    {
+        using var data = TestData.Random(32);
+        var (model, loader) = Setup(data);
+        var phases = model.Phases();
+        var broken = new UpdatePhase("generator", (b, g) => phases[1].Loss(b, g) * float.PositiveInfinity, phases[1].Parameters);
+        var trainable = new TwoPhases(model, [phases[0], broken]);
+        var e = Assert.Throws<TrainingDivergedException>(() => new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, trainable));
+        Assert.StartsWith("phase 'generator': loss became ∞ at step 0", e.Message.Replace("Infinity", "∞"));
+        var duplicate = new TwoPhases(model, [phases[0], phases[0]]);
+        Assert.Contains("distinct names", Assert.Throws<ResearchKitException>(() => new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, duplicate)).Message);
+    }
+
+    sealed class TwoPhases(nn.Module module, IReadOnlyList<UpdatePhase> phases) : ITrainable
+    {
+        public nn.Module Module => module;
+        public IReadOnlyList<UpdatePhase> Phases() => phases;
+    }
+
+    [Fact]
+    public void Precise_batch_norm_replaces_the_running_statistics_by_the_plain_average_over_batches()
+    {
+        using var data = TestData.Random(64, size: 4);
+        manual_seed(0);
+        var norm = BatchNorm2d(1);
+        var model = Sequential(norm);
+        var loader = new DataLoader(data, 16, Normalization.Of(data), shuffle: false, device: CPU);
+        PreciseBatchNorm.Recompute(model, loader);
+        // Four equal batches: the running mean is the mean of their means (= the overall mean), the running variance
+        // the mean of their unbiased variances (BatchNorm's running estimate), computed here by hand.
+        var batches = Enumerable.Range(0, 4).Select(i => loader.Load(loader.Epoch(0).ElementAt(i)).Images).ToList();
+        double mean = batches.Average(b => b.mean().item<float>());
+        double variance = batches.Average(b => b.var().item<float>());
+        Assert.Equal(mean, norm.running_mean!.item<float>(), 5);
+        Assert.Equal(variance, norm.running_var!.item<float>(), 4);
+        Assert.False(model.training);
+    }
+
+    [Fact]
+    public void The_thread_policy_sees_a_busy_process_and_never_goes_below_one_thread()
+    {
+        if (!File.Exists("/proc/stat")) return;   // Linux only, like the policy itself
+        int before = get_num_threads();
+        using var busy = System.Diagnostics.Process.Start("/bin/sh", ["-c", "while :; do :; done"])!;
+        try
+        {
+            Thread.Sleep(300);
+            var policy = new ThreadPolicy(adaptive: true);
+            double load = policy.OthersLoad();
+            Assert.InRange(load, 0.6, Environment.ProcessorCount);       // a busy loop uses about one core
+            int chosen = policy.Choose();
+            Assert.InRange(chosen, 1, before);
+            Assert.Equal(chosen, get_num_threads());
+        }
+        finally
+        {
+            busy.Kill();
+            set_num_threads(before);
+        }
     }
 }

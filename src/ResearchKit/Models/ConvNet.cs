@@ -17,15 +17,15 @@ public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Wid
     /// <summary>CPU scale: width 64, 4 blocks, 145 k parameters; probes see 64 × 3 × 3 = 576 values per block.</summary>
     public static ConvNetConfig Tiny(int imageSize = 28, int channels = 1) => new(imageSize, channels, Width: 64, Depth: 4, ProbeFeatures: 576);
 
-    /// <summary>Spatial size after block <paramref name="block"/>: halved after blocks 0 and 1, as RotNet's NIN pools after its first two blocks.</summary>
-    public int SpatialSize(int block) => ImageSize >> Math.Min(block + 1, 2);
+    /// <summary>Side of block <paramref name="block"/>'s output map: the input is halved after blocks 0 and 1, as RotNet's NIN pools after its first two blocks.</summary>
+    public int SpatialSize(int block) => ImageSize >> Math.Min(block, 2);
 
     public void Validate()
     {
-        if (Channels is < 1 or > 4) throw new ResearchKitException($"ConvNet: channels must be 1–4; got {Channels}");
+        if (Channels is < 1 or > 4) throw new ResearchKitException($"ConvNet: image channels must be 1–4; got {Channels}");
         if (ImageSize < 8) throw new ResearchKitException($"ConvNet: image size must be at least 8 (two 2× poolings); got {ImageSize}");
-        if (Width < 1) throw new ResearchKitException($"ConvNet: width must be positive; got {Width}");
-        if (Depth < 1) throw new ResearchKitException($"ConvNet: depth must be at least 1; got {Depth}");
+        if (Width < 1) throw new ResearchKitException($"ConvNet: width (--width) must be positive; got {Width}");
+        if (Depth < 1) throw new ResearchKitException($"ConvNet: blocks (--blocks) must be at least 1; got {Depth}");
         if (ProbeFeatures < 1) throw new ResearchKitException($"ConvNet: probe features must be positive; got {ProbeFeatures}");
     }
 }
@@ -48,7 +48,8 @@ public sealed class NinBlock : Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// The small CNN backbone: <see cref="ConvNetConfig.Depth"/> NIN blocks with 2× max pooling after the first two.
+/// The small CNN backbone: <see cref="ConvNetConfig.Depth"/> NIN blocks with 2× max pooling after the first two
+/// (a simplification of RotNet's NIN, which pools 3×3 with stride 2, max after block 1 and average after block 2).
 /// Pooled features are the global average of the last block's map.
 /// </summary>
 public sealed class ConvNet : Backbone

@@ -149,8 +149,11 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
     }
 
-    /// <summary>images [B, C, H, W] → latent [B, 1 + K, D] (or [B, 1 + L, D] with mask tokens in the encoder).</summary>
-    public Tensor ForwardEncoder(Tensor images, PatchMask mask)
+    /// <summary>
+    /// images [B, C, H, W] → latent [B, 1 + K, D] (or [B, 1 + L, D] with mask tokens in the encoder). With
+    /// <paramref name="hidden"/>, each encoder block's raw output is appended to it.
+    /// </summary>
+    public Tensor ForwardEncoder(Tensor images, PatchMask mask, List<Tensor>? hidden = null)
     {
         var tokens = encoder.EmbedPatches(images);                                    // B, L, D
         if (encoderMaskToken is null)
@@ -163,7 +166,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
             var removed = mask.Mask.unsqueeze(-1);                                     // B, L, 1
             tokens = tokens * (1 - removed) + (encoderMaskToken + encoder.PatchPositions) * removed;
         }
-        return encoder.Encode(encoder.PrependCls(tokens));
+        return encoder.Encode(encoder.PrependCls(tokens), hidden);
     }
 
     /// <summary>latent → predicted patches [B, L, p·p·C]; mask tokens fill removed positions, order restored.</summary>
@@ -216,7 +219,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     {
         using var _ = no_grad();
         var e = Config.Encoder;
-        var output = forward(images, generator);
+        var output = call(images, generator);
         var patches = Patches.Patchify(images, e.PatchSize);
         var prediction = output.Prediction;
         if (Config.NormPixLoss)

@@ -11,8 +11,9 @@ namespace ResearchKit.Models;
 /// <summary>
 /// RotNet configuration (Gidaris et al., 2018, "Unsupervised Representation Learning by Predicting Image
 /// Rotations"). Defaults are the paper's CIFAR-10 setting: a NIN backbone of 4 conv blocks, 192 channels, and SGD
-/// with momentum 0.9, weight decay 5e-4, lr 0.1 at batch 128 (base 0.2 per 256). Shortcut, said plainly: the
-/// paper drops the rate in steps (×0.2 at epochs 30, 60, 80); the shared trainer uses warmup + cosine instead.
+/// with momentum 0.9, weight decay 5e-4, lr 0.1 at batch 128 (base 0.2 per 256). Shortcuts, said plainly: the
+/// paper drops the rate in steps (×0.2 at epochs 30, 60, 80) where the shared trainer uses warmup + cosine, and
+/// it decays every parameter where the shared optimizer exempts 1-D ones (biases, BatchNorm scales).
 /// </summary>
 public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
 {
@@ -99,7 +100,7 @@ public sealed class RotNet : Module<Tensor, RotNetOutput>, IPretrainModel
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var output = forward(images);
+        var output = call(images);
         double accuracy = output.Logits.argmax(1).eq(output.Labels).to_type(ScalarType.Float64).mean().item<double>();
         return new Dictionary<string, double> { ["rotation_accuracy"] = accuracy };
     }

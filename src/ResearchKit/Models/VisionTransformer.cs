@@ -12,9 +12,10 @@ namespace ResearchKit.Models;
 public enum Pooling { Mean, Cls }
 
 /// <summary>ViT configuration; defaults are ViT-B/16 (Dosovitskiy et al., 2021, Table 1).</summary>
+/// <param name="Pooling">How tokens become one vector for probes and heads (MAE's fine-tuning and probes average the patch tokens).</param>
 public sealed record ViTConfig(
     int ImageSize = 224, int PatchSize = 16, int Channels = 3,
-    int Dim = 768, int Depth = 12, int Heads = 12, double MlpRatio = 4.0)
+    int Dim = 768, int Depth = 12, int Heads = 12, double MlpRatio = 4.0, Pooling Pooling = Pooling.Mean)
 {
     [JsonIgnore] public int GridSize => ImageSize / PatchSize;
     /// <summary>Number of patch tokens L.</summary>
@@ -48,8 +49,7 @@ public sealed class VisionTransformer : Backbone
 {
     public ViTConfig Config { get; }
 
-    /// <summary>How tokens become one vector for probes and heads (MAE's fine-tuning and probes average the patch tokens).</summary>
-    public Pooling Pooling { get; set; } = Pooling.Mean;
+    Pooling Pooling => Config.Pooling;
 
     readonly Linear patchEmbed;
     readonly Parameter clsToken;

@@ -95,6 +95,7 @@ public static class Experiments
                 new FineTuneConfig(e.FineTuneEpochs, e.FineTuneBlocks, Seed: p.Seed, TrainLimit: e.FineTuneTrain), progress, cancel).Accuracy;
         }
 
+        model.Module.Dispose();   // free its native memory now, not whenever finalizers run: a sweep builds many models
         int best = probes.MaxBy(r => r.Accuracy)!.Layer;
         return new ExperimentResult(
             probes.Select(r => Math.Round(r.Accuracy, 4)).ToArray(), probes.Select(r => Math.Round(r.KnnAccuracy ?? double.NaN, 4)).ToArray(),

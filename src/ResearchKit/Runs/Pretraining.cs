@@ -18,7 +18,7 @@ public sealed record PretrainOptions(
 {
     public void Validate()
     {
-        if (Epochs < 0) throw new ResearchKitException($"epochs (--epochs) must be at least 1; got {Epochs}");
+        if (Epochs < 0) throw new ResearchKitException($"epochs (--epochs) must be at least 0 (0: the untrained network, for floors); got {Epochs}");
         if (TrainLimit is <= 0) throw new ResearchKitException($"train limit (--train-limit) must be positive; got {TrainLimit}");
         if (BatchSize < 1) throw new ResearchKitException($"batch size (--batch) must be positive; got {BatchSize}");
         if (BaseLearningRate is { } lr && !(lr > 0 && double.IsFinite(lr))) throw new ResearchKitException($"learning rate (--lr) must be positive and finite; got {lr}");
@@ -27,8 +27,9 @@ public sealed record PretrainOptions(
 
 /// <summary>Everything needed to rebuild a run's model and data: the run folder's config.json.</summary>
 /// <param name="Method">The method's configuration, sized for the data; its "name" field says which method.</param>
+/// <param name="Version">The run-folder format: 2 since the method contract; a file without one is the first format.</param>
 public sealed record RunConfig(string Dataset, long? TrainLimit, MethodConfig Method, TrainConfig Train, Normalization Normalization,
-    bool Augment, string CreatedBy = "researchkit", int Version = RunConfig.CurrentVersion)
+    bool Augment, string CreatedBy = "researchkit", int Version = 1)
 {
     public const int CurrentVersion = 2;
 }
@@ -64,7 +65,8 @@ public static class Pretraining
         var optimizer = options.BaseLearningRate is { } lr ? sized.Optimizer with { BaseLearningRate = lr } : sized.Optimizer;
         var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed);
         training.Validate();
-        return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, Normalization.Of(train), options.Augment);
+        return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, Normalization.Of(train), options.Augment,
+            Version: RunConfig.CurrentVersion);
     }
 
     /// <summary>Pre-trains (or resumes) on an already loaded training split.</summary>
@@ -98,29 +100,10 @@ public static class Pretraining
         {
             static JsonNode? WithoutEpochs(RunConfig c) => JsonNode.Parse(Serialize(c with { Train = c.Train with { Epochs = 0 } }));
             var (previous, current) = (WithoutEpochs(ReadConfig(directory)), WithoutEpochs(config));
-            if (FirstDifference(previous, current, "") is { } difference)
+            if (JsonDifference.First(previous, current) is { } difference)
                 throw new ResearchKitException($"{directory} holds a run with other settings ({difference}); choose a new --out folder or repeat the same settings (only --epochs may change)");
         }
         AtomicFile.WriteAllText(configPath, Serialize(config));
-    }
-
-    /// <summary>"path: old → new" for the first differing leaf of two JSON trees, or null when equal.</summary>
-    static string? FirstDifference(JsonNode? a, JsonNode? b, string path)
-    {
-        if (a is JsonObject oa && b is JsonObject ob)
-        {
-            foreach (var name in oa.Select(p => p.Key).Union(ob.Select(p => p.Key)))
-                if (FirstDifference(oa[name], ob[name], path.Length == 0 ? name : $"{path}.{name}") is { } d) return d;
-            return null;
-        }
-        if (a is JsonArray aa && b is JsonArray ab && aa.Count == ab.Count)
-        {
-            for (int i = 0; i < aa.Count; i++)
-                if (FirstDifference(aa[i], ab[i], $"{path}[{i}]") is { } d) return d;
-            return null;
-        }
-        string sa = a?.ToJsonString() ?? "none", sb = b?.ToJsonString() ?? "none";
-        return sa == sb ? null : $"{path}: {sa} before, {sb} now";
     }
 
     public static string Serialize(RunConfig config) => JsonSerializer.Serialize(config, MethodRegistry.Json);
@@ -134,6 +117,8 @@ public static class Pretraining
             var config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), MethodRegistry.Json) ?? throw new DataFormatException(path, "empty configuration");
             if (config.Version != RunConfig.CurrentVersion)
                 throw new DataFormatException(path, $"written by another version of ResearchKit (run format {config.Version}, this one reads {RunConfig.CurrentVersion}); re-run pre-training into a new folder");
+            if (config.Method is null || config.Train is null || config.Normalization is null)
+                throw new DataFormatException(path, "incomplete run configuration: 'method', 'train' and 'normalization' are required");
             return config;
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)

@@ -35,10 +35,13 @@ public static class Masking
     /// MAE random masking: per sample, argsort uniform noise; the K smallest are kept.
     /// Exactly <see cref="KeptCount"/> patches are kept in every sample.
     /// </summary>
-    public static PatchMask Random(long batch, int length, double maskRatio, Generator? generator = null, Device? device = null)
+    public static PatchMask Random(long batch, int length, double maskRatio, Generator? generator = null, Device? device = null) =>
+        FromNoise(rand(new[] { batch, (long)length }, generator: generator).to(device ?? CPU), maskRatio);
+
+    /// <summary>MAE's random masking from given noise [B, L]: argsort per sample, the <see cref="KeptCount"/> smallest are kept.</summary>
+    public static PatchMask FromNoise(Tensor noise, double maskRatio)
     {
-        int keep = KeptCount(length, maskRatio);
-        var noise = rand(new[] { batch, (long)length }, generator: generator).to(device ?? CPU);   // B, L
+        int keep = KeptCount((int)noise.shape[1], maskRatio);
         var shuffle = noise.argsort(dim: 1);                                                       // small = keep
         return FromShuffle(shuffle, keep);
     }

@@ -19,16 +19,19 @@ public sealed class CheckpointStore(string directory)
     public string Path => System.IO.Path.Combine(directory, FileName);
     public bool Exists => File.Exists(Path);
 
-    sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, int Optimizers, bool HasState);
+    /// <param name="Phases">Each update phase as "name/every", in order: the optimizer states follow this order.</param>
+    sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, List<string> Phases, bool HasState);
 
-    public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<OptimizerHelper> optimizers, ICheckpointState? state,
-        Dictionary<string, List<double>> losses)
+    static List<string> Describe(IReadOnlyList<UpdatePhase> phases) => phases.Select(p => $"{p.Name}/{p.Every}").ToList();
+
+    public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
+        ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
         AtomicFile.Write(Path, stream =>
         {
             using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
             writer.Write(Magic);
-            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, optimizers.Count, state is not null)));
+            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null)));
             model.save(writer);
             foreach (var optimizer in optimizers) optimizer.save_state_dict(writer);
             state?.Save(writer);
@@ -36,15 +39,16 @@ public sealed class CheckpointStore(string directory)
     }
 
     /// <summary>Restores weights, optimizers, extra state and the loss history; returns the step to continue from.</summary>
-    public long Load(TrainConfig config, nn.Module model, IReadOnlyList<OptimizerHelper> optimizers, ICheckpointState? state,
-        Dictionary<string, List<double>> losses)
+    public long Load(TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
+        ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
         using var reader = new BinaryReader(File.OpenRead(Path));
         var saved = ReadHeader(reader, Path);
-        if (Comparable(saved.Config) != Comparable(config))
-            throw new ResearchKitException($"{Path}: was written with different training settings ({Describe(saved.Config)}; now {Describe(config)}); use a new output folder or the same settings (only epochs may grow)");
-        if (saved.Optimizers != optimizers.Count || saved.HasState != (state is not null))
-            throw new ResearchKitException($"{Path}: holds {saved.Optimizers} optimizer(s){(saved.HasState ? " and method state" : "")}, but the method now has {optimizers.Count}{(state is not null ? " and method state" : "")}");
+        if (JsonDifference.First(Comparable(saved.Config), Comparable(config)) is { } difference)
+            throw new ResearchKitException($"{Path}: was written with other training settings ({difference}); use a new output folder or the same settings (only epochs may grow)");
+        if (!saved.Phases.SequenceEqual(Describe(phases)) || saved.HasState != (state is not null))
+            throw new ResearchKitException($"{Path}: holds update phases {string.Join(", ", saved.Phases)}{(saved.HasState ? " and method state" : "")}, " +
+                $"but the method now has {string.Join(", ", Describe(phases))}{(state is not null ? " and method state" : "")}; use a new output folder");
         try
         {
             model.load(reader, strict: true);
@@ -64,8 +68,7 @@ public sealed class CheckpointStore(string directory)
     }
 
     // Epochs may grow on resume.
-    static string Comparable(TrainConfig c) => JsonSerializer.Serialize(c with { Epochs = 0 });
-    static string Describe(TrainConfig c) => JsonSerializer.Serialize(c with { Epochs = 0 });
+    static System.Text.Json.Nodes.JsonNode? Comparable(TrainConfig c) => JsonSerializer.SerializeToNode(c with { Epochs = 0 });
 
     static TrainerState ReadHeader(BinaryReader reader, string path)
     {

@@ -16,6 +16,8 @@ namespace ResearchKit.Training;
 public sealed class ThreadPolicy
 {
     readonly int cores = Environment.ProcessorCount;
+    // libtorch's count before any policy changed it: the ceiling, so a later run can climb back after contention.
+    static readonly int processDefault = Math.Max(get_num_threads(), 1);
     readonly int ceiling;
     readonly bool adaptive;
     (long Busy, long Total, long Own)? last;
@@ -32,7 +34,7 @@ public sealed class ThreadPolicy
         else if (adaptive is null && !string.IsNullOrEmpty(setting) && setting != "auto")
             throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
         this.adaptive = (adaptive ?? setting == "auto") && File.Exists("/proc/stat") && File.Exists("/proc/self/stat");
-        ceiling = Math.Max(get_num_threads(), 1);
+        ceiling = adaptive is null && int.TryParse(setting, out var fixedCount) ? fixedCount : processDefault;
     }
 
     public bool Adaptive => adaptive;

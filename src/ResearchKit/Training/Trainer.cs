@@ -95,7 +95,13 @@ public sealed class Trainer
         var phases = trainable.Phases();
         if (phases.Count == 0) throw new ResearchKitException("the method has no update phases");
         foreach (var phase in phases)
+        {
             if (phase.Parameters.Count == 0) throw new ResearchKitException($"phase '{phase.Name}' has no trainable parameters");
+            if (phase.Every < 1) throw new ResearchKitException($"phase '{phase.Name}': Every must be at least 1; got {phase.Every}");
+        }
+        if (phases.Select(p => p.Name).Distinct().Count() != phases.Count)
+            throw new ResearchKitException($"update phases need distinct names; got {string.Join(", ", phases.Select(p => p.Name))}");
+        if (directory is not null) Directory.CreateDirectory(directory);
         var optimizers = phases.Select(p => (p.Optimizer ?? config.Optimizer).Create(p.Parameters, config.BatchSize, p.NoWeightDecay)).ToArray();
 
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
@@ -106,7 +112,7 @@ public sealed class Trainer
         var metrics = directory is null ? null : new MetricsLog(directory);
         if (checkpoint is not null && checkpoint.Exists)
         {
-            step = checkpoint.Load(config, model, optimizers, trainable.State, losses);
+            step = checkpoint.Load(config, model, phases, optimizers, trainable.State, losses);
             resumed = true;
         }
         metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
@@ -186,7 +192,7 @@ public sealed class Trainer
 
         void Save(long at)
         {
-            checkpoint!.Save(at, config, model, optimizers, trainable.State, losses);
+            checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses);
             foreach (var callback in Callbacks) callback.OnCheckpoint(at, checkpoint.Path);
         }
     }
