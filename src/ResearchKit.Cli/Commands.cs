@@ -19,11 +19,12 @@ static class Commands
     static Option<string> DeviceOption() => new("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
 
     /// <summary>Sets the device, then runs the action, turning library errors into one-line messages.</summary>
-    static int Run(string device, Action action)
+    static int Run(string device, Action action) => Run(device, () => { action(); return 0; });
+
+    static int Run(string device, Func<int> action)
     {
         Compute.Device = Compute.Choose(device);
-        action();
-        return 0;
+        return action();
     }
 
     /// <summary>
@@ -63,11 +64,24 @@ static class Commands
                 r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null, r.GetValue(augment));
             options.Validate();
             using var progress = new TerminalProgress("pretrain");
-            var run = Pretraining.Run(config, options, r.GetValue(outDir)!, progress);
+            using var stop = new GracefulStop();
+            PretrainRun run;
+            try
+            {
+                run = Pretraining.Run(config, options, r.GetValue(outDir)!, stop.Track(progress), stop.Token);
+            }
+            catch (OperationCanceledException) when (stop.ExitCode != 0)
+            {
+                progress.Dispose();
+                Console.Error.WriteLine(stop.LastStep == 0 ? $"stopped before a step ran; {r.GetValue(outDir)} is as it was"
+                    : $"stopped at step {stop.LastStep} of {stop.TotalSteps}; the checkpoint in {r.GetValue(outDir)} holds that step; run the same command again to resume");
+                return stop.ExitCode;
+            }
             var losses = run.Result.Losses;
             int k = Math.Max(1, Math.Min(10, losses.Count / 5));
             Console.WriteLine($"pretrained {info.Name} on {run.Config.Dataset}: {run.Result.Steps} steps in {run.Result.Elapsed.TotalSeconds:F0} s" +
                 $"{(run.Result.Resumed ? " (resumed)" : "")}; loss {losses.Take(k).Average():F4} → {losses.TakeLast(k).Average():F4}; saved to {run.Directory}");
+            return 0;
         }));
         return command;
     }

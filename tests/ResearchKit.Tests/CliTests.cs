@@ -98,6 +98,41 @@ public class CliTests
     }
 
     [Fact]
+    public void SIGTERM_saves_a_checkpoint_at_the_current_step_and_the_rerun_continues_the_uninterrupted_curve()
+    {
+        var root = TestData.TempDir();
+        string[] Args(string dir) => [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "pretrain", "--method", "mae", "--dataset", "fashion-mnist",
+            "--train-limit", "3000", "--batch", "64", "--epochs", "2", "--out", dir];
+        var (code, _, err) = TestData.RunProcess("dotnet", Args(Path.Combine(root, "whole")));
+        Assert.True(code == 0, err);
+
+        var dir = Path.Combine(root, "stopped");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in Args(dir)) start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var metrics = Path.Combine(dir, "metrics.jsonl");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!(File.Exists(metrics) && File.ReadAllLines(metrics).Length >= 3) && clock.Elapsed.TotalSeconds < 60) Thread.Sleep(50);   // steps 1, 10, 20 logged
+        Assert.False(process.HasExited, "training finished before it could be interrupted");
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString()])!) kill.WaitForExit();
+        Assert.True(process.WaitForExit(60_000), "the process did not stop after SIGTERM");
+        Assert.Equal(143, process.ExitCode);
+        var message = stderr.Result;
+        Assert.Contains("SIGTERM: stopping after the current step", message);
+        Assert.Matches(@"stopped at step (\d+) of 92; the checkpoint in .* holds that step; run the same command again to resume", message);
+        Assert.True(File.Exists(Path.Combine(dir, "checkpoint.bin")));
+
+        (code, var output, err) = TestData.RunProcess("dotnet", Args(dir));
+        Assert.True(code == 0, err);
+        Assert.Contains("(resumed)", output);
+        // The interrupted-and-resumed run logged exactly the uninterrupted run's curve: same steps, same losses.
+        string Curve(string run) => string.Join("\n", File.ReadAllLines(Path.Combine(run, "metrics.jsonl"))
+            .Select(l => JsonDocument.Parse(l).RootElement).Select(m => $"{m.GetProperty("step").GetInt64()} {m.GetProperty("loss").GetDouble():R}"));
+        Assert.Equal(Curve(Path.Combine(root, "whole")), Curve(dir));
+    }
+
+    [Fact]
     public void Errors_are_one_line_with_a_non_zero_exit()
     {
         var (code, _, err) = Cli("probe", "/nonexistent/run");
