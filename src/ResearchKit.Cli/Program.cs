@@ -22,3 +22,10 @@ catch (Exception e) when (e is ResearchKitException || e.InnerException is Resea
     Console.Error.WriteLine($"error: {(e as ResearchKitException ?? e.InnerException)!.Message}");
     return 1;
 }
+catch (Exception e) when (e is IOException or UnauthorizedAccessException || e.InnerException is IOException or UnauthorizedAccessException)
+{
+    // A path that cannot be created, read or written: .NET's message names it; no stack trace.
+    var io = e is IOException or UnauthorizedAccessException ? e : e.InnerException!;
+    Console.Error.WriteLine($"error: {io.Message.ReplaceLineEndings(" ")}");
+    return 1;
+}

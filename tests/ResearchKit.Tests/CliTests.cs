@@ -145,6 +145,15 @@ public class CliTests
         Assert.NotEqual(0, code);
         Assert.Contains("--epochs", err);
 
+        // An --out folder that cannot be created (under a file): one line naming the path, no stack trace.
+        var file = Path.Combine(TestData.TempDir(), "a-file");
+        File.WriteAllText(file, "");
+        (code, _, err) = Cli("pretrain", "--method", "rotnet", "--train-limit", "256", "--batch", "128", "--out", Path.Combine(file, "run"));
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: ", err);
+        Assert.Contains(file, err);
+        Assert.Single(err.Trim().Split('\n'));
+
         (code, _, err) = Cli("data", "info", "imagenet");
         Assert.Equal(1, code);
         Assert.Equal("error: unknown dataset 'imagenet'; expected one of: fashion-mnist, mnist, cifar10, shapes, image-folder:PATH", err.Trim());

@@ -50,7 +50,7 @@ public class MethodTests
         // Block 1's probe features: its map averaged over a 3×3 grid of cells, checked on one cell by hand.
         int end = ((int)maps[1].shape[2] + 2) / 3;                                    // adaptive pooling's first cell: rows and columns [0, ⌈h/3⌉)
         Assert.True(layers[1].reshape(5, 64, 3, 3)[.., .., 0, 0].allclose(maps[1][.., .., ..end, ..end].mean(new long[] { 2, 3 }), atol: 1e-5));
-        Assert.False(layers.Any(l => l.isnan().any().item<bool>()));
+        Assert.DoesNotContain(layers, l => l.isnan().any().item<bool>());
     }
 
     [Fact]

@@ -58,6 +58,42 @@ public class ReportingTests
     }
 
     [Fact]
+    public void A_cached_result_that_is_not_the_configuration_asked_for_is_refused_naming_the_file()
+    {
+        var folder = TestData.TempDir();
+        var configs = new[] { new Config(0.25, 1), new Config(0.75, 1) };
+        int runs = 0;
+        Result Work(Config c, string _) { runs++; return new Result(c.Ratio, []); }
+        Sweep.Run(folder, configs, Work);
+        string PathOf(Config c) => Path.Combine(folder, Sweep.Key(c) + ".json");
+        string original = File.ReadAllText(PathOf(configs[0]));
+
+        // Another configuration's result copied over this one (the report then showed 0.75 twice).
+        File.Copy(PathOf(configs[1]), PathOf(configs[0]), overwrite: true);
+        var e = Assert.Throws<ResearchKit.Data.DataFormatException>(() => Sweep.Run(folder, configs, Work));
+        Assert.Contains(PathOf(configs[0]), e.Message);
+        Assert.Contains("holds the result of another configuration", e.Message);
+
+        foreach (var (content, expected) in new[]
+        {
+            ("{}", "incomplete sweep result"),
+            (original[..(original.Length / 2)], "not a readable sweep result"),
+            (original.Replace("\"schema\": 2", "\"schema\": 1"), "a sweep result of format 1"),
+        })
+        {
+            File.WriteAllText(PathOf(configs[0]), content);
+            e = Assert.Throws<ResearchKit.Data.DataFormatException>(() => Sweep.Run(folder, configs, Work));
+            Assert.Contains(PathOf(configs[0]), e.Message);
+            Assert.Contains(expected, e.Message);
+            Assert.Contains("delete it to rerun", e.Message);
+        }
+        Assert.Equal(2, runs);                                                     // nothing was silently re-run or used
+        File.Delete(PathOf(configs[0]));
+        Assert.Equal(new[] { 0.25, 0.75 }, Sweep.Run(folder, configs, Work).Select(r => r.Result.Accuracy));
+        Assert.Equal(3, runs);
+    }
+
+    [Fact]
     public void Sweep_keys_depend_on_every_field()
     {
         Assert.Equal(Sweep.Key(new Config(0.5, 1)), Sweep.Key(new Config(0.5, 1)));

@@ -154,6 +154,56 @@ public class TrainerTests
     }
 
     [Fact]
+    public void Damaged_truncated_or_non_finite_checkpoints_are_refused_naming_the_file_and_the_tensor()
+    {
+        using var data = TestData.Random(64);
+        var dir = TestData.TempDir();
+        var (model, loader) = Setup(data);
+        var config = new TrainConfig(Epochs: 1, BatchSize: 16, Lr(1e-3));
+        new Trainer(config, dir).Fit(loader, model, Loss(model));
+        var path = Path.Combine(dir, Trainer.CheckpointFile);
+        var intact = File.ReadAllBytes(path);
+        long weightsStart;
+        using (var reader = new BinaryReader(new MemoryStream(intact))) { reader.ReadString(); reader.ReadString(); weightsStart = reader.BaseStream.Position; }
+
+        // 4,000 bytes overwritten inside the weights (the probe once scored chance on such a file, exit 0): refused.
+        var damaged = (byte[])intact.Clone();
+        for (long i = weightsStart + 2000; i < weightsStart + 6000; i++) damaged[i] ^= 0x5A;
+        File.WriteAllBytes(path, damaged);
+        var e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), path));
+        Assert.Contains(path, e.Message);
+        // A few bytes in the middle of the weights' values: the error names the tensor.
+        long weightBytes = model.state_dict().Values.Sum(t => t.numel() * 4);
+        damaged = (byte[])intact.Clone();
+        for (long i = weightsStart + weightBytes / 2; i < weightsStart + weightBytes / 2 + 16; i++) damaged[i] ^= 0x5A;
+        File.WriteAllBytes(path, damaged);
+        e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), path));
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(e.Message, "weight tensor '[a-zA-Z0-9_.]+' is damaged"), e.Message);
+
+        File.WriteAllBytes(path, intact[..(int)(weightsStart + 1000)]);
+        e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), path));
+        Assert.Contains("truncated", e.Message);
+
+        // Damage after the weights (optimizer state): probing may use the intact weights; resuming is refused.
+        damaged = (byte[])intact.Clone();
+        damaged[^100] ^= 0x5A;
+        File.WriteAllBytes(path, damaged);
+        Trainer.LoadWeights(new MaskedAutoencoder(Small), path);
+        var (resumed, loader2) = Setup(data);
+        e = Assert.Throws<DataFormatException>(() => new Trainer(config with { Epochs = 2 }, dir).Fit(loader2, resumed, Loss(resumed)));
+        Assert.Contains("optimizer or method state", e.Message);
+
+        // A checkpoint whose weights are not finite (checksums match: it was saved so).
+        Compute.Seed(0);
+        var broken = new MaskedAutoencoder(Small);
+        using (no_grad()) broken.parameters().First().fill_(float.NaN);
+        var store = new CheckpointStore(TestData.TempDir());
+        store.Save(1, config, broken, new SingleLoss(broken, Loss(broken)).Phases(), [], null, new() { ["loss"] = [1.0] });
+        e = Assert.Throws<DataFormatException>(() => Trainer.LoadWeights(new MaskedAutoencoder(Small), store.Path));
+        Assert.Contains("holds NaN or infinite values", e.Message);
+    }
+
+    [Fact]
     public void A_corrupt_checkpoint_is_reported_with_its_path()
     {
         var dir = TestData.TempDir();

@@ -8,7 +8,8 @@ using ResearchKit.Methods;
 namespace ResearchKit.Reporting;
 
 /// <summary>One finished configuration of a sweep, as stored in its result file.</summary>
-public sealed record SweepEntry<TConfig, TResult>(string Key, TConfig Config, TResult Result, double Seconds, DateTime FinishedUtc);
+/// <param name="Schema">The result-file format; a file without one predates verification and is refused.</param>
+public sealed record SweepEntry<TConfig, TResult>(string Key, TConfig Config, TResult Result, double Seconds, DateTime FinishedUtc, int Schema = 0);
 
 /// <summary>Progress of a sweep: which configuration is running, and how many are done or cached.</summary>
 public sealed record SweepProgress(int Index, int Count, string Key, bool Cached, string Description);
@@ -46,13 +47,13 @@ public static class Sweep
             if (File.Exists(path))
             {
                 progress?.Report(new SweepProgress(i, all.Count, key, true, description));
-                entries.Add(Read<TConfig, TResult>(path));
+                entries.Add(Read<TConfig, TResult>(path, key));
                 continue;
             }
             progress?.Report(new SweepProgress(i, all.Count, key, false, description));
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = run(config, WorkFolder(folder, key));
-            var entry = new SweepEntry<TConfig, TResult>(key, config, result, Math.Round(clock.Elapsed.TotalSeconds, 1), DateTime.UtcNow);
+            var entry = new SweepEntry<TConfig, TResult>(key, config, result, Math.Round(clock.Elapsed.TotalSeconds, 1), DateTime.UtcNow, Schema);
             AtomicFile.WriteAllText(path, JsonSerializer.Serialize(entry, Json));
             entries.Add(entry);
         }
@@ -73,17 +74,36 @@ public static class Sweep
         return all.Select((c, i) => new SeedGroup<TConfig, TResult>(c, entries.Skip(i * seeds.Count).Take(seeds.Count).ToList())).ToList();
     }
 
-    static SweepEntry<TConfig, TResult> Read<TConfig, TResult>(string path)
+    /// <summary>The result-file format written now (2: results carry their schema and are verified on read).</summary>
+    public const int Schema = 2;
+
+    /// <summary>
+    /// Reads a cached result and trusts it only when it is whole, of this format, and of the configuration asked for:
+    /// the key is recomputed from the stored configuration and must match both the file name and
+    /// <paramref name="expectedKey"/>. Anything else is an error naming the file — never silently used.
+    /// </summary>
+    static SweepEntry<TConfig, TResult> Read<TConfig, TResult>(string path, string expectedKey)
     {
+        const string advice = "delete it to rerun that configuration";
+        SweepEntry<TConfig, TResult>? entry;
         try
         {
-            return JsonSerializer.Deserialize<SweepEntry<TConfig, TResult>>(File.ReadAllText(path), Json)
-                ?? throw new Data.DataFormatException(path, "empty sweep result");
+            entry = JsonSerializer.Deserialize<SweepEntry<TConfig, TResult>>(File.ReadAllText(path), Json);
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
         {
-            throw new Data.DataFormatException(path, $"not a result of this sweep ({e.Message}); delete it to rerun that configuration");
+            throw new Data.DataFormatException(path, $"not a readable sweep result ({e.Message}); {advice}");
         }
+        if (entry is null || entry.Config is null || entry.Result is null || entry.Key is null)
+            throw new Data.DataFormatException(path, $"an incomplete sweep result (no key, configuration or result); {advice}");
+        if (entry.Schema != Schema)
+            throw new Data.DataFormatException(path, $"a sweep result of format {entry.Schema}, this version reads {Schema}; {advice}");
+        var stored = Key(entry.Config);
+        if (stored != entry.Key || stored != Path.GetFileNameWithoutExtension(path))
+            throw new Data.DataFormatException(path, $"holds the result of another configuration (its configuration hashes to {stored}, the file is named {Path.GetFileNameWithoutExtension(path)}); {advice}");
+        if (stored != expectedKey)
+            throw new Data.DataFormatException(path, $"holds configuration {stored}, not the one asked for ({expectedKey}); {advice}");
+        return entry;
     }
 
     /// <summary>

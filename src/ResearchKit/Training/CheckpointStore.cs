@@ -7,34 +7,52 @@ using static TorchSharp.torch;
 namespace ResearchKit.Training;
 
 /// <summary>
-/// A run folder's checkpoint.bin: magic, JSON trainer state, model weights, every phase's optimizer state, then
-/// the method's extra state. One file, written to a temporary name and renamed, so a crash never leaves a
-/// half-written checkpoint.
+/// A run folder's checkpoint.bin: magic, JSON trainer state (with a SHA-256 of every weight tensor), model weights,
+/// every phase's optimizer state, the method's extra state, and a trailer: the SHA-256 of everything before it.
+/// One file, written to a temporary name and renamed, so a crash never leaves a half-written checkpoint; on load,
+/// the trailer catches truncation or damage anywhere, the per-tensor checksums name the damaged tensor, and
+/// non-finite weights are refused.
 /// </summary>
 public sealed class CheckpointStore(string directory)
 {
     public const string FileName = "checkpoint.bin";
-    const string Magic = "ResearchKit.Checkpoint.v2";
+    const string Magic = "ResearchKit.Checkpoint.v3", MagicPrefix = "ResearchKit.Checkpoint.";
+    const int TrailerBytes = 32;
 
     public string Path => System.IO.Path.Combine(directory, FileName);
     public bool Exists => File.Exists(Path);
 
     /// <param name="Phases">Each update phase as "name/every", in order: the optimizer states follow this order.</param>
-    sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, List<string> Phases, bool HasState);
+    /// <param name="Weights">SHA-256 (hex) of each weight tensor's bytes, by state-dict name.</param>
+    sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, List<string> Phases, bool HasState,
+        Dictionary<string, string> Weights);
+
+    static Dictionary<string, string> Checksums(nn.Module model) =>
+        model.state_dict().ToDictionary(kv => kv.Key, kv =>
+        {
+            using var cpu = kv.Value.detach().cpu().contiguous();
+            return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(cpu.bytes));
+        });
 
     static List<string> Describe(IReadOnlyList<UpdatePhase> phases) => phases.Select(p => $"{p.Name}/{p.Every}").ToList();
 
     public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
         ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
-        AtomicFile.Write(Path, stream =>
+        var body = new MemoryStream();
+        using (var writer = new BinaryWriter(body, System.Text.Encoding.UTF8, leaveOpen: true))
         {
-            using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
             writer.Write(Magic);
-            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null)));
+            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null, Checksums(model))));
             model.save(writer);
             foreach (var optimizer in optimizers) optimizer.save_state_dict(writer);
             state?.Save(writer);
+        }
+        var bytes = body.ToArray();
+        AtomicFile.Write(Path, stream =>
+        {
+            stream.Write(bytes);
+            stream.Write(System.Security.Cryptography.SHA256.HashData(bytes));
         });
     }
 
@@ -42,22 +60,31 @@ public sealed class CheckpointStore(string directory)
     public long Load(TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
         ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
-        using var reader = new BinaryReader(File.OpenRead(Path));
+        var (body, intact) = Verified(Path);
+        using var reader = new BinaryReader(body);
         var saved = ReadHeader(reader, Path);
         if (JsonDifference.First(Comparable(saved.Config), Comparable(config)) is { } difference)
             throw new ResearchKitException($"{Path}: was written with other training settings ({difference}); use a new output folder or the same settings (only epochs may grow)");
         if (!saved.Phases.SequenceEqual(Describe(phases)) || saved.HasState != (state is not null))
             throw new ResearchKitException($"{Path}: holds update phases {string.Join(", ", saved.Phases)}{(saved.HasState ? " and method state" : "")}, " +
                 $"but the method now has {string.Join(", ", Describe(phases))}{(state is not null ? " and method state" : "")}; use a new output folder");
+        try { model.load(reader, strict: true); }
+        catch (Exception e) when (e is not ResearchKitException)
+        {
+            throw intact ? new DataFormatException(Path, $"written for another model: {e.Message}") : Truncated(Path, e);
+        }
+        CheckWeights(model, saved, Path);
+        var damagedState = new DataFormatException(Path,
+            "damaged checkpoint: the weights are intact but the optimizer or method state after them is not (its checksum does not match); probing still works, resuming does not");
+        if (!intact) throw damagedState;
         try
         {
-            model.load(reader, strict: true);
             foreach (var optimizer in optimizers) optimizer.load_state_dict(reader);
             state?.Load(reader);
         }
         catch (Exception e) when (e is not ResearchKitException)
         {
-            throw new DataFormatException(Path, $"truncated, corrupt, or written for another model: {e.Message}");
+            throw new DataFormatException(Path, $"optimizer or method state does not fit the method: {e.Message}");
         }
         foreach (var (name, list) in losses)
         {
@@ -70,11 +97,43 @@ public sealed class CheckpointStore(string directory)
     // Epochs may grow on resume.
     static System.Text.Json.Nodes.JsonNode? Comparable(TrainConfig c) => JsonSerializer.SerializeToNode(c with { Epochs = 0 });
 
+    /// <summary>
+    /// The checkpoint's bytes without the trailer, and whether the trailer is their SHA-256. When it is not, reading
+    /// goes on only to say what is wrong: truncated, or which weight tensor is damaged (see the callers).
+    /// </summary>
+    static (MemoryStream Body, bool Intact) Verified(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        if (bytes.Length <= TrailerBytes) throw new DataFormatException(path, $"truncated checkpoint ({bytes.Length} bytes)");
+        int length = bytes.Length - TrailerBytes;
+        bool intact = System.Security.Cryptography.SHA256.HashData(bytes.AsSpan(0, length)).AsSpan().SequenceEqual(bytes.AsSpan(length));
+        return (new MemoryStream(bytes, 0, length, writable: false), intact);
+    }
+
+    static DataFormatException Truncated(string path, Exception e) =>
+        new(path, $"truncated or damaged checkpoint: its checksum does not match and its weights cannot be read ({e.Message.ReplaceLineEndings(" ")})");
+
+    /// <summary>Every weight tensor matches its checksum and is finite; otherwise an error naming the tensor.</summary>
+    static void CheckWeights(nn.Module model, TrainerState saved, string path)
+    {
+        var now = Checksums(model);
+        foreach (var (name, sum) in now)
+            if (!saved.Weights.TryGetValue(name, out var expected) || expected != sum)
+                throw new DataFormatException(path, $"weight tensor '{name}' is damaged (its checksum does not match)");
+        foreach (var (name, tensor) in model.state_dict())
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+                throw new DataFormatException(path, $"weight tensor '{name}' holds NaN or infinite values");
+    }
+
     static TrainerState ReadHeader(BinaryReader reader, string path)
     {
         try
         {
-            if (reader.ReadString() != Magic) throw new DataFormatException(path, $"not a ResearchKit checkpoint (expected header {Magic})");
+            var magic = reader.ReadString();
+            if (magic != Magic)
+                throw new DataFormatException(path, magic.StartsWith(MagicPrefix, StringComparison.Ordinal)
+                    ? $"written by another version of ResearchKit ({magic}; this one reads {Magic}); re-run pre-training into a new folder"
+                    : $"not a ResearchKit checkpoint (expected header {Magic})");
             return JsonSerializer.Deserialize<TrainerState>(reader.ReadString()) ?? throw new DataFormatException(path, "empty trainer state");
         }
         catch (Exception e) when (e is EndOfStreamException or JsonException or IOException)
@@ -87,12 +146,14 @@ public sealed class CheckpointStore(string directory)
     public static void LoadWeights(nn.Module model, string checkpointPath)
     {
         if (!File.Exists(checkpointPath)) throw new ResearchKitException($"{checkpointPath}: checkpoint not found (did pre-training finish its first epoch?)");
-        using var reader = new BinaryReader(File.OpenRead(checkpointPath));
-        ReadHeader(reader, checkpointPath);
+        var (body, intact) = Verified(checkpointPath);
+        using var reader = new BinaryReader(body);
+        var saved = ReadHeader(reader, checkpointPath);
         try { model.load(reader, strict: true); }
         catch (Exception e) when (e is not ResearchKitException)
         {
-            throw new DataFormatException(checkpointPath, $"weights do not fit the model in config.json: {e.Message}");
+            throw intact ? new DataFormatException(checkpointPath, $"weights do not fit the model in config.json: {e.Message}") : Truncated(checkpointPath, e);
         }
+        CheckWeights(model, saved, checkpointPath);   // per-tensor checksums: the weights may be intact even when later sections are not
     }
 }
