@@ -98,7 +98,7 @@ public class CliTests
     }
 
     [Fact]
-    public void SIGTERM_saves_a_checkpoint_at_the_current_step_and_the_rerun_continues_the_uninterrupted_curve()
+    public async Task SIGTERM_saves_a_checkpoint_at_the_current_step_and_the_rerun_continues_the_uninterrupted_curve()
     {
         var root = TestData.TempDir();
         string[] Args(string dir) => [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "pretrain", "--method", "mae", "--dataset", "fashion-mnist",
@@ -118,7 +118,7 @@ public class CliTests
         using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString()])!) kill.WaitForExit();
         Assert.True(process.WaitForExit(60_000), "the process did not stop after SIGTERM");
         Assert.Equal(143, process.ExitCode);
-        var message = stderr.Result;
+        var message = await stderr;
         Assert.Contains("SIGTERM: stopping after the current step", message);
         Assert.Matches(@"stopped at step (\d+) of 92; the checkpoint in .* holds that step; run the same command again to resume", message);
         Assert.True(File.Exists(Path.Combine(dir, "checkpoint.bin")));

@@ -310,12 +310,31 @@ public class DataTests
             Assert.Contains("cifar-10-binary.tar.gz", e.Message);
             Assert.Contains(Path.Combine(root, "cifar10"), e.Message);
             Assert.Contains("unknown dataset 'imagenet'", Assert.Throws<ResearchKitException>(() => DatasetCatalog.Load("imagenet")).Message);
+
+            // One IDX file missing from the data folder: said, not silently replaced by the system copy.
+            var fashion = Path.Combine(root, "fashion-mnist");
+            Directory.CreateDirectory(fashion);
+            foreach (var f in new[] { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte" })
+                File.Copy(Path.Combine(mnist, f + (f.StartsWith("t10k") ? ".gz" : "")), Path.Combine(fashion, f + (f.StartsWith("t10k") ? ".gz" : "")));
+            e = Assert.Throws<ResearchKitException>(() => DatasetCatalog.Describe("fashion-mnist"));
+            Assert.Contains(fashion, e.Message);
+            Assert.Contains("but not t10k-labels-idx1-ubyte(.gz)", e.Message);
         }
         finally
         {
             Environment.SetEnvironmentVariable("RESEARCHKIT_DATA", previous.Item1);
             Environment.SetEnvironmentVariable("RESEARCHKIT_OFFLINE", previous.Item2);
         }
+    }
+
+    [Fact]
+    public void A_file_named_gz_that_is_not_gzip_is_called_that_not_truncated()
+    {
+        var path = Path.Combine(TestData.TempDir(), "train-images-idx3-ubyte.gz");
+        File.WriteAllBytes(path, Idx(0x803, [4, 28, 28], 4 * 784));   // raw IDX under a .gz name
+        var e = Assert.Throws<DataFormatException>(() => IdxReader.ReadImages(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("named .gz but not gzip-compressed", e.Message);
     }
 
     [Fact]

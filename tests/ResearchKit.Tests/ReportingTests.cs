@@ -1,4 +1,5 @@
 using ResearchKit.Reporting;
+using ResearchKit.Training;
 using SkiaSharp;
 using static TorchSharp.torch;
 
@@ -91,6 +92,23 @@ public class ReportingTests
         File.Delete(PathOf(configs[0]));
         Assert.Equal(new[] { 0.25, 0.75 }, Sweep.Run(folder, configs, Work).Select(r => r.Result.Accuracy));
         Assert.Equal(3, runs);
+    }
+
+    [Fact]
+    public async Task A_configuration_another_process_is_running_is_waited_for_not_trained_twice()
+    {
+        var folder = TestData.TempDir();
+        var config = new Config(0.5, 1);
+        var messages = new List<string>();
+        var held = ResearchKit.Runs.RunLock.Acquire(Sweep.WorkFolder(folder, Sweep.Key(config)));
+        var sweep = Task.Run(() => Sweep.Run(folder, [config], (c, _) => new Result(c.Ratio, []),
+            new CallbackProgress<SweepProgress>(p => { lock (messages) messages.Add(p.Description); })));
+        Thread.Sleep(1500);
+        Assert.False(sweep.IsCompleted, "the sweep ran a configuration another process holds");
+        lock (messages) Assert.Contains(messages, m => m.Contains("waiting: another process is running it"));
+        held.Dispose();
+        var entries = await sweep.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(0.5, entries.Single().Result.Accuracy);
     }
 
     [Fact]

@@ -107,6 +107,33 @@ public class TrainerTests
         var more = Pretraining.Run(Small, options with { Epochs = 2 }, data, dir);
         Assert.True(more.Result.Resumed);
         Assert.Equal(8, more.Result.Losses.Count);
+
+        // Fewer epochs than are done: refused, and config.json keeps the settings the checkpoint was trained with.
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small, options, data, dir));
+        Assert.Contains("holds 8 trained steps, more than the 4 of --epochs 1", e.Message);
+        Assert.Equal(2, Pretraining.ReadConfig(dir).Train.Epochs);
+
+        // A run killed before its first checkpoint left metrics: other settings are refused all the same.
+        File.Delete(Path.Combine(dir, Trainer.CheckpointFile));
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small with { MaskRatio = 0.5 }, options with { Epochs = 2 }, data, dir));
+        Assert.Contains("method.maskRatio: 0.75 before, 0.5 now", e.Message);
+    }
+
+    [Fact]
+    public void One_process_trains_in_a_run_folder_and_orphaned_temporary_files_are_removed()
+    {
+        using var data = TestData.Random(32);
+        var dir = TestData.TempDir();
+        var orphan = Path.Combine(dir, ".checkpoint.bin.4242.0123456789abcdef.tmp");   // what a write killed mid-way leaves
+        File.WriteAllText(orphan, "half a checkpoint");
+        using (var held = RunLock.Acquire(dir))
+        {
+            Assert.False(File.Exists(orphan));
+            var e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small, new PretrainOptions(Epochs: 1, BatchSize: 16), data, dir));
+            Assert.Contains("another process is training in this folder", e.Message);
+            Assert.False(File.Exists(Path.Combine(dir, Pretraining.ConfigFile)));
+        }
+        Assert.Equal(2, Pretraining.Run(Small, new PretrainOptions(Epochs: 1, BatchSize: 16), data, dir).Result.Steps);   // free again
     }
 
     [Fact]

@@ -117,6 +117,14 @@ public static class DatasetCatalog
     public static string Locate(string kind)
     {
         var candidates = new List<string> { Path.Combine(DataRoot, kind) };
+        // A data folder with some of the IDX files but not all is a mistake to report, not a reason to use another copy silently.
+        if (kind != "cifar10" && HasFiles(kind, candidates[0]) is null)
+        {
+            var present = IdxFiles.Where(f => File.Exists(Path.Combine(candidates[0], f)) || File.Exists(Path.Combine(candidates[0], f + ".gz"))).ToList();
+            if (present.Count > 0)
+                throw new ResearchKitException($"{candidates[0]} holds {string.Join(", ", present)} but not {string.Join(", ", IdxFiles.Except(present).Select(f => f + "(.gz)"))}; " +
+                    "add the missing files, or remove the folder to use another copy");
+        }
         candidates.AddRange(SystemLocations[kind]);
         foreach (var dir in candidates)
             if (HasFiles(kind, dir) is { } found) return found;

@@ -52,7 +52,13 @@ public static class IdxReader
         var file = File.OpenRead(path);
         int b0 = file.ReadByte(), b1 = file.ReadByte();
         file.Position = 0;
-        return b0 == 0x1f && b1 == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
+        bool gzip = b0 == 0x1f && b1 == 0x8b;
+        if (!gzip && path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
+        {
+            file.Dispose();
+            throw new DataFormatException(path, $"named .gz but not gzip-compressed (it starts with bytes {b0:x2} {b1:x2}, gzip with 1f 8b); replace it with the real file");
+        }
+        return gzip ? new GZipStream(file, CompressionMode.Decompress) : file;
     }
 
     internal static void ReadExactly(Stream stream, byte[] buffer, string path, string what)

@@ -50,6 +50,16 @@ public static class Sweep
                 entries.Add(Read<TConfig, TResult>(path, key));
                 continue;
             }
+            // One process per configuration: another one running it (a second notebook on the same results folder)
+            // holds its work folder's lock; wait for it, then use its result instead of training the same thing twice.
+            using var writer = AcquireOrWait(WorkFolder(folder, key), () =>
+                progress?.Report(new SweepProgress(i, all.Count, key, false, description + " (waiting: another process is running it)")));
+            if (File.Exists(path))
+            {
+                progress?.Report(new SweepProgress(i, all.Count, key, true, description));
+                entries.Add(Read<TConfig, TResult>(path, key));
+                continue;
+            }
             progress?.Report(new SweepProgress(i, all.Count, key, false, description));
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = run(config, WorkFolder(folder, key));
@@ -72,6 +82,17 @@ public static class Sweep
         var all = configs.ToList();
         var entries = Run(folder, all.SelectMany(c => seeds.Select(s => withSeed(c, s))), run, progress, describe);
         return all.Select((c, i) => new SeedGroup<TConfig, TResult>(c, entries.Skip(i * seeds.Count).Take(seeds.Count).ToList())).ToList();
+    }
+
+    static Runs.RunLock AcquireOrWait(string workFolder, Action waiting)
+    {
+        bool told = false;
+        while (true)
+        {
+            if (Runs.RunLock.TryAcquire(workFolder) is { } acquired) return acquired;
+            if (!told) { waiting(); told = true; }
+            Thread.Sleep(1000);
+        }
     }
 
     /// <summary>The result-file format written now (2: results carry their schema and are verified on read).</summary>

@@ -74,13 +74,15 @@ public static class Pretraining
         IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
         var config = Configure(method, options, train);   // validation first: nothing is written for a rejected run
-        PrepareFolder(directory, config);
+        var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
+            augmentation: options.Augment ? Augmentation.Mae : Augmentation.None);
+        if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
+        using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
+        PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
         Compute.Seed(options.Seed);
         var model = config.Method.Build();
         model.Module.to(Compute.Device);
-        var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
-            augmentation: options.Augment ? Augmentation.Mae : Augmentation.None);
         var result = new Trainer(config.Train, directory).Fit(loader, model, progress, cancel);
         return new PretrainRun(directory, config, model, result);
     }
@@ -90,10 +92,8 @@ public static class Pretraining
     /// must be continued with the same settings — only the number of epochs may change — or it is refused, naming
     /// the first setting that differs.
     /// </summary>
-    static void PrepareFolder(string directory, RunConfig config)
+    static void PrepareFolder(string directory, RunConfig config, long totalSteps)
     {
-        if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
-        Directory.CreateDirectory(directory);
         var configPath = Path.Combine(directory, ConfigFile);
         bool hasTraining = File.Exists(Path.Combine(directory, Trainer.CheckpointFile)) || File.Exists(Path.Combine(directory, Trainer.MetricsFile));
         if (File.Exists(configPath) && hasTraining)
@@ -102,6 +102,9 @@ public static class Pretraining
             var (previous, current) = (WithoutEpochs(ReadConfig(directory)), WithoutEpochs(config));
             if (JsonDifference.First(previous, current) is { } difference)
                 throw new ResearchKitException($"{directory} holds a run with other settings ({difference}); choose a new --out folder or repeat the same settings (only --epochs may change)");
+            if (CheckpointStore.SavedStep(Path.Combine(directory, Trainer.CheckpointFile)) is { } done && done > totalSteps)
+                throw new ResearchKitException($"{directory} holds {done} trained steps, more than the {totalSteps} of --epochs {config.Train.Epochs}; " +
+                    "raise --epochs to continue, or use the folder as it is");
         }
         AtomicFile.WriteAllText(configPath, Serialize(config));
     }

@@ -142,6 +142,14 @@ public sealed class CheckpointStore(string directory)
         }
     }
 
+    /// <summary>The step a checkpoint holds (from its header), or null when there is none.</summary>
+    public static long? SavedStep(string checkpointPath)
+    {
+        if (!File.Exists(checkpointPath)) return null;
+        using var reader = new BinaryReader(File.OpenRead(checkpointPath));
+        return ReadHeader(reader, checkpointPath).Step;
+    }
+
     /// <summary>Loads only the model weights of a checkpoint (for probing, fine-tuning).</summary>
     public static void LoadWeights(nn.Module model, string checkpointPath)
     {
