@@ -21,6 +21,12 @@ static class Commands
     /// <summary>Sets the device, then runs the action, turning library errors into one-line messages.</summary>
     static int Run(string device, Action action) => Run(device, () => { action(); return 0; });
 
+    /// <summary>Counts are checked at the edge, before anything loads or is written: a one-line error naming the option.</summary>
+    static void Positive(string option, long? value)
+    {
+        if (value is <= 0) throw new ResearchKitException($"{option}: expected a positive whole number; got {value}");
+    }
+
     static int Run(string device, Func<int> action)
     {
         Compute.Device = Compute.Choose(device);
@@ -145,6 +151,8 @@ static class Commands
             { dir, layer, dataset, trainLimit, testLimit, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
+            Positive("--train-limit", r.GetValue(trainLimit));
+            Positive("--test-limit", r.GetValue(testLimit));
             var (config, model) = Pretraining.Load(r.GetValue(dir)!);
             var layers = ParseLayers(r.GetValue(layer)!, model.Backbone.Depth);
             using var data = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
@@ -181,6 +189,9 @@ static class Commands
             { dir, blocks, epochs, trainLimit, lr, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
+            Positive("--epochs", r.GetValue(epochs));
+            Positive("--train-limit", r.GetValue(trainLimit));
+            if (!(r.GetValue(lr) > 0 && double.IsFinite(r.GetValue(lr)))) throw new ResearchKitException($"--lr: expected a positive finite number; got {r.GetValue(lr)}");
             var (config, model) = Pretraining.Load(r.GetValue(dir)!);
             var blockText = r.GetValue(blocks)!;
             int depth = model.Backbone.Depth;
@@ -232,6 +243,10 @@ static class Commands
             { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, json, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
+            foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", r.GetValue(imageSize)), ("--channels", r.GetValue(channels)) })
+                Positive(name, value);
+            if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
+            Positive("--threads", r.GetValue(threads));
             if (r.GetValue(threads) is { } t) set_num_threads(t);
             var info = MethodRegistry.Get(r.GetValue(method)!);
             var result = Benchmark.Run(info, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),

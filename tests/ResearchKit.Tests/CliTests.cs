@@ -154,6 +154,18 @@ public class CliTests
         Assert.Contains(file, err);
         Assert.Single(err.Trim().Split('\n'));
 
+        foreach (var (args, expected) in new[]
+        {
+            (new[] { "bench", "--steps", "0" }, "error: --steps: expected a positive whole number; got 0"),
+            (new[] { "probe", "/nonexistent/run", "--train-limit", "-5" }, "error: --train-limit: expected a positive whole number; got -5"),
+            (new[] { "finetune", "/nonexistent/run", "--lr", "NaN" }, "error: --lr: expected a positive finite number; got NaN"),
+        })
+        {
+            (code, _, err) = Cli(args);
+            Assert.Equal(1, code);
+            Assert.Equal(expected, err.Trim());
+        }
+
         (code, _, err) = Cli("data", "info", "imagenet");
         Assert.Equal(1, code);
         Assert.Equal("error: unknown dataset 'imagenet'; expected one of: fashion-mnist, mnist, cifar10, shapes, image-folder:PATH", err.Trim());

@@ -124,11 +124,15 @@ public class TrainerTests
     {
         using var data = TestData.Random(32);
         var dir = TestData.TempDir();
-        var orphan = Path.Combine(dir, ".checkpoint.bin.4242.0123456789abcdef.tmp");   // what a write killed mid-way leaves
+        var orphan = Path.Combine(dir, ".checkpoint.bin.2147483000.0123456789abcdef.tmp");   // what a write killed mid-way leaves (no such PID)
         File.WriteAllText(orphan, "half a checkpoint");
+        var live = Path.Combine(dir, $".metrics.jsonl.{Environment.ProcessId}.0123456789abcdef.tmp");   // a write in progress in a live process
+        File.WriteAllText(live, "");
         using (var held = RunLock.Acquire(dir))
         {
             Assert.False(File.Exists(orphan));
+            Assert.True(File.Exists(live));
+            File.Delete(live);
             var e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(Small, new PretrainOptions(Epochs: 1, BatchSize: 16), data, dir));
             Assert.Contains("another process is training in this folder", e.Message);
             Assert.False(File.Exists(Path.Combine(dir, Pretraining.ConfigFile)));

@@ -36,6 +36,7 @@ public static class Sweep
         Func<TConfig, string, TResult> run, IProgress<SweepProgress>? progress = null, Func<TConfig, string>? describe = null)
     {
         Directory.CreateDirectory(folder);
+        AtomicFile.RemoveOrphans(folder);   // result files half-written by a killed process
         var all = configs.ToList();
         var entries = new List<SweepEntry<TConfig, TResult>>();
         for (int i = 0; i < all.Count; i++)

@@ -3,7 +3,7 @@ namespace ResearchKit.Runs;
 /// <summary>
 /// One writer per folder: an OS file lock on FOLDER/.lock, held while a process trains there and released when the
 /// process ends, however it ends (.NET takes FileShare.None as an exclusive flock on Linux). Taking the lock also
-/// removes temporary files a killed write left behind (.NAME.PID.GUID.tmp), which no other writer can own now.
+/// removes temporary files a killed write left behind (.NAME.PID.GUID.tmp, see <see cref="AtomicFile.RemoveOrphans"/>).
 /// </summary>
 public sealed class RunLock : IDisposable
 {
@@ -19,7 +19,7 @@ public sealed class RunLock : IDisposable
         try
         {
             var stream = new FileStream(Path.Combine(folder, FileName), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-            foreach (var orphan in Directory.EnumerateFiles(folder, ".*.tmp")) File.Delete(orphan);
+            AtomicFile.RemoveOrphans(folder);
             return new RunLock(stream);
         }
         catch (IOException) when (File.Exists(Path.Combine(folder, FileName)))
