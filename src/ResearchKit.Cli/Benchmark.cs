@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using ResearchKit.Data;
 using ResearchKit.Methods;
+using ResearchKit.Runs;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -23,13 +24,12 @@ static class Benchmark
 {
     public static BenchResult Run(MethodInfo method, string preset, int batchSize, int imageSize, int channels, int steps, int warmup, bool contention)
     {
-        Compute.Seed(0);
         var config = method.Preset(preset).ForInput(imageSize, channels);
         config.Validate();
-        var model = config.Build();
-        model.Module.to(Compute.Device).train();
+        var model = Pretraining.Build(config, seed: 0);
+        model.Module.train();
         var phases = model.Phases();
-        var optimizers = phases.Select(p => (p.Optimizer ?? config.Optimizer).Create(p.Parameters, batchSize, p.NoWeightDecay)).ToArray();
+        var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, batchSize)).ToArray();
         var batch = new Batch(randn(new long[] { batchSize, channels, imageSize, imageSize }, device: Compute.Device).DetachFromDisposeScope(),
             randint(0, 10, new long[] { batchSize }, device: Compute.Device).DetachFromDisposeScope());
         using var generator = new Generator(0);

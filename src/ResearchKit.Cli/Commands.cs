@@ -68,7 +68,6 @@ static class Commands
             }
             var options = new PretrainOptions(r.GetValue(dataset)!, r.GetValue(epochs), r.GetValue(limit), r.GetValue(seed), r.GetValue(batch),
                 r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null, r.GetValue(augment));
-            options.Validate();
             using var progress = new TerminalProgress("pretrain");
             using var stop = new GracefulStop();
             PretrainRun run;

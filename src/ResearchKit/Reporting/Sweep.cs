@@ -45,22 +45,19 @@ public static class Sweep
             var key = Key(config);
             var path = Path.Combine(folder, key + ".json");
             var description = describe?.Invoke(config) ?? config!.ToString()!;
-            if (File.Exists(path))
+            bool Cached()
             {
+                if (!File.Exists(path)) return false;
                 progress?.Report(new SweepProgress(i, all.Count, key, true, description));
                 entries.Add(Read<TConfig, TResult>(path, key));
-                continue;
+                return true;
             }
+            if (Cached()) continue;
             // One process per configuration: another one running it (a second notebook on the same results folder)
             // holds its work folder's lock; wait for it, then use its result instead of training the same thing twice.
             using var writer = AcquireOrWait(WorkFolder(folder, key), () =>
                 progress?.Report(new SweepProgress(i, all.Count, key, false, description + " (waiting: another process is running it)")));
-            if (File.Exists(path))
-            {
-                progress?.Report(new SweepProgress(i, all.Count, key, true, description));
-                entries.Add(Read<TConfig, TResult>(path, key));
-                continue;
-            }
+            if (Cached()) continue;
             progress?.Report(new SweepProgress(i, all.Count, key, false, description));
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = run(config, WorkFolder(folder, key));

@@ -58,9 +58,7 @@ public static class Experiments
         {
             var sized = method.ForInput(data.Train.Height, data.Train.Channels);
             sized.Validate();
-            Compute.Seed(p.Seed);
-            model = sized.Build();
-            model.Module.to(Compute.Device);
+            model = Pretraining.Build(sized, p.Seed);
             var split = data.Train.Take(p.TrainLimit);
             normalization = Normalization.Of(split);
             data.Train.DisposeIfCopy(split);

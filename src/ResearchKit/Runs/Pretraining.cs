@@ -57,8 +57,7 @@ public static class Pretraining
     /// <summary>The run configuration for a method, options and training split: validated, nothing written.</summary>
     public static RunConfig Configure(MethodConfig method, PretrainOptions options, ImageDataset train)
     {
-        options.Validate();
-        if (options.Epochs < 1) throw new ResearchKitException($"epochs (--epochs) must be at least 1; got {options.Epochs}");
+        options.Validate();   // TrainConfig.Validate below adds that a run needs at least one epoch (0 is for floors only)
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the backbones need square images");
         var sized = method.ForInput(train.Height, train.Channels);
         sized.Validate();
@@ -80,11 +79,18 @@ public static class Pretraining
         using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
-        Compute.Seed(options.Seed);
-        var model = config.Method.Build();
-        model.Module.to(Compute.Device);
+        var model = Build(config.Method, options.Seed);
         var result = new Trainer(config.Train, directory).Fit(loader, model, progress, cancel);
         return new PretrainRun(directory, config, model, result);
+    }
+
+    /// <summary>A method's model initialised from <paramref name="seed"/>, on the compute device.</summary>
+    public static IPretrainModel Build(MethodConfig config, int seed)
+    {
+        Compute.Seed(seed);
+        var model = config.Build();
+        model.Module.to(Compute.Device);
+        return model;
     }
 
     /// <summary>

@@ -11,12 +11,13 @@ public sealed class MetricsLog(string directory)
 {
     public const string FileName = "metrics.jsonl";
 
+    static readonly JsonSerializerOptions Line = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
+
     public string Path => System.IO.Path.Combine(directory, FileName);
 
     public void Append(StepMetrics m)
     {
-        var line = JsonSerializer.Serialize(new { epoch = m.Epoch, step = m.Step, loss = m.Loss, lr = m.Lr, images_per_s = m.ImagesPerS, losses = m.Losses },
-            new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull });
+        var line = JsonSerializer.Serialize(new { epoch = m.Epoch, step = m.Step, loss = m.Loss, lr = m.Lr, images_per_s = m.ImagesPerS, losses = m.Losses }, Line);
         File.AppendAllText(Path, line + "\n");
     }
 

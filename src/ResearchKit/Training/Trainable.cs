@@ -67,6 +67,12 @@ public sealed record UpdatePhase(
     string Name, Func<Batch, Generator, Tensor> Loss, IReadOnlyList<(string Name, Parameter Parameter)> Parameters,
     OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null)
 {
+    /// <summary>This phase's optimizer settings: its own, or the run's.</summary>
+    public OptimizerConfig SettingsOr(OptimizerConfig run) => Optimizer ?? run;
+
+    /// <summary>This phase's optimizer over its parameters, with its weight-decay exemptions.</summary>
+    public OptimizerHelper CreateOptimizer(OptimizerConfig run, int batchSize) => SettingsOr(run).Create(Parameters, batchSize, NoWeightDecay);
+
     /// <summary>The trainable (requires_grad) named parameters of a module.</summary>
     public static IReadOnlyList<(string Name, Parameter Parameter)> TrainableOf(nn.Module module) =>
         module.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();

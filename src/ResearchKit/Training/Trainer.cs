@@ -102,7 +102,7 @@ public sealed class Trainer
         if (phases.Select(p => p.Name).Distinct().Count() != phases.Count)
             throw new ResearchKitException($"update phases need distinct names; got {string.Join(", ", phases.Select(p => p.Name))}");
         if (directory is not null) Directory.CreateDirectory(directory);
-        var optimizers = phases.Select(p => (p.Optimizer ?? config.Optimizer).Create(p.Parameters, config.BatchSize, p.NoWeightDecay)).ToArray();
+        var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, config.BatchSize)).ToArray();
 
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
@@ -143,7 +143,7 @@ public sealed class Trainer
                     {
                         var phase = phases[i];
                         if (step % phase.Every != 0) continue;
-                        var settings = phase.Optimizer ?? config.Optimizer;
+                        var settings = phase.SettingsOr(config.Optimizer);
                         double phaseLr = LearningRateSchedule.WarmupCosine(step, total, (long)Math.Round(total * settings.WarmupFraction), settings.PeakLearningRate(config.BatchSize));
                         if (i == 0) lr = phaseLr;
                         foreach (var group in optimizers[i].ParamGroups) group.LearningRate = phaseLr;
