@@ -127,9 +127,10 @@ public class ReportingTests
         white[0, 0] = 0;   // cyan: no red
         var grid = ImageGrid.FromRows([("black", black), ("cyan", white)], scale: 2, gap: 1);
         using var bitmap = SKBitmap.Decode(grid.Png);
-        Assert.Equal((2 * 9 + 1, 2 * 9 + 1), (bitmap.Width, bitmap.Height));
-        Assert.Equal(new SKColor(0, 0, 0), bitmap.GetPixel(1 + 9 + 3, 1 + 3));          // second black image
-        Assert.Equal(new SKColor(0, 255, 255), bitmap.GetPixel(1, 1 + 9));              // first row-2 image
-        Assert.Equal(SKColors.White, bitmap.GetPixel(1 + 9 + 3, 1 + 9 + 3));            // no second image in row 2: background
+        int m = grid.LabelMargin;                                                        // row labels sit left of the images
+        Assert.Equal((m + 2 * 9 + 1, 2 * 9 + 1), (bitmap.Width, bitmap.Height));
+        Assert.Equal(new SKColor(0, 0, 0), bitmap.GetPixel(m + 1 + 9 + 3, 1 + 3));      // second black image
+        Assert.Equal(new SKColor(0, 255, 255), bitmap.GetPixel(m + 1, 1 + 9));          // first row-2 image
+        Assert.Equal(SKColors.White, bitmap.GetPixel(m + 1 + 9 + 3, 1 + 9 + 3));        // no second image in row 2: background
     }
 }
