@@ -14,8 +14,12 @@ sealed class GracefulStop : IDisposable
     readonly PosixSignalRegistration[] registrations;
     int signalCode;
 
-    public GracefulStop()
+    readonly string action;
+
+    /// <summary><paramref name="action"/> is what the first signal does, said on stderr when it arrives.</summary>
+    public GracefulStop(string action = "stopping after the current step and saving a checkpoint")
     {
+        this.action = action;
         registrations = [PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle), PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle)];
     }
 
@@ -40,7 +44,7 @@ sealed class GracefulStop : IDisposable
         if (signalCode != 0) return;   // second signal: the default action ends the process at once
         context.Cancel = true;
         signalCode = context.Signal == PosixSignal.SIGINT ? 130 : 143;
-        Console.Error.WriteLine($"\n{context.Signal}: stopping after the current step and saving a checkpoint (send it again to quit at once)");
+        Console.Error.WriteLine($"\n{context.Signal}: {action} (send it again to quit at once)");
         source.Cancel();
     }
 

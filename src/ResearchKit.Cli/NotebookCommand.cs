@@ -9,45 +9,76 @@ static class NotebookCommand
     public static Command Create()
     {
         var input = new Argument<string>("notebook") { Description = ".ipynb to run" };
-        var parameters = new Option<string[]>("--parameter", "-p") { Description = "Name=Value, converted to the type of the default in the cell tagged 'parameters'", AllowMultipleArgumentsPerToken = false };
-        var output = new Option<string?>("--output", "-o") { Description = "executed notebook (default: out/NAME.ipynb)" };
-        var html = new Option<string?>("--html") { Description = "also write a standalone HTML report (works offline)" };
-        var timeout = new Option<double?>("--timeout") { Description = "seconds any one cell may run" };
+        var parameters = new Option<string[]>("--parameter", "-p") { Description = "Name=Value, converted to the type of the default in the cell tagged 'parameters' (lists: 1,2 or [1,2]; NaN, Infinity)", AllowMultipleArgumentsPerToken = false };
+        var output = new Option<string?>("--output", "-o") { Description = "executed notebook, rewritten after every cell (default: out/NAME.ipynb)" };
+        var html = new Option<string?>("--html") { Description = "also write a standalone HTML report (works offline), rewritten after every cell" };
+        var timeout = new Option<double?>("--timeout") { Description = "seconds any one cell may run (compilation not counted)" };
         var continueOnError = new Option<bool>("--continue-on-error") { Description = "run the remaining cells after a failing one (exit code is still non-zero)" };
-        var run = new Command("run", "Run every C# cell of a notebook in order and write the executed notebook")
+        var run = new Command("run", "Run every C# cell of a notebook in order and write the executed notebook as it goes")
             { input, parameters, output, html, timeout, continueOnError };
         run.SetAction(r =>
         {
             var path = r.GetValue(input)!;
             var outPath = r.GetValue(output) ?? Path.Combine("out", Path.GetFileName(path));
             var options = new RunOptions(Parameters.ParseAssignments(r.GetValue(parameters) ?? []),
-                r.GetValue(timeout) is { } s ? TimeSpan.FromSeconds(s) : null, r.GetValue(continueOnError));
-            var result = NotebookRunner.Run(path, options, new CallbackProgress(Path.GetFileName(path)));
-            result.Notebook.Save(outPath);
-            Console.Error.WriteLine($"wrote {outPath}");
-            if (r.GetValue(html) is { } htmlPath)
-            {
-                HtmlReport.Write(result.Notebook, htmlPath);
-                Console.Error.WriteLine($"wrote {htmlPath}");
-            }
+                r.GetValue(timeout) is { } s ? TimeSpan.FromSeconds(s) : null, r.GetValue(continueOnError))
+            { OutputPath = outPath, HtmlPath = r.GetValue(html) };
+            using var stop = new GracefulStop("stopping the running cell and saving the notebook");
+            var name = Path.GetFileName(path);
+            var result = NotebookRunner.Run(path, options, new CellStatusLine(name), stop.Token);
+            Console.Error.WriteLine($"wrote {outPath}{(options.HtmlPath is { } h ? $" and {h}" : "")}");
             Console.Error.WriteLine(result.Succeeded
-                ? $"{Path.GetFileName(path)}: all cells ran in {result.Elapsed.TotalSeconds:F0} s"
-                : $"error: {Path.GetFileName(path)}: {result.Error}");
-            return result.Succeeded ? 0 : 1;
+                ? $"{name}: all cells ran in {result.Elapsed.TotalSeconds:F0} s"
+                : result.Interrupted ? $"{name}: interrupted; finished cells are saved" : $"error: {name} {result.Error}");
+            return result.Succeeded ? 0 : stop.ExitCode != 0 ? stop.ExitCode : 1;
         });
-        return new Command("notebook", "Run notebooks headless") { run };
+
+        // The process a WorkerSession starts: one notebook session driven over a socket (not for direct use).
+        var socket = new Option<string>("--socket") { Required = true };
+        var directory = new Option<string>("--directory") { Required = true };
+        var worker = new Command("worker", "Internal: the notebook worker process") { socket, directory };
+        worker.Hidden = true;
+        worker.SetAction(r => WorkerHost.Run(r.GetValue(socket)!, r.GetValue(directory)!));
+        return new Command("notebook", "Run notebooks headless") { run, worker };
     }
 
-    /// <summary>Which cell is running and for how long: a live line in a terminal, start/finish lines in logs.</summary>
-    sealed class CallbackProgress(string name) : IProgress<CellStatus>
+    /// <summary>
+    /// The running cell and its latest Progress(...) text: one updating line in a terminal; in a log, a line when a cell
+    /// starts or ends and at most one progress line every 5 seconds. Cells run in a worker process, so none of this can
+    /// reach a cell's outputs.
+    /// </summary>
+    sealed class CellStatusLine(string name) : IProgress<CellStatus>
     {
         readonly bool live = !Console.IsErrorRedirected;
+        readonly object gate = new();
+        DateTime lastProgressLine = DateTime.MinValue;
+        string? lastProgress;
 
         public void Report(CellStatus s)
         {
-            var line = $"{name}: cell {s.CodeCell}/{s.CodeCells} (#{s.CellIndex}) {(s.Finished ? (s.Succeeded == true ? "done" : "FAILED") : "running")} {s.Elapsed:hh\\:mm\\:ss}";
-            if (live) Console.Error.Write($"\r{line}   {(s.Finished ? "\n" : "")}");
-            else if (s.Finished || s.Elapsed == TimeSpan.Zero) Console.Error.WriteLine(line);
+            var state = s.State switch { CellState.Running => "running", CellState.Succeeded => "done", CellState.Skipped => "not run", _ => "FAILED" };
+            var line = $"{name}: {s.Cell} {state} {s.Elapsed:hh\\:mm\\:ss}{(s.Progress is { } p ? $" · {p}" : "")}";
+            lock (gate)
+            {
+                if (live)
+                {
+                    int width = Math.Max(20, SafeWidth() - 1);
+                    Console.Error.Write($"\r\x1b[K{(line.Length > width ? line[..(width - 1)] + "…" : line)}{(s.State == CellState.Running ? "" : "\n")}");
+                    return;
+                }
+                bool changed = s.Progress is not null && s.Progress != lastProgress && DateTime.UtcNow - lastProgressLine >= TimeSpan.FromSeconds(5);
+                if (s.State != CellState.Running || s.Elapsed == TimeSpan.Zero || changed)
+                {
+                    Console.Error.WriteLine(line);
+                    if (changed) (lastProgressLine, lastProgress) = (DateTime.UtcNow, s.Progress);
+                }
+            }
+        }
+
+        static int SafeWidth()
+        {
+            try { return Console.WindowWidth > 0 ? Console.WindowWidth : 120; }
+            catch (IOException) { return 120; }
         }
     }
 }

@@ -58,8 +58,10 @@ public static class HtmlReport
                 var name = output["name"]?.GetValue<string>() ?? "stdout";
                 return $"<pre class=\"output {name}\">{WebUtility.HtmlEncode(NotebookDocument.Text(output["text"]))}</pre>";
             case "error":
+                // The traceback starts with `Name: message`, as Jupyter front ends show it: the message appears once.
                 var traceback = string.Join("\n", (output["traceback"] as JsonArray ?? []).Select(t => t?.GetValue<string>()));
-                return $"<pre class=\"output error\"><b>{WebUtility.HtmlEncode(output["ename"]?.GetValue<string>())}</b>: {WebUtility.HtmlEncode(output["evalue"]?.GetValue<string>())}\n{WebUtility.HtmlEncode(traceback)}</pre>";
+                if (traceback.Length == 0) traceback = $"{output["ename"]?.GetValue<string>()}: {output["evalue"]?.GetValue<string>()}";
+                return $"<pre class=\"output error\">{WebUtility.HtmlEncode(traceback)}</pre>";
             case "display_data" or "execute_result":
                 var data = output["data"] as JsonObject ?? [];
                 if (data["text/html"] is { } html)

@@ -26,13 +26,18 @@ public static class MimeFormatter
 
     static MimeFormatter()
     {
-        Register<GenericChart>(c => new() { ["text/html"] = PlotlyHtml.Chart(c), ["text/plain"] = "Plotly chart" });
+        Register<GenericChart>(ChartBundle);
         Register<ImageGrid>(g => new() { ["image/png"] = Convert.ToBase64String(g.Png), ["text/plain"] = g.ToString() });
         Register<Html>(h => new() { ["text/html"] = h.Content, ["text/plain"] = h.Text ?? "HTML" });
         Register<Markdown>(m => new() { ["text/markdown"] = m.Content, ["text/plain"] = m.Content });
         Register<Tensor>(t => new() { ["text/html"] = TensorHtml(t), ["text/plain"] = TensorText(t) });
+        // Any other Deedle series or frame: its own compact text (head and tail), not Formatting's walk of its object graph.
+        Register<Deedle.Internal.IFsiFormattable>(d => new() { ["text/html"] = $"<pre>{WebUtility.HtmlEncode(d.Format())}</pre>", ["text/plain"] = d.Format() });
         Register<Frame<int, string>>(f => new() { ["text/html"] = FrameHtml(f), ["text/plain"] = FrameText(f) });
     }
+
+    /// <summary>Past this many characters a default display is replaced by a summary: an output must stay readable and loadable.</summary>
+    public const int DisplayLimit = 100_000;
 
     /// <summary>Formats values of type T (and subtypes) with <paramref name="format"/>: mime type → content.</summary>
     public static void Register<T>(Func<T, Dictionary<string, string>> format) =>
@@ -52,8 +57,49 @@ public static class MimeFormatter
         var result = new Dictionary<string, string> { ["text/plain"] = value.ToDisplayString("text/plain") };
         if (value is not (string or IFormattable or bool))
             result["text/html"] = value.ToDisplayString("text/html");
+        if (value is not string && result.Values.Any(v => v.Length > DisplayLimit)) return Summary(value, result.Values.Max(v => v.Length));
         return result;
     }
+
+    /// <summary>The type, the item count and the first items: what a reader needs when the full display would be huge.</summary>
+    static Dictionary<string, string> Summary(object value, int size)
+    {
+        var text = new StringBuilder($"{TypeName(value.GetType())}");
+        if (value is System.Collections.ICollection collection) text.Append($" with {collection.Count:N0} items");
+        if (value is System.Collections.IEnumerable items)
+        {
+            var first = items.Cast<object?>().Take(11).ToList();
+            text.Append(": [").Append(string.Join(", ", first.Take(10).Select(i => Shorten(i?.ToString() ?? "null", 80)))).Append(first.Count > 10 ? ", …]" : "]");
+        }
+        else text.Append(": ").Append(Shorten(value.ToString() ?? "", 400));
+        text.Append($" (its full display would be {size / 1024.0:N0} KB; display parts of it instead)");
+        var plain = text.ToString();
+        return new() { ["text/plain"] = plain, ["text/html"] = $"<code>{WebUtility.HtmlEncode(plain)}</code>" };
+    }
+
+    static string Shorten(string text, int length) => text.Length <= length ? text : text[..(length - 1)] + "…";
+
+    static string TypeName(Type type) => type.IsGenericType
+        ? $"{type.Name[..type.Name.IndexOf('`')]}<{string.Join(", ", type.GetGenericArguments().Select(TypeName))}>"
+        : type.Name;
+
+    /// <summary>
+    /// A chart for every viewer: the plotly figure (JupyterLab, VS Code), HTML that draws it (Jupyter Notebook, nbconvert,
+    /// our report) and a PNG for viewers that run no script (GitHub). See <see cref="PlotlyHtml"/>.
+    /// </summary>
+    static Dictionary<string, string> ChartBundle(GenericChart chart)
+    {
+        var png = StaticChart.Png(chart);
+        return new()
+        {
+            [PlotlyMime] = PlotlyHtml.FigureJson(chart),
+            ["text/html"] = PlotlyHtml.Chart(chart, staticPng: png),
+            ["image/png"] = Convert.ToBase64String(png),
+            ["text/plain"] = "Plotly chart",
+        };
+    }
+
+    public const string PlotlyMime = "application/vnd.plotly.v1+json";
 
     static string TensorText(Tensor t) => $"tensor [{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
 

@@ -22,11 +22,12 @@ public sealed class NotebookGlobals
     public DisplayHandle display(object? value) => session.Display(value);
 
     /// <summary>A live one-line status for training and sweeps, updated in place (at most every half second).</summary>
-    public NotebookProgress Progress(string title) => new(display(new Html($"<code>{System.Net.WebUtility.HtmlEncode(title)}: starting…</code>")), title);
+    public NotebookProgress Progress(string title) =>
+        new(display(new Html($"<code>{System.Net.WebUtility.HtmlEncode(title)}: starting…</code>", $"{title}: starting…")), title, session.ReportProgress);
 }
 
-/// <summary>One display updated in place with training and sweep progress.</summary>
-public sealed class NotebookProgress(DisplayHandle handle, string title) : IProgress<TrainProgress>, IProgress<SweepProgress>, IProgress<string>
+/// <summary>One display updated in place with training and sweep progress; the same text goes to the runner's terminal line.</summary>
+public sealed class NotebookProgress(DisplayHandle handle, string title, Action<string> report) : IProgress<TrainProgress>, IProgress<SweepProgress>, IProgress<string>
 {
     string sweep = "", status = "";
     DateTime last = DateTime.MinValue;
@@ -56,5 +57,6 @@ public sealed class NotebookProgress(DisplayHandle handle, string title) : IProg
         last = DateTime.UtcNow;
         var text = string.Join(" · ", new[] { title, sweep, status }.Where(s => s.Length > 0));
         handle.Update(new Html($"<code>{System.Net.WebUtility.HtmlEncode(text)}</code>", text));
+        report(text);
     }
 }

@@ -24,22 +24,46 @@ public sealed class DisplayHandle
     public void Update(object? value) => session.UpdateDisplay(Id, value);
 }
 
-/// <summary>What front ends are told as a cell runs (a kernel forwards these as iopub messages).</summary>
+/// <summary>What front ends are told as a cell runs (a kernel forwards these as iopub messages; the runner saves them as they come).</summary>
 public abstract record OutputEvent;
 public sealed record OutputAdded(JsonObject Output, string? DisplayId) : OutputEvent;
-public sealed record DisplayUpdated(string DisplayId, JsonObject Output) : OutputEvent;
+public sealed record DisplayUpdated(string DisplayId, JsonObject Data) : OutputEvent;
 public sealed record StreamWritten(string Name, string Text) : OutputEvent;
+/// <summary>The latest text of a Progress(...) line (epoch, step, loss, ETA), for a terminal status line.</summary>
+public sealed record ProgressChanged(string Text) : OutputEvent;
+/// <summary>The cell compiled and started running: its timeout counts from here.</summary>
+public sealed record CellStarted : OutputEvent;
 
-/// <summary>The result of one cell: its nbformat outputs and, when it failed, the error.</summary>
-public sealed record CellResult(JsonArray Outputs, bool Succeeded, string? ErrorName, string? ErrorValue, TimeSpan Elapsed);
+/// <summary>
+/// Which cell runs, numbered one way everywhere: its execution count (Jupyter's `In [n]`) and its 1-based
+/// position among all the notebook's cells (`cell 5`, the name stack traces and compile errors use).
+/// </summary>
+public sealed record CellLabel(int Index, int ExecutionCount, int CellCount = 0)
+{
+    /// <summary>The compilation's file name, so stack frames read `cell 5:line 3`.</summary>
+    public string File => $"cell {Index}";
+    public override string ToString() =>
+        $"In [{(ExecutionCount > 0 ? ExecutionCount : " ")}] (cell {Index}{(CellCount > 0 ? $" of {CellCount}" : "")})";
+}
+
+/// <summary>The result of one cell: its nbformat outputs and, when it failed, the error. SessionLost: every earlier cell's state is gone.</summary>
+public sealed record CellResult(JsonArray Outputs, bool Succeeded, string? ErrorName, string? ErrorValue, TimeSpan Elapsed, bool SessionLost = false);
+
+/// <summary>Something that runs cells in order in one state: in this process, or in a supervised worker process.</summary>
+public interface ICellSession : IDisposable
+{
+    event Action<OutputEvent>? Output;
+    CellResult Execute(string source, CellLabel cell, OutputList? outputs = null, TimeSpan? timeout = null, CancellationToken cancel = default);
+}
 
 /// <summary>
 /// A C# notebook session on Roslyn scripting: cells run in order in one script state, so variables,
 /// types and usings carry across cells. Captures stdout/stderr as stream outputs, offers display()
 /// with in-place updates, formats values through <see cref="MimeFormatter"/>, and inlines plotly.js
-/// once per session. Used by `researchkit notebook run`; a kernel can drive it the same way.
+/// once per session. Runs in the process that creates it: a native crash in a cell ends that process,
+/// so the runner and the kernel drive it inside a <see cref="WorkerSession"/>.
 /// </summary>
-public sealed class NotebookSession : IDisposable
+public sealed class NotebookSession : ICellSession
 {
     /// <summary>Packages whose `#r "nuget: …"` lines are accepted: ResearchKit already references them.</summary>
     public static readonly IReadOnlySet<string> ShippedPackages = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
@@ -51,16 +75,30 @@ public sealed class NotebookSession : IDisposable
     static readonly string[] Imports =
     [
         "System", "System.IO", "System.Linq", "System.Collections.Generic", "System.Threading", "System.Threading.Tasks",
-        "TorchSharp", "Deedle", "Plotly.NET", "ResearchKit", "ResearchKit.Data", "ResearchKit.Models", "ResearchKit.Tokenizers",
+        "TorchSharp", "Deedle", "Plotly.NET", "Plotly.NET.CSharp", "ResearchKit", "ResearchKit.Data", "ResearchKit.Models", "ResearchKit.Tokenizers",
         "ResearchKit.Training", "ResearchKit.Evaluation", "ResearchKit.Methods", "ResearchKit.Runs", "ResearchKit.Reporting", "ResearchKit.Notebooks",
     ];
+
+    /// <summary>
+    /// Run before the first cell. Aliases settle names two default namespaces share (Deedle.Frame vs Plotly.NET.Frame,
+    /// Plotly.NET.Chart vs the C# API's Chart). Extension methods declared in a submission take precedence over imported
+    /// ones, so `chart.Show()` displays in the notebook instead of opening a browser, and Polyglot's `x.Display()` works.
+    /// </summary>
+    const string Preamble = """
+        using Frame = Deedle.Frame;
+        using Chart = Plotly.NET.CSharp.Chart;
+        public static ResearchKit.Notebooks.DisplayHandle Show(this Plotly.NET.GenericChart chart) => ResearchKit.Notebooks.NotebookSession.DisplayCurrent(chart);
+        public static ResearchKit.Notebooks.DisplayHandle Display(this object value) => ResearchKit.Notebooks.NotebookSession.DisplayCurrent(value);
+        """;
+
+    static readonly AsyncLocal<NotebookSession?> current = new();
 
     readonly ScriptOptions options;
     readonly NotebookGlobals globals;
     readonly TextWriter originalOut = Console.Out, originalError = Console.Error;
     ScriptState<object>? state;
-    JsonArray? outputs;
-    readonly Dictionary<string, JsonObject> displays = [];
+    OutputList outputs = new();
+    readonly HashSet<string> displayIds = [];
     bool plotlyIncluded;
 
     public string WorkingDirectory { get; }
@@ -82,60 +120,108 @@ public sealed class NotebookSession : IDisposable
             .WithMetadataResolver(ScriptMetadataResolver.Default.WithBaseDirectory(WorkingDirectory))
             .WithSourceResolver(new SourceFileResolver(ImmutableArray<string>.Empty, WorkingDirectory))
             .WithOptimizationLevel(OptimizationLevel.Release)
+            .WithEmitDebugInformation(true).WithFileEncoding(Encoding.UTF8)   // stack frames carry `cell N:line M`
             .WithLanguageVersion(Microsoft.CodeAnalysis.CSharp.LanguageVersion.Latest);
     }
 
-    /// <summary>Runs one cell's source and returns its outputs. Throws <see cref="CellSourceException"/> for a cell we cannot run (another language, an unknown package).</summary>
-    public CellResult Execute(string source, int executionCount, TimeSpan? timeout = null, CancellationToken cancel = default)
+    /// <summary>Displays a value in the cell running on this call's logical thread (Show(), x.Display()).</summary>
+    public static DisplayHandle DisplayCurrent(object? value) =>
+        (current.Value ?? throw new InvalidOperationException("display needs a running notebook cell")).Display(value);
+
+    /// <summary>Compiles and runs the preamble: loads Roslyn and the references once, so no cell's timeout pays for it.</summary>
+    public void WarmUp()
     {
-        var code = Preprocess(source);
-        outputs = [];
+        if (state is not null) return;
+        state = CSharpScript.Create(Preamble, options.WithFilePath("preamble"), typeof(NotebookGlobals)).RunAsync(globals).GetAwaiter().GetResult();
+    }
+
+    /// <summary>Runs one cell's source; a cell we cannot run (another language, an unknown package) fails with CellSourceError.</summary>
+    public CellResult Execute(string source, CellLabel cell, OutputList? outputList = null, TimeSpan? timeout = null, CancellationToken cancel = default)
+    {
+        WarmUp();
+        outputs = outputList ?? new OutputList();
         var clock = System.Diagnostics.Stopwatch.StartNew();
+        string code;
+        try { code = Preprocess(source); }
+        catch (CellSourceException e)
+        {
+            outputs.Complete();
+            return Fail(clock, "CellSourceError", e.Message, []);
+        }
         var previousDirectory = Directory.GetCurrentDirectory();
         Console.SetOut(new CellWriter(this, "stdout"));
         Console.SetError(new CellWriter(this, "stderr"));
         Directory.SetCurrentDirectory(WorkingDirectory);
+        current.Value = this;
         try
         {
+            var script = state!.Script.ContinueWith(code, options.WithFilePath(cell.File));
+            var errors = script.Compile(cancel).Where(d => d.Severity == DiagnosticSeverity.Error).ToArray();
+            if (errors.Length > 0)
+            {
+                var lines = errors.Select(Diagnostic).ToArray();
+                return Fail(clock, "CompilationError", string.Join("\n", lines), lines);
+            }
+            Output?.Invoke(new CellStarted());
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             globals.Cancel = linked.Token;
-            var task = Task.Run(() => state is null
-                ? CSharpScript.Create(code, options, typeof(NotebookGlobals)).RunAsync(globals, _ => true, linked.Token)
-                : state.ContinueWithAsync(code, options, _ => true, linked.Token));
+            var task = Task.Run(() => script.RunFromAsync(state, _ => true, linked.Token));
             if (!task.Wait(timeout ?? Timeout.InfiniteTimeSpan))
             {
                 linked.Cancel();
-                return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0} s (--timeout)", []);
+                // A cell that watches Cancel stops within the grace period; one that does not keeps running in the background.
+                Stopped = task.Wait(TimeSpan.FromSeconds(5));
+                return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(Stopped ? "" : " and did not stop when cancelled")}", []);
             }
             var next = task.Result;
+            state = next;   // after an exception too: earlier variables stay for --continue-on-error
             if (next.Exception is { } error)
             {
-                state = next;   // keep earlier variables for --continue-on-error
-                return Fail(clock, error.GetType().Name, error.Message, Traceback(error));
+                if (cancel.IsCancellationRequested && (error is OperationCanceledException || error.InnerException is OperationCanceledException)) return Cancelled(clock);
+                var message = ErrorText.Clean(error.Message);
+                return Fail(clock, error.GetType().Name, message, ErrorText.Traceback(error, message));
             }
-            state = next;
-            if (next.ReturnValue is { } value and not DisplayHandle) Add(Result(value, executionCount));
-            return new CellResult(outputs, true, null, null, clock.Elapsed);
-        }
-        catch (AggregateException e) when (e.InnerException is CompilationErrorException compile)
-        {
-            var diagnostics = compile.Diagnostics.Select(d => d.ToString()).ToArray();
-            return Fail(clock, "CompilationError", string.Join("\n", diagnostics), diagnostics);
+            if (next.ReturnValue is { } value and not DisplayHandle) Add(Result(value, cell.ExecutionCount));
+            return new CellResult(outputs.ToJson(), true, null, null, clock.Elapsed);
         }
         catch (AggregateException e) when (e.InnerException is OperationCanceledException)
         {
-            return Fail(clock, "OperationCanceledException", "the cell was cancelled", []);
+            return Cancelled(clock);
+        }
+        catch (OperationCanceledException)
+        {
+            return Cancelled(clock);
         }
         finally
         {
+            CancelReason = null;
+            current.Value = null;
             Console.Out.Flush();
             Console.SetOut(originalOut);
             Console.SetError(originalError);
             Directory.SetCurrentDirectory(previousDirectory);
+            outputs.Complete();
             // Tensors that became unreachable in this cell free their native memory now, not at some later GC.
             GC.Collect();
             GC.WaitForPendingFinalizers();
         }
+    }
+
+    /// <summary>Why the cancel token will fire (a supervisor's time limit, say), for the cell's error; an interrupt when unset.</summary>
+    public (string Name, string Value)? CancelReason { get; set; }
+
+    CellResult Cancelled(System.Diagnostics.Stopwatch clock) =>
+        Fail(clock, CancelReason?.Name ?? "Interrupted", CancelReason?.Value ?? "the cell was interrupted", []);
+
+    /// <summary>False after a timed-out cell that ignored cancellation and still runs: the session should be replaced.</summary>
+    public bool Stopped { get; private set; } = true;
+
+    /// <summary>`cell 5, line 3: error CS0103: The name 'x' does not exist in the current context`.</summary>
+    static string Diagnostic(Diagnostic d)
+    {
+        var span = d.Location.GetLineSpan();
+        var where = span.Path is { Length: > 0 } file ? $"{file}, line {span.StartLinePosition.Line + 1}: " : "";
+        return $"{where}error {d.Id}: {d.GetMessage(System.Globalization.CultureInfo.InvariantCulture)}";
     }
 
     CellResult Fail(System.Diagnostics.Stopwatch clock, string name, string value, string[] traceback)
@@ -145,18 +231,9 @@ public sealed class NotebookSession : IDisposable
             ["output_type"] = "error",
             ["ename"] = name,
             ["evalue"] = value,
-            ["traceback"] = new JsonArray(traceback.Select(t => (JsonNode)t!).ToArray()),
+            ["traceback"] = new JsonArray((traceback.Length > 0 ? traceback : [$"{name}: {value}"]).Select(t => (JsonNode)t!).ToArray()),
         });
-        return new CellResult(outputs!, false, name, value, clock.Elapsed);
-    }
-
-    static string[] Traceback(Exception error)
-    {
-        var lines = new List<string> { $"{error.GetType().FullName}: {error.Message}" };
-        lines.AddRange((error.StackTrace ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd()));
-        for (var inner = error.InnerException; inner is not null; inner = inner.InnerException)
-            lines.Add($" ---> {inner.GetType().FullName}: {inner.Message}");
-        return lines.ToArray();
+        return new CellResult(outputs.ToJson(), false, name, value, clock.Elapsed);
     }
 
     static readonly Regex NugetReference = new(@"^\s*#r\s+""nuget:\s*([^,""\s]+)\s*(?:,\s*([^""]*))?""\s*$", RegexOptions.Compiled);
@@ -210,41 +287,41 @@ public sealed class NotebookSession : IDisposable
                 text = PlotlyHtml.PlotlyScript() + text;   // once per session, before the first chart
                 plotlyIncluded = true;
             }
-            data[mime] = mime.StartsWith("image/", StringComparison.Ordinal) ? text : NotebookDocument.Lines(text);
+            // nbformat: JSON mime types hold JSON, images one base64 string, text a list of lines.
+            data[mime] = mime.EndsWith("json", StringComparison.Ordinal) ? JsonNode.Parse(text)
+                : mime.StartsWith("image/", StringComparison.Ordinal) ? text : NotebookDocument.Lines(text);
         }
         return data;
     }
 
     void Add(JsonObject output, string? displayId = null)
     {
-        outputs?.Add(output);
+        outputs.Add(output, displayId);
         Output?.Invoke(new OutputAdded(output, displayId));
     }
 
     internal DisplayHandle Display(object? value)
     {
         var id = Guid.NewGuid().ToString("N");
-        var output = new JsonObject { ["output_type"] = "display_data", ["data"] = Bundle(value), ["metadata"] = new JsonObject() };
-        displays[id] = output;
-        Add(output, id);
+        displayIds.Add(id);
+        Add(new JsonObject { ["output_type"] = "display_data", ["data"] = Bundle(value), ["metadata"] = new JsonObject() }, id);
         return new DisplayHandle(this, id);
     }
 
     internal void UpdateDisplay(string id, object? value)
     {
-        if (!displays.TryGetValue(id, out var output)) return;
-        output["data"] = Bundle(value);
-        Output?.Invoke(new DisplayUpdated(id, output));
+        if (!displayIds.Contains(id)) return;
+        var data = Bundle(value);
+        outputs.Update(id, data);   // false when the display belongs to an earlier cell: the runner updates it there
+        Output?.Invoke(new DisplayUpdated(id, data));
     }
+
+    internal void ReportProgress(string text) => Output?.Invoke(new ProgressChanged(text));
 
     internal void WriteStream(string name, string text)
     {
-        if (outputs is null || text.Length == 0) return;
-        // Consecutive writes to one stream merge into one output, as Jupyter shows them.
-        if (outputs.Count > 0 && outputs[^1] is JsonObject last && last["output_type"]?.GetValue<string>() == "stream" && last["name"]?.GetValue<string>() == name)
-            last["text"] = last["text"]!.GetValue<string>() + text;
-        else
-            outputs.Add(new JsonObject { ["output_type"] = "stream", ["name"] = name, ["text"] = text });
+        if (text.Length == 0) return;
+        outputs.Stream(name, text);
         Output?.Invoke(new StreamWritten(name, text));
     }
 

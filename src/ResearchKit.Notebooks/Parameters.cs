@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
@@ -64,7 +66,7 @@ public static class Parameters
         if (type.EndsWith("[]", StringComparison.Ordinal))
         {
             var element = type[..^2];
-            var items = text.Length == 0 ? [] : text.Split(',').Select(t => Literal(element, t.Trim(), name));
+            var items = ListItems(text.Trim()).Select(t => Literal(element, t, name));
             return $"new {type} {{ {string.Join(", ", items)} }}";
         }
         var inv = CultureInfo.InvariantCulture;
@@ -75,8 +77,8 @@ public static class Parameters
                 "bool" => bool.Parse(text) ? "true" : "false",
                 "int" => int.Parse(text, inv).ToString(inv),
                 "long" => long.Parse(text, inv).ToString(inv) + "L",
-                "double" => ToDouble(double.Parse(text, NumberStyles.Float, inv)),
-                "float" => float.Parse(text, NumberStyles.Float, inv).ToString("R", inv) + "f",
+                "double" => NonFinite(text, "double") ?? ToDouble(double.Parse(text, NumberStyles.Float, inv)),
+                "float" => NonFinite(text, "float") ?? float.Parse(text, NumberStyles.Float, inv).ToString("R", inv) + "f",
                 "decimal" => decimal.Parse(text, NumberStyles.Float, inv).ToString(inv) + "m",
                 "string" => SymbolDisplay.FormatLiteral(text, quote: true),
                 _ => throw new FormatException(),
@@ -88,10 +90,35 @@ public static class Parameters
         }
     }
 
+    /// <summary>`1,2`, or papermill's and JSON's `[1, 2]` / `["a", "b, c"]`: the items' texts.</summary>
+    static IEnumerable<string> ListItems(string text)
+    {
+        if (text.StartsWith('[') && text.EndsWith(']'))
+        {
+            try
+            {
+                if (JsonNode.Parse(text) is JsonArray array)
+                    return array.Select(item => item is JsonValue v && v.TryGetValue<string>(out var s) ? s : item?.ToJsonString() ?? "");
+            }
+            catch (JsonException) { }   // `[a, b]`: unquoted words, split below
+            text = text[1..^1];
+        }
+        return text.Trim().Length == 0 ? [] : text.Split(',').Select(t => t.Trim());
+    }
+
+    /// <summary>NaN and ±Infinity (also Python's nan / inf) as C# constants; a bare `NaN` would not compile.</summary>
+    static string? NonFinite(string text, string type) => text.Trim().ToLowerInvariant() switch
+    {
+        "nan" => $"{type}.NaN",
+        "infinity" or "+infinity" or "inf" or "+inf" => $"{type}.PositiveInfinity",
+        "-infinity" or "-inf" => $"{type}.NegativeInfinity",
+        _ => null,
+    };
+
     static string ToDouble(double value)
     {
         var s = value.ToString("R", CultureInfo.InvariantCulture);
-        return s.Contains('.') || s.Contains('E') || s.Contains("Infinity") || s == "NaN" ? s.Replace("Infinity", "double.PositiveInfinity") : s + ".0";
+        return s.Contains('.') || s.Contains('E') ? s : s + ".0";
     }
 
     /// <summary>Parses `Name=Value` arguments of -p.</summary>

@@ -196,6 +196,38 @@ public class CliTests
         (code, _, err) = Cli("notebook", "run", ok, "-p", "Nope=1");
         Assert.Equal(1, code);
         Assert.Contains("no cell is tagged", err);
+
+        // A native abort ends only the worker: one line naming both shapes, the notebook written, exit code 1.
+        var crash = Notebook("crash.ipynb", "torch.zeros(2, 3).matmul(torch.zeros(4, 5))");
+        output = Path.Combine(dir, "crash.out.ipynb");
+        (code, _, err) = Cli("notebook", "run", crash, "-o", output);
+        Assert.Equal(1, code);
+        Assert.Contains("error: crash.ipynb In [1] (cell 1 of 1): NativeError: mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", err);
+        Assert.DoesNotContain("frame #", err);
+        Assert.Contains("\"ename\": \"NativeError\"", File.ReadAllText(output));
+
+        (code, _, err) = Cli("notebook", "run", ok, "-o", Path.Combine(dir, "ok.ipynb", "x.ipynb"));
+        Assert.Equal(1, code);
+        Assert.StartsWith($"error: -o {Path.Combine(dir, "ok.ipynb", "x.ipynb")}: cannot write there", err.Trim());
+    }
+
+    [Fact]
+    public void Notebook_run_shows_the_running_cells_progress_on_stderr_and_none_of_it_in_the_outputs()
+    {
+        var dir = TestData.TempDir();
+        var path = Path.Combine(dir, "progress.ipynb");
+        var source = JsonSerializer.Serialize("var p = Progress(\"train\");\np.Report(\"epoch 1/2 · loss 0.5\");\nThread.Sleep(1500);\nConsole.WriteLine(\"trained\");");
+        File.WriteAllText(path, $$"""{"nbformat":4,"nbformat_minor":4,"metadata":{},"cells":[{"cell_type":"code","execution_count":null,"metadata":{},"outputs":[],"source":{{source}}}]}""");
+        var output = Path.Combine(dir, "progress.out.ipynb");
+        var (code, _, err) = Cli("notebook", "run", path, "-o", output);
+        Assert.True(code == 0, err);
+        Assert.Contains("progress.ipynb: In [1] (cell 1 of 1) running 00:00:0", err);
+        Assert.Contains("· train · epoch 1/2 · loss 0.5", err);                      // the training line reaches a log
+        Assert.Contains("progress.ipynb: In [1] (cell 1 of 1) done", err);
+        var saved = File.ReadAllText(output);
+        Assert.DoesNotContain("running", saved);                                      // the status line never lands in outputs
+        Assert.DoesNotContain("In [1]", saved);
+        Assert.Contains("trained", saved);
     }
 
     [Fact]

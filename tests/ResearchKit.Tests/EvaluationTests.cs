@@ -42,6 +42,19 @@ public class EvaluationTests
     }
 
     [Fact]
+    public void Probes_refuse_mismatched_features_with_both_shapes_instead_of_aborting_in_native_matmul()
+    {
+        // Before the checks these reached TorchSharp's matmul, whose libtorch error aborts the whole process.
+        var labels = tensor(new long[] { 0, 1, 0, 1 });
+        var knn = Assert.Throws<ArgumentException>(() => Knn.Accuracy(randn(4, 8), labels, randn(4, 6), labels, 2));
+        Assert.Equal("trainX [4, 8] and testX [4, 6] must have the same feature width (Parameter 'testX')", knn.Message);
+        var probe = Assert.Throws<ArgumentException>(() => LinearProbe.Fit(randn(4, 2, 3), labels, randn(4, 6), labels, 2));
+        Assert.Equal("trainX must be [N, D] features; got [4, 2, 3] (Parameter 'trainX')", probe.Message);
+        var count = Assert.Throws<ArgumentException>(() => LinearProbe.Fit(randn(4, 6), labels[..3], randn(4, 6), labels, 2));
+        Assert.Equal("trainY must be [N] labels for trainX [4, 6]; got [3] (Parameter 'trainY')", count.Message);
+    }
+
+    [Fact]
     public void Knn_votes_by_cosine_similarity()
     {
         var train = tensor(new float[] { 1, 0, 0.9f, 0.1f, 0, 1, 0.1f, 0.9f }).reshape(4, 2);

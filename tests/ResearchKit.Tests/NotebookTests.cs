@@ -6,16 +6,16 @@ namespace ResearchKit.Tests;
 /// <summary>The notebook engine, on notebooks the tests write; checked with Jupyter's own validator and a real browser.</summary>
 public class NotebookTests
 {
-    static JsonObject Code(string source, params string[] tags) => new()
+    internal static JsonObject Code(string source, params string[] tags) => new()
     {
         ["cell_type"] = "code", ["execution_count"] = null, ["id"] = Guid.NewGuid().ToString("N")[..8],
         ["metadata"] = new JsonObject { ["tags"] = new JsonArray(tags.Select(t => (JsonNode)t!).ToArray()), ["polyglot_notebook"] = new JsonObject { ["kernelName"] = "csharp" } },
         ["outputs"] = new JsonArray(), ["source"] = NotebookDocument.Lines(source),
     };
 
-    static JsonObject Markdown(string source) => new() { ["cell_type"] = "markdown", ["id"] = Guid.NewGuid().ToString("N")[..8], ["metadata"] = new JsonObject(), ["source"] = source };
+    internal static JsonObject Markdown(string source) => new() { ["cell_type"] = "markdown", ["id"] = Guid.NewGuid().ToString("N")[..8], ["metadata"] = new JsonObject(), ["source"] = source };
 
-    static string Write(params JsonObject[] cells)
+    internal static string Write(params JsonObject[] cells)
     {
         var notebook = new JsonObject
         {
@@ -32,8 +32,8 @@ public class NotebookTests
         return path;
     }
 
-    static List<JsonObject> Outputs(RunResult r, int cell) => ((JsonArray)r.Notebook.CellObjects.ElementAt(cell)["outputs"]!).Select(o => (JsonObject)o!).ToList();
-    static string Text(JsonNode? n) => NotebookDocument.Text(n);
+    internal static List<JsonObject> Outputs(RunResult r, int cell) => ((JsonArray)r.Notebook.CellObjects.ElementAt(cell)["outputs"]!).Select(o => (JsonObject)o!).ToList();
+    internal static string Text(JsonNode? n) => NotebookDocument.Text(n);
 
     [Fact]
     public void Cells_share_state_and_produce_streams_results_and_updated_displays()
@@ -128,9 +128,17 @@ public class NotebookTests
     [Fact]
     public void A_cell_over_the_timeout_fails_with_a_timeout_error()
     {
-        var result = NotebookRunner.Run(Write(Code("System.Threading.Thread.Sleep(5000);")), new RunOptions(CellTimeout: TimeSpan.FromSeconds(0.5)));
-        Assert.False(result.Succeeded);
-        Assert.Equal("TimeoutError", Outputs(result, 0).Single()["ename"]!.GetValue<string>());
+        // The first cell pays for nothing but itself (the compiler warmed up before it); the second ignores Cancel,
+        // so after the grace period its worker is ended; the third watches Cancel and stops by itself.
+        var path = Write(Code("Console.WriteLine(\"quick\");"), Code("System.Threading.Thread.Sleep(60_000);"), Code("Task.Delay(60_000, Cancel).Wait(); 1"));
+        var result = NotebookRunner.Run(path, new RunOptions(CellTimeout: TimeSpan.FromSeconds(1), ContinueOnError: true)
+            { Session = dir => new WorkerSession(dir) { CancelGrace = TimeSpan.FromSeconds(1) } });
+        Assert.Equal("quick\n", Text(Outputs(result, 0).Single()["text"]));
+        var killed = Outputs(result, 1).Single();
+        Assert.Equal("TimeoutError", killed["ename"]!.GetValue<string>());
+        Assert.Contains("did not stop within 1 s", killed["evalue"]!.GetValue<string>());
+        var stopped = Outputs(result, 2).Single();
+        Assert.Equal(("TimeoutError", "the cell ran longer than 1 s (--timeout)"), (stopped["ename"]!.GetValue<string>(), stopped["evalue"]!.GetValue<string>()));
     }
 
     const string ChartCell = "Charts.Ablation(\"t\", \"ratio\", \"accuracy\", new[] { new ChartSeries(\"ours\", new[] { 0.1, 0.5, 0.9 }, new[] { 0.7, 0.8, 0.75 }) }, new[] { new ChartSeries(\"paper\", new[] { 0.75 }, new[] { 73.5 }) })";
@@ -150,14 +158,14 @@ public class NotebookTests
         Assert.Contains("<table", report);
     }
 
-    static int CountOf(string text, string part)
+    internal static int CountOf(string text, string part)
     {
         int count = 0;
         for (int at = text.IndexOf(part, StringComparison.Ordinal); at >= 0; at = text.IndexOf(part, at + 1, StringComparison.Ordinal)) count++;
         return count;
     }
 
-    static string Run(string file, params string[] args)
+    internal static string Run(string file, params string[] args)
     {
         var (code, output, error) = TestData.RunProcess(file, args);
         Assert.True(code == 0, $"{file} exited {code}: {error}");
@@ -189,5 +197,93 @@ public class NotebookTests
         // Plotly draws each marker as a path.point inside the plot's SVG: 3 of ours + 1 of the paper's.
         Assert.Contains("class=\"main-svg\"", dom);
         Assert.Equal(4, CountOf(dom, "class=\"point\""));
+    }
+
+    [Fact]
+    public void Default_imports_resolve_Frame_and_Chart_and_Show_and_Display_put_values_in_the_notebook()
+    {
+        var result = NotebookRunner.Run(Write(
+            Code("Frame.FromRecords(new[] { new { A = 1, B = 2.5 } }).RowCount"),
+            Code("var chart = Chart.Line<double, double, string>(new[] { 1.0, 2.0 }, new[] { 3.0, 4.0 }).WithXAxisStyle<double, double, string>(TitleText: \"x\");\nchart.Show();"),
+            Code("\"hello\".Display();\n42")), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal("1", Text(Outputs(result, 0).Single()["data"]!["text/plain"]));
+        var shown = Outputs(result, 1).Single();
+        Assert.Equal("display_data", shown["output_type"]!.GetValue<string>());
+        Assert.Equal(2, shown["data"]![MimeFormatter.PlotlyMime]!["data"]![0]!["x"]!.AsArray().Count);
+        var outputs = Outputs(result, 2);
+        Assert.Equal(("display_data", "hello"), (outputs[0]["output_type"]!.GetValue<string>(), Text(outputs[0]["data"]!["text/plain"])));
+        Assert.Equal("42", Text(outputs[1]["data"]!["text/plain"]));
+    }
+
+    [Fact]
+    public void Deedle_series_display_as_their_own_text_and_huge_default_displays_as_a_summary()
+    {
+        var result = NotebookRunner.Run(Write(
+            Code("new Deedle.Series<int, double>(Enumerable.Range(0, 1000).ToArray(), Enumerable.Range(0, 1000).Select(i => i * 0.5).ToArray())"),
+            Code("new { Name = \"big\", Payload = new string('x', 300_000) }")), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        var series = Outputs(result, 0).Single()["data"]!;
+        Assert.Contains("999 -> 499.5", Text(series["text/plain"]));
+        Assert.True(series.ToJsonString().Length < 10_000, $"series display is {series.ToJsonString().Length} characters");
+        var summary = Text(Outputs(result, 1).Single()["data"]!["text/plain"]);
+        Assert.Contains("its full display would be", summary);
+        Assert.True(summary.Length < 1000, summary);
+    }
+
+    [Fact]
+    public void Parameters_accept_NaN_infinities_and_bracketed_lists()
+    {
+        var path = Write(
+            Code("double Lr = 0.1;\nfloat Scale = 1f;\ndouble[] Ratios = { 0.75 };\nstring[] Names = { \"a\" };\nint[] Sizes = { 1 };", "parameters"),
+            Code("$\"{double.IsNaN(Lr)}|{Scale}|{string.Join(\";\", Ratios)}|{string.Join(\";\", Names)}|{Sizes.Sum()}\""));
+        var values = new Dictionary<string, string> { ["Lr"] = "NaN", ["Scale"] = "-inf", ["Ratios"] = "[0.5, 0.25]", ["Names"] = "[\"x\", \"y, z\"]", ["Sizes"] = "[]" };
+        var result = NotebookRunner.Run(path, new RunOptions(values));
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal("True|-Infinity|0.5;0.25|x;y, z|0", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));
+    }
+
+    [Fact]
+    public void Errors_name_the_cell_and_line_print_their_message_once_and_drop_native_frames()
+    {
+        var path = Write(Markdown("# Errors"), Code("int Divide(int a, int b)\n{\n    return a / b;\n}"), Code("var x = 1;\nvar y = Divide(x, 0);"),
+            Code("var z = undefinedName;"), Code("torch.zeros(2, 3).mm(torch.zeros(4, 5))"));
+        var result = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
+        Assert.Equal("In [2] (cell 3 of 5): DivideByZeroException: Attempted to divide by zero.", result.Error);
+        var traceback = Outputs(result, 2).Single()["traceback"]!.AsArray().Select(t => t!.GetValue<string>()).ToList();
+        Assert.Equal("System.DivideByZeroException: Attempted to divide by zero.", traceback[0]);
+        Assert.Equal(new[] { "   at Divide(Int32 a, Int32 b) in cell 2, line 3", "   at cell 3, line 2" }, traceback.Skip(1));
+        Assert.Equal("cell 4, line 1: error CS0103: The name 'undefinedName' does not exist in the current context", Outputs(result, 3).Single()["evalue"]!.GetValue<string>());
+        var native = Outputs(result, 4).Single()["evalue"]!.GetValue<string>();
+        Assert.Equal("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", native);
+        var report = HtmlReport.Render(result.Notebook);
+        Assert.Equal(1, CountOf(report, "Attempted to divide by zero."));
+    }
+
+    [Fact]
+    public void Charts_draw_in_nbconvert_HTML_in_headless_chromium_and_carry_the_plotly_figure_and_a_PNG()
+    {
+        // nbconvert's page loads require.js, which once swallowed the inlined plotly.js and left every chart blank.
+        var result = NotebookRunner.Run(Write(Markdown("# Charts"), Code(ChartCell), Code(ChartCell.Replace("0.75 }", "0.5 }")), Code("Charts.LossCurve(new[] { 1.0, 0.5, 0.25 }).Show();")), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        var data = Outputs(result, 1).Single()["data"]!;
+        Assert.NotNull(data[MimeFormatter.PlotlyMime]!["layout"]);
+        using (var png = SkiaSharp.SKBitmap.Decode(Convert.FromBase64String(data["image/png"]!.GetValue<string>())))
+            Assert.True(png.Width > 100 && png.Height > 100);
+        Assert.Contains("<img alt=\"chart (static picture)\"", Text(data["text/html"]));   // what a viewer without scripts shows
+
+        var dir = TestData.TempDir();
+        var notebook = Path.Combine(dir, "charts.ipynb");
+        result.Notebook.Save(notebook);
+        Run("/usr/bin/python3", "-m", "nbconvert", "--to", "html", notebook);
+        var html = Path.Combine(dir, "charts.html");
+        Assert.Contains("require.min.js", File.ReadAllText(html));
+        var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={TestData.TempDir()}",
+            "--virtual-time-budget=10000", "--dump-dom", new Uri(html).AbsoluteUri);
+        // Three charts drawn: 4 + 4 markers on the ablations, one line (no markers) on the loss curve; no static picture left.
+        Assert.Equal(3, CountOf(dom, "class=\"plot-container plotly\""));
+        Assert.Equal(8, CountOf(dom, "class=\"point\""));
+        Assert.Equal(0, CountOf(dom, "chart (static picture)"));
     }
 }

@@ -82,6 +82,14 @@ public class PatchesAndMasksTests
         Assert.Equal(new long[] { 0, 2, 8, 10 }, fromMask.Keep[0].data<long>().ToArray());
     }
 
+    [Fact]
+    public void Grid_masking_refuses_a_stride_below_one()
+    {
+        // A zero slice step aborts the process inside TorchSharp's native indexing; the check throws first.
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Masking.Grid(4, 4, stride: 0));
+        Assert.Equal("stride", e.ParamName);
+    }
+
     [Theory]
     [InlineData(14, 14, 0.4, 16)]
     [InlineData(7, 7, 0.4, 4)]

@@ -10,7 +10,8 @@ namespace ResearchKit.Tests;
 /// <summary>The static PNG of a chart, checked by decoding it: colours where the data are, none where they are not.</summary>
 public class StaticChartTests
 {
-    static readonly SKColor Blue = SKColor.Parse("#1f77b4"), Orange = SKColor.Parse("#ff7f0e");
+    // Plotly.NET's default template sets the colorway (#636efa, #ef553b, …); figure JSON without one gets plotly.js's (#1f77b4, …).
+    static readonly SKColor Blue = SKColor.Parse("#636efa"), Orange = SKColor.Parse("#ef553b"), PlainBlue = SKColor.Parse("#1f77b4");
 
     // Antialiasing blends edges with white: a tolerance on the summed channel distance.
     static bool Near(SKColor a, SKColor b) => Math.Abs(a.Red - b.Red) + Math.Abs(a.Green - b.Green) + Math.Abs(a.Blue - b.Blue) <= 60;
@@ -76,9 +77,9 @@ public class StaticChartTests
         var asym = StaticChart.Render(json, 700, 600);
         using var asymBitmap = SKBitmap.Decode(asym.Png);
         var p = Assert.Single(asym.Panels);
-        Assert.True(ColorWithin(asymBitmap, p.DataToPixel(2, 16.3), Blue, 2));
-        Assert.False(ColorWithin(asymBitmap, p.DataToPixel(2, 21.6), Blue, 2));
-        Assert.False(ColorWithin(asymBitmap, p.DataToPixel(2, 15.4), Blue, 2));
+        Assert.True(ColorWithin(asymBitmap, p.DataToPixel(2, 16.3), PlainBlue, 2));
+        Assert.False(ColorWithin(asymBitmap, p.DataToPixel(2, 21.6), PlainBlue, 2));
+        Assert.False(ColorWithin(asymBitmap, p.DataToPixel(2, 15.4), PlainBlue, 2));
     }
 
     [Fact]

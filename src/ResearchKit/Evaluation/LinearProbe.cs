@@ -26,6 +26,9 @@ public static class LinearProbe
     public static double Fit(Tensor trainX, Tensor trainY, Tensor testX, Tensor testY, int classes, ProbeConfig? config = null, Device? device = null)
     {
         using var scope = NewDisposeScope();
+        Shapes.RequireFeatures(trainX, trainY, nameof(trainX), nameof(trainY));
+        Shapes.RequireFeatures(testX, testY, nameof(testX), nameof(testY));
+        Shapes.RequireSameWidth(trainX, testX, nameof(trainX), nameof(testX));
         var head = Train(trainX, trainY, classes, config, device, out var standardize);
         using (no_grad()) return Accuracy(head.call(standardize(testX.to(head.weight.device))), testY.to(head.weight.device));
     }
@@ -33,6 +36,7 @@ public static class LinearProbe
     /// <summary>Fits the standardisation and the linear head; returns the head and the standardising function.</summary>
     public static Linear Train(Tensor trainX, Tensor trainY, int classes, ProbeConfig? config, Device? device, out Func<Tensor, Tensor> standardize)
     {
+        Shapes.RequireFeatures(trainX, trainY, nameof(trainX), nameof(trainY));
         config ??= new ProbeConfig();
         device ??= Compute.Device;
         var x = trainX.to(device).to_type(ScalarType.Float32);
@@ -52,11 +56,11 @@ public static class LinearProbe
             using var inner = NewDisposeScope();
             var W = w[..(int)(K * D)].reshape(K, D);
             var b = w[(int)(K * D)..];
-            var logits = z.matmul(W.T) + b;                                            // N, K
+            var logits = z.mm(W.T) + b;                                            // N, K
             var logProbabilities = logits.log_softmax(1);
             double value = -(logProbabilities * oneHot).sum(1).mean().item<float>() + l2 * W.square().sum().item<float>();
             var error = (logProbabilities.exp() - oneHot) / z.shape[0];                // N, K
-            var gradW = error.T.matmul(z) + 2 * l2 * W;
+            var gradW = error.T.mm(z) + 2 * l2 * W;
             var gradient = cat(new[] { gradW.reshape(-1), error.sum(new long[] { 0 }) }).MoveToOuterDisposeScope();
             return (value, gradient);
         }
@@ -98,6 +102,9 @@ public static class Knn
     /// <summary>Accuracy in 0..1: each test feature votes its k nearest training labels weighted by exp(sim/τ).</summary>
     public static double Accuracy(Tensor trainX, Tensor trainY, Tensor testX, Tensor testY, int classes, int k = 20, double temperature = 0.07, int chunk = 1024)
     {
+        Shapes.RequireFeatures(trainX, trainY, nameof(trainX), nameof(trainY));
+        Shapes.RequireFeatures(testX, testY, nameof(testX), nameof(testY));
+        Shapes.RequireSameWidth(trainX, testX, nameof(trainX), nameof(testX));
         using var scope = NewDisposeScope();
         var bank = functional.normalize(trainX.to_type(ScalarType.Float32), dim: 1);   // N, D
         long correct = 0, n = testX.shape[0];
@@ -106,7 +113,7 @@ public static class Knn
             using var inner = NewDisposeScope();
             long end = Math.Min(n, start + chunk);
             var queries = functional.normalize(testX.narrow(0, start, end - start).to_type(ScalarType.Float32), dim: 1);   // Q, D
-            var (similarity, neighbours) = queries.matmul(bank.T).topk((int)Math.Min(k, bank.shape[0]), dim: 1);  // Q, k
+            var (similarity, neighbours) = queries.mm(bank.T).topk((int)Math.Min(k, bank.shape[0]), dim: 1);  // Q, k
             var votes = zeros(end - start, classes).scatter_add_(1, trainY[neighbours], (similarity / temperature).exp());
             correct += votes.argmax(1).eq(testY.narrow(0, start, end - start)).sum().item<long>();
         }

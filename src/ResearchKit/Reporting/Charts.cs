@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json.Nodes;
 using Plotly.NET;
 using Plotly.NET.CSharp;
 using Chart = Plotly.NET.CSharp.Chart;
@@ -84,8 +85,10 @@ public static class Charts
 }
 
 /// <summary>
-/// Chart HTML that works offline: a div plus a script drawing the figure's JSON. plotly.js (2.28, embedded
-/// in Plotly.NET) is inlined by <see cref="PlotlyScript"/> once per document; charts drawn before it loads wait in a queue.
+/// Chart outputs that work offline and in every front end: the figure as `application/vnd.plotly.v1+json` (JupyterLab,
+/// VS Code), and HTML — a div holding a static PNG (for viewers that run no script, e.g. GitHub) that a script
+/// replaces with the interactive chart. plotly.js (2.28, embedded in Plotly.NET) is inlined by <see cref="PlotlyScript"/>
+/// once per document; charts drawn before it loads wait in a queue.
 /// </summary>
 public static class PlotlyHtml
 {
@@ -100,19 +103,33 @@ public static class PlotlyHtml
         return reader.ReadToEnd();
     });
 
-    /// <summary>The whole plotly.js in a script tag that also draws queued charts.</summary>
+    /// <summary>
+    /// The whole plotly.js in a script tag that also draws queued charts. plotly.js's module header registers with
+    /// require.js when a page has it (Jupyter Notebook, nbconvert's HTML) and then never sets window.Plotly; run inside
+    /// a function whose `define`, `module` and `exports` are undefined, it always sets window.Plotly.
+    /// </summary>
     public static string PlotlyScript() =>
-        $"{BeginMarker}<script type=\"text/javascript\">{Library.Value}\n;(window.__researchkitCharts||[]).forEach(function(d){{d()}});window.__researchkitCharts=[];</script>{EndMarker}";
+        $"{BeginMarker}<script type=\"text/javascript\">(function(define,module,exports){{{Library.Value}\n}}).call(window);\n" +
+        $"(window.__researchkitCharts||[]).forEach(function(d){{d()}});window.__researchkitCharts=[];</script>{EndMarker}";
 
-    /// <summary>A chart's div and drawing script, without plotly.js.</summary>
-    public static string Chart(GenericChart chart, string? id = null)
+    /// <summary>The figure for `application/vnd.plotly.v1+json`: data, layout and config.</summary>
+    public static string FigureJson(GenericChart chart)
+    {
+        var figure = JsonNode.Parse(GenericChart.toFigureJson(chart))!.AsObject();
+        return new JsonObject { ["data"] = figure["data"]?.DeepClone(), ["layout"] = figure["layout"]?.DeepClone(), ["config"] = new JsonObject { ["responsive"] = true } }.ToJsonString();
+    }
+
+    /// <summary>A chart's div (with the static picture, when given, until the script draws) and drawing script, without plotly.js.</summary>
+    public static string Chart(GenericChart chart, string? id = null, byte[]? staticPng = null)
     {
         id ??= "chart-" + Guid.NewGuid().ToString("N")[..12];
         var figure = GenericChart.toFigureJson(chart);
         var html = new StringBuilder();
-        html.Append($"<div id=\"{id}\" class=\"researchkit-chart\" style=\"min-height:420px\"></div>");
+        html.Append($"<div id=\"{id}\" class=\"researchkit-chart\" style=\"min-height:420px\">");
+        if (staticPng is not null) html.Append($"<img alt=\"chart (static picture)\" style=\"max-width:100%\" src=\"data:image/png;base64,{Convert.ToBase64String(staticPng)}\"/>");
+        html.Append("</div>");
         html.Append("<script type=\"text/javascript\">(function(){var f=").Append(figure).Append(';');
-        html.Append($"var d=function(){{Plotly.newPlot('{id}',f.data,f.layout,{{responsive:true}});}};");
+        html.Append($"var d=function(){{var g=document.getElementById('{id}');if(!g)return;g.innerHTML='';Plotly.newPlot(g,f.data,f.layout,{{responsive:true}});}};");
         html.Append("if(window.Plotly){d();}else{(window.__researchkitCharts=window.__researchkitCharts||[]).push(d);}})();</script>");
         return html.ToString();
     }

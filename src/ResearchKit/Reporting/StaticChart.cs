@@ -59,7 +59,7 @@ public sealed record StaticChartImage(byte[] Png, int Width, int Height, IReadOn
 /// </summary>
 public static class StaticChart
 {
-    // plotly.js's default colorway. Plotly.NET's template has its own (#636efa, …): colours differ from the live chart unless set.
+    // plotly.js's default colorway, for figures whose layout and template set none.
     static readonly string[] Colorway = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
     static readonly SKColor Ink = new(0x44, 0x44, 0x44), GridLine = new(0xe5, 0xe5, 0xe5);
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
@@ -307,7 +307,8 @@ public static class StaticChart
         var root = JsonNode.Parse(figureJson);
         var layout = At(root, "layout");
         int w = width > 0 ? width : (int)Or(Num(At(layout, "width")), 700), h = height > 0 ? height : (int)Or(Num(At(layout, "height")), 420);
-        var custom = Arr(At(layout, "colorway")).Select(Str).OfType<string>().ToArray();
+        // The layout's colorway, else its template's (Plotly.NET's default template sets one), so colours match the live chart.
+        var custom = Arr(At(layout, "colorway") ?? At(At(At(layout, "template"), "layout"), "colorway")).Select(Str).OfType<string>().ToArray();
         var traces = Arr(At(root, "data")).Select((t, i) => ReadTrace(t, i, custom.Length > 0 ? custom : Colorway)).ToList();
         var legend = (Bool(At(layout, "showlegend")) ?? traces.Count > 1) ? traces.Where(t => t.InLegend).ToList() : [];
         float legendWidth = legend.Count == 0 ? 0 : legend.Max(t => ChartText.Width(t.Name, 12)) + 50;

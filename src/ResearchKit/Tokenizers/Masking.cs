@@ -74,6 +74,8 @@ public static class Masking
     /// </summary>
     public static Tensor Grid(int gridHeight, int gridWidth, int stride = 2)
     {
+        // A slice step of 0 aborts the process inside TorchSharp's native indexing rather than throwing.
+        if (stride < 1) throw new ArgumentOutOfRangeException(nameof(stride), stride, "grid masking needs a stride of at least 1");
         var mask = ones(gridHeight, gridWidth);
         mask[TensorIndex.Slice(0, null, stride), TensorIndex.Slice(0, null, stride)] = 0;
         return mask;

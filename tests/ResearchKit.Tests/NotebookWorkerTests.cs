@@ -1,0 +1,138 @@
+using System.Text.Json.Nodes;
+using ResearchKit.Notebooks;
+using static ResearchKit.Tests.NotebookTests;
+
+namespace ResearchKit.Tests;
+
+/// <summary>
+/// The runner's worker process: native crashes, Environment.Exit and stack overflows end only the worker; the output
+/// notebook is written as cells finish; huge outputs are bounded; output paths are checked before any cell runs.
+/// </summary>
+public class NotebookWorkerTests
+{
+    static JsonObject Saved(string path) => JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+    static List<JsonObject> SavedOutputs(JsonObject notebook, int cell) => notebook["cells"]![cell]!["outputs"]!.AsArray().Select(o => o!.AsObject()).ToList();
+
+    [Fact]
+    public void A_mismatched_matmul_in_the_third_cell_keeps_the_first_two_outputs_and_names_both_shapes()
+    {
+        var path = Write(Code("var a = torch.zeros(2, 3);\nConsole.WriteLine(\"first\");"), Code("Console.WriteLine(\"second\");"),
+            Code("var c = a.matmul(torch.zeros(4, 5));"), Code("Console.WriteLine(\"never\");"));
+        var output = Path.Combine(TestData.TempDir(), "out", "crash.ipynb");
+        var result = NotebookRunner.Run(path, new RunOptions { OutputPath = output });
+        Assert.False(result.Succeeded);
+        Assert.Equal(2, result.FailedCell);
+        Assert.Contains("In [3] (cell 3 of 4)", result.Error);
+
+        var saved = Saved(output);
+        Assert.Equal("first\n", Text(SavedOutputs(saved, 0).Single()["text"]));
+        Assert.Equal("second\n", Text(SavedOutputs(saved, 1).Single()["text"]));
+        var error = SavedOutputs(saved, 2).Single();
+        Assert.Equal("NativeError", error["ename"]!.GetValue<string>());
+        Assert.StartsWith("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", error["evalue"]!.GetValue<string>());
+        Assert.Contains("variables from earlier cells are lost", error["evalue"]!.GetValue<string>());
+        Assert.DoesNotContain("frame #", error["traceback"]!.ToJsonString());
+        Assert.Empty(SavedOutputs(saved, 3));
+        Assert.Equal("failed", saved["metadata"]!["researchkit"]!["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void After_a_crash_continue_on_error_runs_independent_cells_in_a_fresh_session_and_marks_the_ones_needing_lost_state()
+    {
+        var path = Write(Code("var model = 41;\nint Twice(int x) => 2 * x;"), Code("torch.zeros(2, 3).matmul(torch.zeros(4, 5))"),
+            Code("var fresh = 1;\nfresh + 1"), Code("model + 1"), Code("var derived = Twice(3);"), Code("derived"), Code("var model = 7;\nmodel"));
+        var result = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
+        Assert.StartsWith("mat1 and mat2", Outputs(result, 1).Single()["evalue"]!.GetValue<string>());
+        Assert.Equal("2", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));                  // ran in the new session
+        var needsModel = Outputs(result, 3).Single();
+        Assert.Equal("NotRun", needsModel["ename"]!.GetValue<string>());
+        Assert.Contains("'model'", needsModel["evalue"]!.GetValue<string>());
+        Assert.Contains("In [2] (cell 2 of 7)", needsModel["evalue"]!.GetValue<string>());
+        Assert.Contains("'Twice'", Outputs(result, 4).Single()["evalue"]!.GetValue<string>());
+        Assert.Contains("'derived'", Outputs(result, 5).Single()["evalue"]!.GetValue<string>());   // lost because its cell could not run
+        Assert.Equal("7", Text(Outputs(result, 6).Single()["data"]!["text/plain"]));                  // redeclares what it uses
+        Assert.Null(result.Notebook.CellObjects.ElementAt(3)["execution_count"]);
+        Assert.Equal(4, result.Notebook.CellObjects.ElementAt(6)["execution_count"]!.GetValue<int>());
+    }
+
+    [Theory]
+    [InlineData("Console.WriteLine(\"bye\");\nEnvironment.Exit(3);", "ProcessExit", "Environment.Exit(3)")]
+    [InlineData("int Down(int n) => Down(n + 1) + 1;\nDown(0)", "StackOverflow", "stack overflow")]
+    [InlineData("new Thread(() => throw new InvalidOperationException(\"from a thread\")).Start();\nThread.Sleep(10_000);", "UnhandledException", "from a thread")]
+    public void A_cell_that_ends_the_process_fails_with_the_reason_and_the_notebook_is_written(string source, string name, string message)
+    {
+        var output = Path.Combine(TestData.TempDir(), "out.ipynb");
+        var result = NotebookRunner.Run(Write(Code("1 + 1"), Code(source)), new RunOptions { OutputPath = output });
+        Assert.False(result.Succeeded);
+        var error = SavedOutputs(Saved(output), 1).Last();
+        Assert.Equal(name, error["ename"]!.GetValue<string>());
+        Assert.Contains(message, error["evalue"]!.GetValue<string>());
+        Assert.Equal("2", Text(SavedOutputs(Saved(output), 0).Single()["data"]!["text/plain"]));
+    }
+
+    [Fact]
+    public async Task The_output_notebook_is_saved_as_cells_finish_and_an_interrupt_keeps_them_with_the_running_cells_progress()
+    {
+        var path = Write(Code("Console.WriteLine(\"finished\");"),
+            Code("var p = Progress(\"train\");\np.Report(\"epoch 1/3\");\nTask.Delay(120_000, Cancel).Wait();"), Code("Console.WriteLine(\"not reached\");"));
+        var output = Path.Combine(TestData.TempDir(), "live.ipynb");
+        using var interrupt = new CancellationTokenSource();
+        var statuses = new List<CellStatus>();
+        var run = Task.Run(() => NotebookRunner.Run(path, new RunOptions { OutputPath = output, SaveInterval = TimeSpan.FromMilliseconds(100) },
+            new ResearchKit.Training.CallbackProgress<CellStatus>(s => { lock (statuses) statuses.Add(s); }), interrupt.Token));
+
+        // While the second cell runs, the file already holds the first cell's output and the second's progress.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        JsonObject? during = null;
+        while (clock.Elapsed < TimeSpan.FromSeconds(60) && !run.IsCompleted)
+        {
+            Thread.Sleep(100);
+            try { during = File.Exists(output) ? Saved(output) : null; } catch (System.Text.Json.JsonException) { continue; }
+            if (during is not null && Text(SavedOutputs(during, 1).FirstOrDefault()?["data"]?["text/plain"]).Contains("epoch 1/3")) break;
+        }
+        Assert.False(run.IsCompleted, "the run ended before it could be interrupted");
+        Assert.Equal("finished\n", Text(SavedOutputs(during!, 0).Single()["text"]));
+        Assert.Equal("running", during!["metadata"]!["researchkit"]!["status"]!.GetValue<string>());
+        lock (statuses) Assert.Contains(statuses, s => s.Progress == "train · epoch 1/3" && s.Cell.Index == 2);
+
+        interrupt.Cancel();
+        var result = await run;
+        Assert.True(result.Interrupted);
+        var saved = Saved(output);
+        Assert.Equal("interrupted", saved["metadata"]!["researchkit"]!["status"]!.GetValue<string>());
+        Assert.Contains("epoch 1/3", Text(SavedOutputs(saved, 1)[0]["data"]!["text/plain"]));
+        Assert.Equal("Interrupted", SavedOutputs(saved, 1).Last()["ename"]!.GetValue<string>());
+        Assert.Empty(SavedOutputs(saved, 2));
+    }
+
+    [Fact]
+    public void Stream_output_past_the_limit_is_dropped_with_a_note_and_kept_whole_in_a_side_file()
+    {
+        // 3 M characters in 30 000 writes: linear-time appends make this a second's work (it was minutes).
+        var path = Write(Code("var line = new string('x', 99);\nfor (int i = 0; i < 30_000; i++) Console.WriteLine(line);\nConsole.Error.WriteLine(\"tail\");"));
+        var output = Path.Combine(TestData.TempDir(), "big.ipynb");
+        var result = NotebookRunner.Run(path, new RunOptions { OutputPath = output, StreamLimit = 1_000_000 });
+        Assert.True(result.Succeeded, result.Error);
+        var outputs = SavedOutputs(Saved(output), 0);
+        Assert.Equal(1_000_000, Text(outputs[0]["text"]).Length);
+        var notes = string.Concat(outputs.Select(o => Text(o["text"])).Where(t => t.Contains("dropped")));
+        Assert.Contains("2,000,000 more characters of stdout dropped (over 1,000,000 per cell); the full text is in big.cell-1.stdout.txt", notes);
+        Assert.Contains("5 more characters of stderr dropped", notes);
+        Assert.Equal(3_000_000, new FileInfo(Path.Combine(Path.GetDirectoryName(output)!, "big.cell-1.stdout.txt")).Length);
+    }
+
+    [Fact]
+    public void An_unwritable_output_path_fails_before_any_cell_runs()
+    {
+        var dir = TestData.TempDir();
+        var marker = Path.Combine(dir, "ran");
+        var file = Path.Combine(dir, "a-file");
+        File.WriteAllText(file, "");
+        var path = Write(Code($"System.IO.File.WriteAllText(@\"{marker}\", \"x\");"));
+        var e = Assert.Throws<ResearchKitException>(() => NotebookRunner.Run(path, new RunOptions { OutputPath = Path.Combine(file, "out.ipynb") }));
+        Assert.StartsWith($"-o {Path.Combine(file, "out.ipynb")}: cannot write there", e.Message);
+        e = Assert.Throws<ResearchKitException>(() => NotebookRunner.Run(path, new RunOptions { HtmlPath = "/proc/report.html" }));
+        Assert.StartsWith("--html /proc/report.html: cannot write there", e.Message);
+        Assert.False(File.Exists(marker));
+    }
+}
