@@ -89,7 +89,7 @@ public static class NotebookRunner
                 if (!result.Succeeded && failed is null)
                 {
                     failed = index;
-                    error = $"{label}: {result.ErrorName}: {result.ErrorValue}";
+                    error = $"{label}: {result.ErrorName}: {OneLine(result.ErrorValue)}";
                 }
                 interrupted |= cancel.IsCancellationRequested;
                 if (result.SessionLost && options.ContinueOnError && !interrupted && session is WorkerSession worker)
@@ -220,6 +220,13 @@ public static class NotebookRunner
         {
             throw new ResearchKitException($"{option} {path}: cannot write there ({e.Message.ReplaceLineEndings(" ")})");
         }
+    }
+
+    /// <summary>The first line of an error (several compile errors: the first and how many more), for the terminal.</summary>
+    static string OneLine(string? text)
+    {
+        var lines = (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        return lines.Length <= 1 ? text ?? "" : $"{lines[0]} (and {lines.Length - 1} more lines)";
     }
 
     static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ");

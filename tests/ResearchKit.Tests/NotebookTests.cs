@@ -247,15 +247,19 @@ public class NotebookTests
     public void Errors_name_the_cell_and_line_print_their_message_once_and_drop_native_frames()
     {
         var path = Write(Markdown("# Errors"), Code("int Divide(int a, int b)\n{\n    return a / b;\n}"), Code("var x = 1;\nvar y = Divide(x, 0);"),
-            Code("var z = undefinedName;"), Code("torch.zeros(2, 3).mm(torch.zeros(4, 5))"));
+            Code("var z = undefinedName;"), Code("torch.zeros(2, 3).mm(torch.zeros(4, 5))"), Code("torch.zeros(1L << 45)"));
         var result = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
-        Assert.Equal("In [2] (cell 3 of 5): DivideByZeroException: Attempted to divide by zero.", result.Error);
+        Assert.Equal("In [2] (cell 3 of 6): DivideByZeroException: Attempted to divide by zero.", result.Error);
         var traceback = Outputs(result, 2).Single()["traceback"]!.AsArray().Select(t => t!.GetValue<string>()).ToList();
         Assert.Equal("System.DivideByZeroException: Attempted to divide by zero.", traceback[0]);
         Assert.Equal(new[] { "   at Divide(Int32 a, Int32 b) in cell 2, line 3", "   at cell 3, line 2" }, traceback.Skip(1));
         Assert.Equal("cell 4, line 1: error CS0103: The name 'undefinedName' does not exist in the current context", Outputs(result, 3).Single()["evalue"]!.GetValue<string>());
         var native = Outputs(result, 4).Single()["evalue"]!.GetValue<string>();
         Assert.Equal("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", native);
+        // An allocation failure: libtorch's message without its C++ source location and frames.
+        var allocation = Outputs(result, 5).Single()["evalue"]!.GetValue<string>();
+        Assert.Contains("can't allocate memory", allocation);
+        Assert.DoesNotContain("\n", allocation);
         var report = HtmlReport.Render(result.Notebook);
         Assert.Equal(1, CountOf(report, "Attempted to divide by zero."));
     }
