@@ -124,6 +124,20 @@ public sealed class NotebookSession : ICellSession
             .WithLanguageVersion(Microsoft.CodeAnalysis.CSharp.LanguageVersion.Latest);
     }
 
+    /// <summary>Completions at <paramref name="cursor"/> of code typed as the next cell (Jupyter's complete_reply content).</summary>
+    public JsonObject Complete(string code, int cursor)
+    {
+        WarmUp();
+        return CodeAssistance.Complete(state!.Script.ContinueWith(code, options), code, cursor);
+    }
+
+    /// <summary>The signature and documentation of the symbol at <paramref name="cursor"/> (Jupyter's inspect_reply content).</summary>
+    public JsonObject Inspect(string code, int cursor)
+    {
+        WarmUp();
+        return CodeAssistance.Inspect(state!.Script.ContinueWith(code, options), code, cursor);
+    }
+
     /// <summary>Displays a value in the cell running on this call's logical thread (Show(), x.Display()).</summary>
     public static DisplayHandle DisplayCurrent(object? value) =>
         (current.Value ?? throw new InvalidOperationException("display needs a running notebook cell")).Display(value);
@@ -142,7 +156,7 @@ public sealed class NotebookSession : ICellSession
         outputs = outputList ?? new OutputList();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         string code;
-        try { code = Preprocess(source); }
+        try { code = Interrupts.Instrument(Preprocess(source)); }
         catch (CellSourceException e)
         {
             outputs.Complete();
@@ -165,6 +179,7 @@ public sealed class NotebookSession : ICellSession
             Output?.Invoke(new CellStarted());
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             globals.Cancel = linked.Token;
+            Interrupts.Current = linked.Token;
             var task = Task.Run(() => script.RunFromAsync(state, _ => true, linked.Token));
             if (!task.Wait(timeout ?? Timeout.InfiniteTimeSpan))
             {
@@ -195,6 +210,7 @@ public sealed class NotebookSession : ICellSession
         finally
         {
             CancelReason = null;
+            Interrupts.Current = CancellationToken.None;
             current.Value = null;
             Console.Out.Flush();
             Console.SetOut(originalOut);

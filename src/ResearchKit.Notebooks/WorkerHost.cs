@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -47,6 +48,9 @@ public static class WorkerHost
             CellStarted => new JsonObject { ["ev"] = "started" },
             _ => throw new InvalidOperationException($"unknown output event {e}"),
         });
+        // Console.ReadLine in a cell asks the supervisor (a kernel forwards it to the front end as input_request).
+        var input = new InputReader(outbox);
+        Console.SetIn(input);
         session.WarmUp();
         outbox.Send(new JsonObject { ["ev"] = "ready" });
 
@@ -75,6 +79,17 @@ public static class WorkerHost
                     }, 8 << 20) { IsBackground = true, Name = "cell" };
                     cellThread.Start();
                     break;
+                case "complete" or "inspect":
+                    var code = WorkerWire.Text(message, "code") ?? "";
+                    int cursor = message["cursor"]?.GetValue<int>() ?? code.Length;
+                    JsonObject result;
+                    try { result = WorkerWire.Text(message, "op") == "complete" ? session.Complete(code, cursor) : session.Inspect(code, cursor); }
+                    catch (Exception e) { result = new JsonObject { ["status"] = "error", ["ename"] = e.GetType().Name, ["evalue"] = e.Message, ["traceback"] = new JsonArray() }; }
+                    outbox.Send(new JsonObject { ["ev"] = "reply", ["id"] = message["id"]?.DeepClone(), ["result"] = result });
+                    break;
+                case "input_reply":
+                    input.Reply(message["value"]?.GetValue<string>());
+                    break;
                 case "cancel":
                     session.CancelReason = (WorkerWire.Text(message, "ename") ?? "Interrupted", WorkerWire.Text(message, "evalue") ?? "the cell was interrupted");
                     running?.Cancel();
@@ -82,6 +97,24 @@ public static class WorkerHost
             }
         }
         return 0;   // the supervisor closed the socket: it is done with us (or gone)
+    }
+
+    /// <summary>stdin for cells: each line read is asked of the supervisor; null (end of input) when it has no front end to ask.</summary>
+    sealed class InputReader(Outbox outbox) : TextReader
+    {
+        readonly BlockingCollection<string?> replies = [];
+
+        public void Reply(string? value) => replies.Add(value);
+
+        public override string? ReadLine()
+        {
+            Console.Out.Flush();
+            outbox.Send(new JsonObject { ["ev"] = "input", ["prompt"] = "", ["password"] = false });
+            return replies.Take();
+        }
+
+        public override int Read() => -1;
+        public override int Peek() => -1;
     }
 
     /// <summary>Serialises messages onto the socket; stream text is held briefly and merged, and always sent before any other message.</summary>

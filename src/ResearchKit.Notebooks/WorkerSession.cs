@@ -121,6 +121,32 @@ public sealed class WorkerSession : ICellSession
         catch (IOException) { }   // the worker died; the reader reports it
     }
 
+    /// <summary>Answers Console.ReadLine in a cell (prompt, password → the line, or null for end of input); unset: end of input.</summary>
+    public Func<string, bool, string?>? InputHandler { get; set; }
+
+    /// <summary>Completions for code typed as the next cell (Jupyter's complete_reply content); null when the worker is gone.</summary>
+    public JsonObject? Complete(string code, int cursor) => Request("complete", code, cursor);
+
+    /// <summary>The symbol at the cursor, its signature and documentation (inspect_reply content); null when the worker is gone.</summary>
+    public JsonObject? Inspect(string code, int cursor) => Request("inspect", code, cursor);
+
+    JsonObject? Request(string op, string code, int cursor)
+    {
+        if (!IsAlive) return null;
+        var id = Guid.NewGuid().ToString("N");
+        Send(new JsonObject { ["op"] = op, ["id"] = id, ["code"] = code, ["cursor"] = cursor });
+        while (inbox.TryTake(out var message, TimeSpan.FromSeconds(30)))
+        {
+            if (message is null)
+            {
+                inbox.Add(null);   // the next Execute reports the lost session
+                return null;
+            }
+            if (WorkerWire.Text(message, "ev") == "reply" && WorkerWire.Text(message, "id") == id) return message["result"] as JsonObject;
+        }
+        return null;
+    }
+
     /// <summary>Ends this worker (if alive) and starts a fresh session: every earlier cell's state is gone.</summary>
     public void Restart()
     {
@@ -195,6 +221,10 @@ public sealed class WorkerSession : ICellSession
                     break;
                 case "exit":
                     exitRequested = true;
+                    break;
+                case "input":
+                    var value = InputHandler?.Invoke(WorkerWire.Text(message, "prompt") ?? "", message["password"]?.GetValue<bool>() ?? false);
+                    Send(new JsonObject { ["op"] = "input_reply", ["value"] = value });
                     break;
                 case "done":
                     ForwardNativeText(outputs);

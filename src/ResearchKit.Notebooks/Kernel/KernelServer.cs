@@ -1,0 +1,299 @@
+using System.Text.Json.Nodes;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
+using NetMQ;
+using NetMQ.Sockets;
+
+namespace ResearchKit.Notebooks.Kernel;
+
+/// <summary>
+/// A Jupyter kernel for C# (messaging protocol 5.3 over ZeroMQ): shell and control are served on their own threads so an
+/// interrupt reaches a running cell; every message's HMAC signature is checked and a replayed message id is dropped; cells
+/// run in a supervised <see cref="WorkerSession"/>, the headless runner's engine, so a native abort restarts the session
+/// instead of killing the kernel. Every request publishes status busy/idle on iopub (VS Code waits for it).
+/// </summary>
+public sealed class KernelServer : IDisposable
+{
+    readonly ConnectionInfo connection;
+    readonly MessageSigner signer;
+    readonly string session = Guid.NewGuid().ToString();
+    readonly RouterSocket shell = new(), control = new(), stdin = new();
+    readonly PublisherSocket iopub = new();
+    readonly ResponseSocket heartbeat = new();
+    readonly object iopubGate = new();
+    readonly HashSet<string> seen = [];
+    readonly Queue<string> seenOrder = new();
+    readonly Task<WorkerSession> worker;
+    readonly TextWriter log = Console.Error;
+    CancellationTokenSource? running;
+    int executionCount;
+    volatile bool stopping;
+
+    public KernelServer(ConnectionInfo connection, string workingDirectory)
+    {
+        this.connection = connection;
+        signer = new MessageSigner(connection.Key);
+        // The worker (process start, Roslyn and TorchSharp loading) warms up while the kernel already answers kernel_info.
+        worker = Task.Run(() => new WorkerSession(workingDirectory));
+    }
+
+    public static int Run(string connectionFile)
+    {
+        using var kernel = new KernelServer(ConnectionInfo.Load(connectionFile), Directory.GetCurrentDirectory());
+        return kernel.Serve();
+    }
+
+    public int Serve()
+    {
+        shell.Bind(connection.Address(connection.ShellPort));
+        control.Bind(connection.Address(connection.ControlPort));
+        stdin.Bind(connection.Address(connection.StdinPort));
+        iopub.Bind(connection.Address(connection.IopubPort));
+        heartbeat.Bind(connection.Address(connection.HeartbeatPort));
+        Log($"listening on {connection.Ip} (shell {connection.ShellPort}, control {connection.ControlPort}, iopub {connection.IopubPort})");
+        var beat = new Thread(() =>
+        {
+            while (!stopping)
+                if (heartbeat.TryReceiveFrameBytes(TimeSpan.FromMilliseconds(200), out var ping)) heartbeat.SendFrame(ping);
+        }) { IsBackground = true, Name = "heartbeat" };
+        var controlThread = new Thread(() => Loop(control)) { IsBackground = true, Name = "control" };
+        beat.Start();
+        controlThread.Start();
+        Publish("status", new JsonObject { ["execution_state"] = "starting" }, null);
+        Loop(shell);
+        controlThread.Join(1000);
+        return 0;
+    }
+
+    void Log(string message) => log.WriteLine($"[researchkit kernel {DateTime.Now:HH:mm:ss}] {message}");
+
+    void Loop(RouterSocket socket)
+    {
+        var message = new NetMQMessage();
+        while (!stopping)
+        {
+            if (!socket.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(200), ref message)) continue;
+            if (Accept(message) is { } request) Handle(socket, request);
+        }
+    }
+
+    /// <summary>A verified message seen for the first time, or null (logged, never executed).</summary>
+    JupyterMessage? Accept(NetMQMessage raw)
+    {
+        var message = JupyterMessage.Parse(raw, signer, out var problem);
+        if (message is null)
+        {
+            Log($"dropped a message: {problem}");
+            return null;
+        }
+        lock (seen)
+        {
+            // Message ids are not unique across a client's sessions (jupyter_client numbers them per Session object);
+            // signatures are, because the signed header carries the id, the session and the time.
+            if (!seen.Add(message.ReplayKey))
+            {
+                Log($"dropped a replayed message {message.Id} ({message.Type})");
+                return null;
+            }
+            seenOrder.Enqueue(message.ReplayKey);
+            if (seenOrder.Count > 100_000) seen.Remove(seenOrder.Dequeue());
+        }
+        return message;
+    }
+
+    void Handle(RouterSocket socket, JupyterMessage request)
+    {
+        Publish("status", new JsonObject { ["execution_state"] = "busy" }, request);
+        try
+        {
+            switch (request.Type)
+            {
+                case "kernel_info_request": Reply(socket, request, "kernel_info_reply", KernelInfo()); break;
+                case "execute_request": Execute(socket, request); break;
+                case "is_complete_request": Reply(socket, request, "is_complete_reply", IsComplete(request.Content["code"]?.GetValue<string>() ?? "")); break;
+                case "complete_request": Reply(socket, request, "complete_reply", Worker()?.Complete(Code(request), Cursor(request)) ?? EmptyCompletion(Cursor(request))); break;
+                case "inspect_request": Reply(socket, request, "inspect_reply", Worker()?.Inspect(Code(request), Cursor(request)) ?? new JsonObject { ["status"] = "ok", ["found"] = false, ["data"] = new JsonObject(), ["metadata"] = new JsonObject() }); break;
+                case "history_request": Reply(socket, request, "history_reply", new JsonObject { ["status"] = "ok", ["history"] = new JsonArray() }); break;
+                case "comm_info_request": Reply(socket, request, "comm_info_reply", new JsonObject { ["status"] = "ok", ["comms"] = new JsonObject() }); break;
+                case "comm_open":
+                    // No comm targets (widgets) yet: close it at once, as kernels without the target do.
+                    Publish("comm_close", new JsonObject { ["comm_id"] = request.Content["comm_id"]?.DeepClone(), ["data"] = new JsonObject() }, request);
+                    break;
+                case "comm_msg" or "comm_close": break;
+                case "interrupt_request":
+                    running?.Cancel();
+                    Reply(socket, request, "interrupt_reply", new JsonObject { ["status"] = "ok" });
+                    break;
+                case "shutdown_request":
+                    bool restart = request.Content["restart"]?.GetValue<bool>() ?? false;
+                    running?.Cancel();
+                    Reply(socket, request, "shutdown_reply", new JsonObject { ["status"] = "ok", ["restart"] = restart });
+                    stopping = true;   // a restart is a new kernel process, started by the front end
+                    break;
+                default: Log($"ignored a {request.Type} message"); break;
+            }
+        }
+        finally { Publish("status", new JsonObject { ["execution_state"] = "idle" }, request); }
+    }
+
+    static string Code(JupyterMessage m) => m.Content["code"]?.GetValue<string>() ?? "";
+    static int Cursor(JupyterMessage m) => m.Content["cursor_pos"]?.GetValue<int>() ?? Code(m).Length;
+    static JsonObject EmptyCompletion(int cursor) => new() { ["status"] = "ok", ["matches"] = new JsonArray(), ["cursor_start"] = cursor, ["cursor_end"] = cursor, ["metadata"] = new JsonObject() };
+
+    WorkerSession? Worker()
+    {
+        try { return worker.Result; }
+        catch (AggregateException e)
+        {
+            Log($"the notebook worker failed to start: {e.InnerException?.Message}");
+            return null;
+        }
+    }
+
+    static JsonObject KernelInfo() => new()
+    {
+        ["status"] = "ok", ["protocol_version"] = JupyterMessage.ProtocolVersion,
+        ["implementation"] = "researchkit", ["implementation_version"] = typeof(KernelServer).Assembly.GetName().Version?.ToString() ?? "0",
+        ["language_info"] = new JsonObject
+        {
+            ["name"] = "C#", ["version"] = "14.0", ["mimetype"] = "text/x-csharp", ["file_extension"] = ".cs",
+            ["pygments_lexer"] = "csharp", ["codemirror_mode"] = "text/x-csharp",
+        },
+        ["banner"] = "ResearchKit C# kernel: TorchSharp, Plotly.NET and Deedle loaded; interrupt stops loops; a native crash restarts the session",
+        ["help_links"] = new JsonArray(),
+    };
+
+    static JsonObject IsComplete(string code)
+    {
+        var tree = CSharpSyntaxTree.ParseText(code, new CSharpParseOptions(LanguageVersion.Latest, kind: SourceCodeKind.Script));
+        return SyntaxFactory.IsCompleteSubmission(tree)
+            ? new JsonObject { ["status"] = "complete" }
+            : new JsonObject { ["status"] = "incomplete", ["indent"] = "    " };
+    }
+
+    void Execute(RouterSocket socket, JupyterMessage request)
+    {
+        var code = Code(request);
+        bool silent = request.Content["silent"]?.GetValue<bool>() ?? false;
+        bool storeHistory = !silent && (request.Content["store_history"]?.GetValue<bool>() ?? true);
+        bool allowStdin = request.Content["allow_stdin"]?.GetValue<bool>() ?? true;
+        bool stopOnError = request.Content["stop_on_error"]?.GetValue<bool>() ?? true;
+        if (storeHistory) executionCount++;
+        if (!silent) Publish("execute_input", new JsonObject { ["code"] = code, ["execution_count"] = executionCount }, request);
+        var session = Worker();
+        if (session is null)
+        {
+            ReplyError(socket, request, "WorkerError", "the C# session could not start; see the kernel log");
+            return;
+        }
+        if (!session.IsAlive) session.Restart();   // ended while answering a completion, say
+        using var cancel = new CancellationTokenSource();
+        running = cancel;
+        void Forward(OutputEvent e)
+        {
+            if (silent) return;
+            switch (e)
+            {
+                case OutputAdded { Output: var o, DisplayId: var id }:
+                    var type = o["output_type"]!.GetValue<string>();
+                    var content = (JsonObject)o.DeepClone();
+                    content.Remove("output_type");
+                    if (type == "display_data") content["transient"] = new JsonObject { ["display_id"] = id };
+                    Publish(type, content, request);
+                    break;
+                case DisplayUpdated u:
+                    Publish("update_display_data", new JsonObject { ["data"] = u.Data.DeepClone(), ["metadata"] = new JsonObject(), ["transient"] = new JsonObject { ["display_id"] = u.DisplayId } }, request);
+                    break;
+                case StreamWritten s:
+                    Publish("stream", new JsonObject { ["name"] = s.Name, ["text"] = s.Text }, request);
+                    break;
+            }
+        }
+        session.Output += Forward;
+        session.InputHandler = allowStdin ? (prompt, password) => ReadInput(request, prompt, password, cancel.Token) : null;
+        CellResult result;
+        try { result = session.Execute(code, new CellLabel(executionCount, executionCount), cancel: cancel.Token); }
+        finally
+        {
+            session.Output -= Forward;
+            session.InputHandler = null;
+            running = null;
+        }
+        if (result.SessionLost)
+        {
+            session.Restart();
+            Publish("stream", new JsonObject { ["name"] = "stderr", ["text"] = "[researchkit] the C# session was restarted: variables from earlier cells are gone\n" }, request);
+        }
+        if (result.Succeeded)
+        {
+            Reply(socket, request, "execute_reply", new JsonObject
+            {
+                ["status"] = "ok", ["execution_count"] = executionCount, ["user_expressions"] = new JsonObject(), ["payload"] = new JsonArray(),
+            });
+            return;
+        }
+        var error = result.Outputs.OfType<JsonObject>().LastOrDefault(o => o["output_type"]?.GetValue<string>() == "error");
+        ReplyError(socket, request, result.ErrorName ?? "Error", result.ErrorValue ?? "", error?["traceback"]?.DeepClone() as JsonArray);
+        if (stopOnError) AbortQueued(socket);
+    }
+
+    void ReplyError(RouterSocket socket, JupyterMessage request, string name, string value, JsonArray? traceback = null) =>
+        Reply(socket, request, "execute_reply", new JsonObject
+        {
+            ["status"] = "error", ["execution_count"] = executionCount, ["ename"] = name, ["evalue"] = value,
+            ["traceback"] = traceback ?? new JsonArray($"{name}: {value}"),
+        });
+
+    /// <summary>After a failed cell, execute requests already queued are answered `aborted` (stop_on_error), as ipykernel does.</summary>
+    void AbortQueued(RouterSocket socket)
+    {
+        var raw = new NetMQMessage();
+        while (socket.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(50), ref raw))
+        {
+            if (Accept(raw) is not { } queued) continue;
+            if (queued.Type != "execute_request")
+            {
+                Handle(socket, queued);
+                continue;
+            }
+            Publish("status", new JsonObject { ["execution_state"] = "busy" }, queued);
+            Reply(socket, queued, "execute_reply", new JsonObject { ["status"] = "aborted", ["execution_count"] = executionCount });
+            Publish("status", new JsonObject { ["execution_state"] = "idle" }, queued);
+        }
+    }
+
+    /// <summary>Console.ReadLine in a cell: an input_request on stdin to the front end that sent the cell, answered by input_reply.</summary>
+    string? ReadInput(JupyterMessage parent, string prompt, bool password, CancellationToken cancel)
+    {
+        Send(stdin, JupyterMessage.Create("input_request", new JsonObject { ["prompt"] = prompt, ["password"] = password }, parent, session));
+        var raw = new NetMQMessage();
+        while (!cancel.IsCancellationRequested && !stopping)
+            if (stdin.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(200), ref raw) && Accept(raw) is { Type: "input_reply" } reply)
+                return reply.Content["value"]?.GetValue<string>() ?? "";
+        return null;
+    }
+
+    void Reply(RouterSocket socket, JupyterMessage request, string type, JsonObject content) =>
+        Send(socket, JupyterMessage.Create(type, content, request, session));
+
+    void Send(RouterSocket socket, JupyterMessage message)
+    {
+        var wire = message.ToNetMQ(signer);
+        lock (socket) socket.SendMultipartMessage(wire);
+    }
+
+    void Publish(string type, JsonObject content, JupyterMessage? parent)
+    {
+        var message = JupyterMessage.Create(type, content, parent, session, identities: [System.Text.Encoding.UTF8.GetBytes($"kernel.{session}.{type}")]);
+        var wire = message.ToNetMQ(signer);
+        lock (iopubGate) iopub.SendMultipartMessage(wire);
+    }
+
+    public void Dispose()
+    {
+        stopping = true;
+        if (worker.IsCompletedSuccessfully) worker.Result.Dispose();
+        foreach (var socket in new NetMQSocket[] { shell, control, stdin, iopub, heartbeat }) socket.Dispose();
+        NetMQConfig.Cleanup(block: false);
+    }
+}
