@@ -135,4 +135,15 @@ public class NotebookWorkerTests
         Assert.StartsWith("--html /proc/report.html: cannot write there", e.Message);
         Assert.False(File.Exists(marker));
     }
+
+    [Fact]
+    public void A_timed_out_loop_stops_at_its_next_iteration_and_the_session_keeps_earlier_variables()
+    {
+        // The runner's --timeout uses the kernel's interrupt: loops check the cell's token, so nothing runs on in the background.
+        var path = Write(Code("var kept = 5;"), Code("long spins = 0;\nwhile (true) { spins++; }"), Code("kept + 1"));
+        var result = NotebookRunner.Run(path, new RunOptions(CellTimeout: TimeSpan.FromSeconds(1), ContinueOnError: true));
+        var error = Outputs(result, 1).Single();
+        Assert.Equal(("TimeoutError", "the cell ran longer than 1 s (--timeout)"), (error["ename"]!.GetValue<string>(), error["evalue"]!.GetValue<string>()));
+        Assert.Equal("6", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));
+    }
 }

@@ -18,14 +18,19 @@ static class TestData
     public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
 
     /// <summary>Runs a program to completion (2 minutes at most); returns its exit code and output.</summary>
-    public static (int Code, string Out, string Err) RunProcess(string file, params string[] args)
+    public static (int Code, string Out, string Err) RunProcess(string file, params string[] args) =>
+        RunProcess(file, args, new Dictionary<string, string>(), TimeSpan.FromMinutes(2));
+
+    /// <summary>Runs a program with extra environment variables, to completion within <paramref name="limit"/>.</summary>
+    public static (int Code, string Out, string Err) RunProcess(string file, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment, TimeSpan limit)
     {
         var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in environment) start.Environment[name] = value;
         using var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(120_000)) { process.Kill(true); throw new TimeoutException($"{file} did not finish in 2 minutes"); }
+        if (!process.WaitForExit(limit)) { process.Kill(true); throw new TimeoutException($"{file} did not finish in {limit.TotalMinutes:0} minutes"); }
         return (process.ExitCode, output.Result, error.Result);
     }
 

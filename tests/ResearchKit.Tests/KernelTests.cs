@@ -1,0 +1,140 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using ResearchKit.Notebooks;
+using ResearchKit.Notebooks.Kernel;
+
+namespace ResearchKit.Tests;
+
+/// <summary>
+/// The Jupyter kernel, driven by Jupyter's own client (jupyter_client), nbconvert and a browser: each test installs the
+/// kernelspec with `researchkit kernel install --prefix` into a temporary folder and points JUPYTER_PATH at it.
+/// </summary>
+public class KernelTests
+{
+    static readonly string Scripts = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "jupyter"));
+    static readonly string Repository = Path.GetFullPath(Path.Combine(Scripts, "..", ".."));
+
+    static (string Name, Dictionary<string, string> Environment) InstallKernel()
+    {
+        var prefix = TestData.TempDir();
+        var name = "rk-test-" + Guid.NewGuid().ToString("N")[..8];
+        var (code, output, error) = TestData.RunProcess("dotnet", Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "kernel", "install", "--prefix", prefix, "--name", name);
+        Assert.True(code == 0, error);
+        Assert.Contains($"installed kernel '{name}'", output);
+        return (name, new Dictionary<string, string> { ["JUPYTER_PATH"] = Path.Combine(prefix, "share", "jupyter") });
+    }
+
+    static string Python(string script, IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        var (code, output, error) = TestData.RunProcess("/usr/bin/python3", [Path.Combine(Scripts, script), .. args], environment, TimeSpan.FromMinutes(10));
+        Assert.True(code == 0, $"{script} exited {code}: {error[^Math.Min(error.Length, 3000)..]}");
+        return output;
+    }
+
+    [Fact]
+    public void The_kernelspec_is_found_by_Jupyter_listed_and_removed()
+    {
+        var (name, environment) = InstallKernel();
+        var folder = Path.Combine(environment["JUPYTER_PATH"], "kernels", name);
+        var spec = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "kernel.json")))!;
+        Assert.Equal("message", spec["interrupt_mode"]!.GetValue<string>());
+        Assert.Equal(["kernel", "run", "--connection-file", "{connection_file}"], spec["argv"]!.AsArray().Select(a => a!.GetValue<string>()).TakeLast(4));
+        Assert.True(File.Exists(Path.Combine(folder, "logo-64x64.png")));
+        var listed = TestData.RunProcess("/usr/bin/python3", ["-m", "jupyter_client.kernelspecapp", "list"], environment, TimeSpan.FromMinutes(1));
+        Assert.Contains(folder, listed.Out);
+        var ours = TestData.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "kernel", "list"], environment, TimeSpan.FromMinutes(1));
+        Assert.Contains($"{name}\t{folder}", ours.Out);
+        var prefix = Path.GetDirectoryName(Path.GetDirectoryName(environment["JUPYTER_PATH"]))!;
+        var removed = TestData.RunProcess("dotnet", Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "kernel", "uninstall", "--prefix", prefix, "--name", name);
+        Assert.True(removed.Code == 0, removed.Err);
+        Assert.False(Directory.Exists(folder));
+    }
+
+    [Fact]
+    public void Jupyters_client_executes_completes_inspects_interrupts_and_cannot_forge_or_replay()
+    {
+        var (name, environment) = InstallKernel();
+        var found = JsonNode.Parse(Python("kernel_protocol.py", environment, name))!;
+        Assert.Null(found["exception"]);
+        Assert.Equal("5.3", found["kernel_info"]!["protocol_version"]!.GetValue<string>());
+        Assert.Equal("kernel_info_reply", found["kernel_info_on_control"]!.GetValue<string>());
+        Assert.Equal(["hello\n"], found["first_cell"]!["stream"]!.AsArray().Select(s => s!.GetValue<string>()));
+        Assert.Equal(2, found["second_cell"]!["count"]!.GetValue<int>());
+        Assert.Equal("42", NotebookDocument.Text(found["second_cell"]!["result"]![0]));
+
+        // One display, updated in place: the update carries the display's id.
+        var display = found["display_update"]!;
+        Assert.Equal(display["display_ids"]![0]!.GetValue<string>(), display["update_ids"]![0]!.GetValue<string>());
+        Assert.Equal("second", NotebookDocument.Text(display["updated_text"]![0]));
+
+        var error = found["error"]!;
+        Assert.Equal(("error", "InvalidOperationException", "boom", "aborted"),
+            (error["status"]!.GetValue<string>(), error["ename"]!.GetValue<string>(), error["evalue"]!.GetValue<string>(), error["queued_status"]!.GetValue<string>()));
+
+        Assert.Equal(["Add", "AddRange"], found["complete_members"]!["matches"]!.AsArray().Select(m => m!.GetValue<string>()));
+        Assert.Equal(5, found["complete_members"]!["start"]!.GetValue<int>());
+        Assert.Contains("list", found["complete_names"]!.AsArray().Select(m => m!.GetValue<string>()));
+        Assert.StartsWith("ResearchKit.Reporting.Charts.Ablation(string, string, string", found["inspect"]!["text"]!.GetValue<string>());
+        Assert.Contains("A metric against an ablated parameter", found["inspect"]!["text"]!.GetValue<string>());   // the XML summary
+        Assert.Equal("incomplete", found["is_complete"]!["open_loop"]!.GetValue<string>());
+        Assert.Equal("complete", found["is_complete"]!["expression"]!.GetValue<string>());
+
+        // Interrupts stop a user's infinite loop and a training run within a second; earlier variables survive.
+        foreach (var key in new[] { "interrupt_loop", "interrupt_training" })
+        {
+            Assert.Equal("Interrupted", found[key]!["ename"]!.GetValue<string>());
+            Assert.True(found[key]!["seconds"]!.GetValue<double>() < 1.0, $"{key} took {found[key]!["seconds"]} s");
+        }
+        Assert.Equal("42", NotebookDocument.Text(found["after_interrupts"]![0]));
+
+        Assert.Equal("input_request", found["input_request"]!.GetValue<string>());
+        Assert.Equal("Ada", NotebookDocument.Text(found["input_value"]![0]));
+        // counter += 100 came with a forged signature (never run); counter += 1 was sent twice (run once).
+        Assert.Equal("1", NotebookDocument.Text(found["counter_after_forged_and_replayed"]![0]));
+
+        Assert.Equal("NativeError", found["native_crash"]!["ename"]!.GetValue<string>());
+        Assert.StartsWith("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", found["native_crash"]!["evalue"]!.GetValue<string>());
+        Assert.Equal("2", NotebookDocument.Text(found["after_crash"]!["fresh"]![0]));
+        Assert.Equal("CompilationError", found["after_crash"]!["lost"]!.GetValue<string>());   // x died with the old session
+
+        // 150 cells of 4 MB tensors: what the engine keeps per cell (Roslyn's submission chain) stays small.
+        var growth = found["rss_kb"]!["at_200"]!.GetValue<long>() - found["rss_kb"]!["at_50"]!.GetValue<long>();
+        Assert.True(growth < 60_000, $"the worker grew by {growth} kB over 150 executions");
+        Assert.Equal("CompilationError", found["after_restart"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Every_notebook_executes_through_the_kernel_with_nbconvert_in_its_smoke_configuration()
+    {
+        var (name, environment) = InstallKernel();
+        var notebooks = Directory.GetFiles(Path.Combine(Repository, "notebooks"), "*.ipynb").Order().ToArray();
+        Assert.NotEmpty(notebooks);
+        var lines = Python("execute_notebooks.py", environment, [name, TestData.TempDir(), .. notebooks]).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(notebooks.Select(Path.GetFileName), lines.Select(l => l.Split('\t')[0]));
+        Assert.All(lines, l => Assert.True(int.Parse(l.Split('\t')[2]) > 5, l));
+    }
+
+    [Fact]
+    public void Messages_are_signed_with_HMAC_SHA256_over_the_four_JSON_frames()
+    {
+        // The standard HMAC-SHA256 example (key "key"), split across frames: the signature covers their concatenation.
+        var signer = new MessageSigner("key");
+        var parts = new[] { "The quick brown fox "u8.ToArray(), "jumps over the lazy dog"u8.ToArray() };
+        Assert.Equal("f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8", Encoding.ASCII.GetString(signer.Sign(parts)));
+        Assert.True(signer.Verify(signer.Sign(parts), parts));
+        Assert.False(new MessageSigner("other").Verify(signer.Sign(parts), parts));
+        Assert.True(new MessageSigner("").Verify([], parts));   // Jupyter's unsigned mode: an empty key
+    }
+
+    [Fact]
+    public void Interrupt_checks_go_into_loop_bodies_and_methods_without_moving_any_line()
+    {
+        var code = "int Sum(int n)\n{\n    var s = 0;\n    for (int i = 0; i < n; i++) s += i;\n    return s;\n}\nwhile (true)\n{\n}\nforeach (var x in new[] { 1 }) { }\ndo Console.Write(1); while (false);\nAction a = () => { };";
+        var instrumented = Interrupts.Instrument(code);
+        Assert.Equal(code.Split('\n').Length, instrumented.Split('\n').Length);
+        Assert.Equal(6, NotebookTests.CountOf(instrumented, "Interrupts.Check();"));   // method, for, while, foreach, do, lambda
+        Assert.Contains("for (int i = 0; i < n; i++) {global::ResearchKit.Notebooks.Interrupts.Check(); s += i;}", instrumented);
+        Assert.Equal("x = ;", Interrupts.Instrument("x = ;"));   // code that does not parse is left for the compiler to report
+    }
+}
