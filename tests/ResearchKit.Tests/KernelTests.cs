@@ -61,12 +61,12 @@ public class KernelTests
         Assert.Equal("kernel_info_reply", found["kernel_info_on_control"]!.GetValue<string>());
         Assert.Equal(["hello\n"], found["first_cell"]!["stream"]!.AsArray().Select(s => s!.GetValue<string>()));
         Assert.Equal(2, found["second_cell"]!["count"]!.GetValue<int>());
-        Assert.Equal("42", NotebookDocument.Text(found["second_cell"]!["result"]![0]));
+        Assert.Equal("42", found["second_cell"]!["result"]![0]!.GetValue<string>());
 
         // One display, updated in place: the update carries the display's id.
         var display = found["display_update"]!;
         Assert.Equal(display["display_ids"]![0]!.GetValue<string>(), display["update_ids"]![0]!.GetValue<string>());
-        Assert.Equal("second", NotebookDocument.Text(display["updated_text"]![0]));
+        Assert.Equal("second", display["updated_text"]![0]!.GetValue<string>());   // text as one string, as live messages carry it
 
         var error = found["error"]!;
         Assert.Equal(("error", "InvalidOperationException", "boom", "aborted"),
@@ -86,16 +86,16 @@ public class KernelTests
             Assert.Equal("Interrupted", found[key]!["ename"]!.GetValue<string>());
             Assert.True(found[key]!["seconds"]!.GetValue<double>() < 1.0, $"{key} took {found[key]!["seconds"]} s");
         }
-        Assert.Equal("42", NotebookDocument.Text(found["after_interrupts"]![0]));
+        Assert.Equal("42", found["after_interrupts"]![0]!.GetValue<string>());
 
         Assert.Equal("input_request", found["input_request"]!.GetValue<string>());
-        Assert.Equal("Ada", NotebookDocument.Text(found["input_value"]![0]));
+        Assert.Equal("Ada", found["input_value"]![0]!.GetValue<string>());
         // counter += 100 came with a forged signature (never run); counter += 1 was sent twice (run once).
-        Assert.Equal("1", NotebookDocument.Text(found["counter_after_forged_and_replayed"]![0]));
+        Assert.Equal("1", found["counter_after_forged_and_replayed"]![0]!.GetValue<string>());
 
         Assert.Equal("NativeError", found["native_crash"]!["ename"]!.GetValue<string>());
         Assert.StartsWith("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", found["native_crash"]!["evalue"]!.GetValue<string>());
-        Assert.Equal("2", NotebookDocument.Text(found["after_crash"]!["fresh"]![0]));
+        Assert.Equal("2", found["after_crash"]!["fresh"]![0]!.GetValue<string>());
         Assert.Equal("CompilationError", found["after_crash"]!["lost"]!.GetValue<string>());   // x died with the old session
 
         // 150 cells of 4 MB tensors: what the engine keeps per cell (Roslyn's submission chain) stays small.
@@ -113,6 +113,20 @@ public class KernelTests
         var lines = Python("execute_notebooks.py", environment, [name, TestData.TempDir(), .. notebooks]).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(notebooks.Select(Path.GetFileName), lines.Select(l => l.Split('\t')[0]));
         Assert.All(lines, l => Assert.True(int.Parse(l.Split('\t')[2]) > 5, l));
+    }
+
+    [Fact]
+    public void A_chart_drawn_by_the_kernel_renders_in_Jupyter_Notebook_in_headless_Chromium()
+    {
+        // The Notebook server (token auth, loopback) runs the cell through our kernel; Chromium shows the page.
+        var (name, environment) = InstallKernel();
+        var found = JsonNode.Parse(Python("browser_chart.py", environment, name))!;
+        Assert.True(found["kernel_connected"]!.GetValue<bool>(), found.ToJsonString());
+        Assert.Equal("plot", found["state"]!.GetValue<string>());
+        Assert.Equal(3, found["points"]!.GetValue<int>());                 // the chart's three markers, drawn by plotly.js
+        Assert.True(found["main_svg"]!.GetValue<int>() > 0);
+        Assert.True(found["static_image_gone"]!.GetValue<bool>());        // the PNG fallback replaced by the live chart
+        Assert.Empty(found["error_texts"]!.AsArray());
     }
 
     [Fact]

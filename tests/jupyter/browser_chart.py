@@ -6,10 +6,12 @@ the setup failed (no kernelspec, no server, no browser), with the reason on stde
 
 How: a temporary notebook directory, config, data and runtime directory (nothing in ~ is touched); the Notebook server on
 127.0.0.1 with a random token; a custom.js that runs all cells once the kernel is connected and marks the page as done
-(the title starts with "rk-done:") when the output has a plotly SVG, an error, or after a timeout. Chromium is driven
-through its DevTools protocol over --remote-debugging-pipe (NUL-separated JSON on fds 3 and 4, stdlib only): plain
-`--dump-dom` dumps at the load event, before the kernel has started, whatever `--timeout` says, and
-`--virtual-time-budget` fast-forwards virtual time while the page waits on the kernel's websocket, so it dumps early too.
+(the title starts with "rk-done:") when the output has a plotly SVG or an error, 5 s after the cell finished without
+either, or after a timeout; it also records the JSON type of each MIME type in the bundles the output area receives
+(the classic Notebook drops text types whose value is not a string). Chromium is driven through its DevTools protocol
+over --remote-debugging-pipe (NUL-separated JSON on fds 3 and 4, stdlib only): plain `--dump-dom` dumps at the load
+event, before the kernel has started, whatever `--timeout` says, and `--virtual-time-budget` fast-forwards virtual time
+while the page waits on the kernel's websocket, so it dumps early too.
 """
 import fcntl, json, os, queue, re, secrets, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -27,6 +29,21 @@ DEADLINE_S = 75           # we give up this long after navigating
 CUSTOM_JS = r"""
 (function () {
   var started = Date.now(), connectedAt = null, finishedAt = null, ran = false;
+  // Observe (not change) the bundles the output area receives: the JSON type of each MIME type's value. The classic
+  // Notebook drops text types whose value is not a string before picking one to show.
+  window.__rkReceived = [];
+  require(['notebook/js/outputarea'], function (oa) {
+    var validate = oa.OutputArea.prototype.validate_mimebundle;
+    oa.OutputArea.prototype.validate_mimebundle = function (bundle) {
+      var types = {};
+      Object.keys((bundle && bundle.data) || {}).forEach(function (k) {
+        var v = bundle.data[k];
+        types[k] = Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v;
+      });
+      window.__rkReceived.push({output_type: bundle && bundle.output_type, types: types});
+      return validate.apply(this, arguments);
+    };
+  });
   function mark(state) {
     clearInterval(timer);
     var el = document.createElement('div');
@@ -94,6 +111,7 @@ SUMMARY_JS = r"""
     copy.querySelectorAll('script').forEach(function (s) { r.output_scripts++; s.remove(); });
     r.output_html = copy.outerHTML;
   }
+  r.received = window.__rkReceived || null;
   r.js_plotly_plots = out ? out.querySelectorAll('.js-plotly-plot').length : 0;
   r.window_plotly = typeof window.Plotly === 'object' && window.Plotly !== null ? (window.Plotly.version || 'yes') : null;
   return JSON.stringify(r);
@@ -173,6 +191,10 @@ class DevTools:
         except (SetupError, OSError):
             pass
         stop(self.proc)
+        try:   # helpers (renderers, zygotes) left behind by a browser that had to be killed: its own process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
         for fd in (self.to_browser, self.from_browser):
             try:
                 os.close(fd)
@@ -207,7 +229,8 @@ def browser_messages(events):
             details = params.get("exceptionDetails", {})
             text = details.get("exception", {}).get("description") or details.get("text", "")
             found.append(f"exception: {text} ({details.get('url', '')}:{details.get('lineNumber')})")
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
+        elif method == "Runtime.consoleAPICalled" and (params.get("type") in ("error", "warning", "assert") or re.search(
+                r"invalid|ignoring|error|fail", json.dumps(params.get("args", [])[:1]), re.I)):
             parts = [str(a.get("value", a.get("description", ""))) for a in params.get("args", [])]
             found.append(f"console.{params['type']}: {' '.join(parts)}")
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in ("error", "warning"):
@@ -233,6 +256,8 @@ def tail(path, lines=20):
 def observe(name, tmp, found, processes):
     """Sets up and looks; fills found; raises SetupError. processes collects what main's cleanup must stop."""
     started = time.monotonic()
+    if not os.access(CHROMIUM, os.X_OK):
+        raise SetupError(f"{CHROMIUM} is missing (apt-get install chromium)")
     dirs = {k: os.path.join(tmp, k) for k in ("notebooks", "config", "data", "runtime", "chromium")}
     for d in dirs.values():
         os.makedirs(d)
@@ -315,22 +340,26 @@ def observe(name, tmp, found, processes):
     found.update({
         "notebook_loaded": bool(page.get("notebook_loaded")) and page.get("notebook_name") == "test.ipynb",
         "kernel_name": page.get("kernel_name"),
-        "kernel_connected": bool(marker.get("connected_ms")),
+        "kernel_connected": bool(marker.get("connected_ms")) or bool(page.get("kernel_connected_now")),
         "state": marker.get("state"),
         "connected_ms": int(marker["connected_ms"]) if marker.get("connected_ms") else None,
         "done_ms": int(marker["done_ms"]) if marker.get("done_ms") else None,
         "execution_count": page.get("execution_count"),
+        "received_bundles": page.get("received"),
         "output_subareas": page.get("output_subareas", []),
         "output_scripts": page.get("output_scripts", 0),
         "js_plotly_plots": page.get("js_plotly_plots", 0),
         "main_svg": html.count('class="main-svg"'),
         "points": html.count('class="point"'),
-        "static_image_gone": 'alt="chart (static picture)"' not in html,
+        # The PNG, either the HTML's placeholder (which the drawing script replaces) or an image/png output.
+        "images": html.count("<img"),
+        "static_image_gone": "<img" not in html,
         "window_plotly": page.get("window_plotly"),
         "error_texts": [t[:2000] for t in page.get("error_texts", [])],
         "browser_messages": browser_messages(devtools.events),
-        "output_text": re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()[:500] if not html.count('class="main-svg"') else "",
     })
+    if not found["main_svg"]:
+        found["output_text"] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()[:500]
     if found["state"] != "plot":
         found["server_log_tail"] = tail(server_log, 15)
 

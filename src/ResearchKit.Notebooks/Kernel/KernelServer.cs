@@ -198,11 +198,12 @@ public sealed class KernelServer : IDisposable
                     var type = o["output_type"]!.GetValue<string>();
                     var content = (JsonObject)o.DeepClone();
                     content.Remove("output_type");
+                    if (content["data"] is JsonObject bundle) content["data"] = Live(bundle);
                     if (type == "display_data") content["transient"] = new JsonObject { ["display_id"] = id };
                     Publish(type, content, request);
                     break;
                 case DisplayUpdated u:
-                    Publish("update_display_data", new JsonObject { ["data"] = u.Data.DeepClone(), ["metadata"] = new JsonObject(), ["transient"] = new JsonObject { ["display_id"] = u.DisplayId } }, request);
+                    Publish("update_display_data", new JsonObject { ["data"] = Live(u.Data), ["metadata"] = new JsonObject(), ["transient"] = new JsonObject { ["display_id"] = u.DisplayId } }, request);
                     break;
                 case StreamWritten s:
                     Publish("stream", new JsonObject { ["name"] = s.Name, ["text"] = s.Text }, request);
@@ -235,6 +236,18 @@ public sealed class KernelServer : IDisposable
         var error = result.Outputs.OfType<JsonObject>().LastOrDefault(o => o["output_type"]?.GetValue<string>() == "error");
         ReplyError(socket, request, result.ErrorName ?? "Error", result.ErrorValue ?? "", error?["traceback"]?.DeepClone() as JsonArray);
         if (stopOnError) AbortQueued(socket);
+    }
+
+    /// <summary>
+    /// A mime bundle as messages carry it: text as one string. Saved notebooks store text as a list of lines, and
+    /// Jupyter Notebook drops a text/html or text/plain that arrives as a list.
+    /// </summary>
+    static JsonObject Live(JsonObject bundle)
+    {
+        var live = new JsonObject();
+        foreach (var (mime, value) in bundle)
+            live[mime] = value is JsonArray lines && !mime.EndsWith("json", StringComparison.Ordinal) ? NotebookDocument.Text(lines) : value?.DeepClone();
+        return live;
     }
 
     void ReplyError(RouterSocket socket, JupyterMessage request, string name, string value, JsonArray? traceback = null) =>
