@@ -41,7 +41,7 @@ public class KernelTests
         Assert.Equal("message", spec["interrupt_mode"]!.GetValue<string>());
         Assert.Equal(["kernel", "run", "--connection-file", "{connection_file}"], spec["argv"]!.AsArray().Select(a => a!.GetValue<string>()).TakeLast(4));
         Assert.True(File.Exists(Path.Combine(folder, "logo-64x64.png")));
-        var listed = TestData.RunProcess("/usr/bin/python3", ["-m", "jupyter_client.kernelspecapp", "list"], environment, TimeSpan.FromMinutes(1));
+        var listed = TestData.RunProcess("/usr/bin/jupyter", ["kernelspec", "list"], environment, TimeSpan.FromMinutes(1));
         Assert.Contains(folder, listed.Out);
         var ours = TestData.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "kernel", "list"], environment, TimeSpan.FromMinutes(1));
         Assert.Contains($"{name}\t{folder}", ours.Out);

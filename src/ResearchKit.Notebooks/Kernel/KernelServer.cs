@@ -59,10 +59,31 @@ public sealed class KernelServer : IDisposable
         var controlThread = new Thread(() => Loop(control)) { IsBackground = true, Name = "control" };
         beat.Start();
         controlThread.Start();
+        WatchParent();
         Publish("status", new JsonObject { ["execution_state"] = "starting" }, null);
         Loop(shell);
         controlThread.Join(1000);
         return 0;
+    }
+
+    /// <summary>
+    /// Jupyter's clients set JPY_PARENT_PID; when that process dies without shutting us down (a crashed client), the
+    /// kernel ends too instead of lingering with its worker, as ipykernel does.
+    /// </summary>
+    void WatchParent()
+    {
+        if (!int.TryParse(Environment.GetEnvironmentVariable("JPY_PARENT_PID"), out var pid) || pid <= 1) return;
+        new Thread(() =>
+        {
+            while (!stopping)
+            {
+                Thread.Sleep(1000);
+                try { using var parent = System.Diagnostics.Process.GetProcessById(pid); if (!parent.HasExited) continue; }
+                catch (ArgumentException) { }
+                Log($"the front end (pid {pid}) is gone; shutting down");
+                stopping = true;
+            }
+        }) { IsBackground = true, Name = "parent watch" }.Start();
     }
 
     void Log(string message) => log.WriteLine($"[researchkit kernel {DateTime.Now:HH:mm:ss}] {message}");
