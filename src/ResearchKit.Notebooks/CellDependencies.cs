@@ -52,6 +52,27 @@ public static class CellDependencies
         return names;
     }
 
-    public static IReadOnlySet<string> Used(string source) =>
-        Root(source).DescendantNodes().OfType<IdentifierNameSyntax>().Select(i => i.Identifier.Text).ToHashSet(StringComparer.Ordinal);
+    /// <summary>
+    /// Names the cell reads from outside itself: identifiers, minus member names after a dot (`x.Count`) and minus names
+    /// the cell declares anywhere (loop variables, lambda parameters, locals), so `for (int i …)` does not "use" a lost `i`.
+    /// </summary>
+    public static IReadOnlySet<string> Used(string source)
+    {
+        var root = Root(source);
+        var local = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in root.DescendantNodes())
+            switch (node)
+            {
+                case VariableDeclaratorSyntax v: local.Add(v.Identifier.Text); break;
+                case ParameterSyntax p: local.Add(p.Identifier.Text); break;
+                case ForEachStatementSyntax f: local.Add(f.Identifier.Text); break;
+                case SingleVariableDesignationSyntax d: local.Add(d.Identifier.Text); break;
+                case CatchDeclarationSyntax c: local.Add(c.Identifier.Text); break;
+            }
+        return root.DescendantNodes().OfType<IdentifierNameSyntax>()
+            .Where(i => !i.IsVar && !(i.Parent is MemberAccessExpressionSyntax access && access.Name == i))
+            .Select(i => i.Identifier.Text)
+            .Where(name => !local.Contains(name))
+            .ToHashSet(StringComparer.Ordinal);
+    }
 }

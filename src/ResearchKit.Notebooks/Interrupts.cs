@@ -7,7 +7,7 @@ namespace ResearchKit.Notebooks;
 
 /// <summary>
 /// Makes a cell interruptible without Thread.Abort (which .NET no longer has): before compiling, every loop body and
-/// every method, local function and lambda body in the cell starts with <see cref="Check"/>, which throws once the
+/// every method (but Dispose), local function and lambda body in the cell starts with <see cref="Check"/>, which throws once the
 /// running cell's token is cancelled (an interrupt, a --timeout). A `while (true) {}` then stops within one iteration,
 /// and the session keeps the state of earlier cells. The call is inserted on the line of the opening brace, so line
 /// numbers in errors and stack traces do not move. Code in libraries is not rewritten: it stops where it checks a token
@@ -57,8 +57,10 @@ public static class Interrupts
         public override SyntaxNode? VisitForEachVariableStatement(ForEachVariableStatementSyntax node) =>
             ((ForEachVariableStatementSyntax)base.VisitForEachVariableStatement(node)!) is var n ? n.WithStatement(Body(n.Statement)) : null;
 
+        // Not Dispose: cleanup called from `finally` after an interrupt must still run.
         public override SyntaxNode? VisitMethodDeclaration(MethodDeclarationSyntax node) =>
-            ((MethodDeclarationSyntax)base.VisitMethodDeclaration(node)!) is var n && n.Body is { } body ? n.WithBody(WithCheck(body)) : n;
+            ((MethodDeclarationSyntax)base.VisitMethodDeclaration(node)!) is var n && n.Body is { } body && n.Identifier.Text is not ("Dispose" or "DisposeAsync")
+                ? n.WithBody(WithCheck(body)) : n;
         public override SyntaxNode? VisitLocalFunctionStatement(LocalFunctionStatementSyntax node) =>
             ((LocalFunctionStatementSyntax)base.VisitLocalFunctionStatement(node)!) is var n && n.Body is { } body ? n.WithBody(WithCheck(body)) : n;
         public override SyntaxNode? VisitParenthesizedLambdaExpression(ParenthesizedLambdaExpressionSyntax node) =>

@@ -97,10 +97,15 @@ public static class NotebookRunner
                     lost = cells.Take(index + 1).Where(c => NotebookDocument.CellType(c) == "code" && c["execution_count"] is not null)
                         .SelectMany(c => CellDependencies.Declared(NotebookDocument.Source(c))).ToHashSet(StringComparer.Ordinal);
                     lostIn = label.ToString();
-                    worker.Restart();
+                    try { worker.Restart(); }
+                    catch (ResearchKitException e)
+                    {
+                        error += $"; no fresh session: {e.Message}";
+                        interrupted = true;   // nothing more can run; what ran is saved below
+                    }
                 }
             }
-            SetStatus(interrupted && cancel.IsCancellationRequested ? "interrupted" : failed is null ? "completed" : "failed");
+            SetStatus(cancel.IsCancellationRequested ? "interrupted" : failed is null ? "completed" : "failed");
             Save(force: true);
             return new RunResult(notebook, failed is null && !interrupted, failed, error, clock.Elapsed, cancel.IsCancellationRequested);
         }
@@ -126,7 +131,7 @@ public static class NotebookRunner
                     Save(force: false);
                 }
             }
-            using var ticker = status is null ? null : new Timer(_ => status.Report(new CellStatus(label, CellState.Running, DateTime.UtcNow - begin, progress)), null, 1000, 1000);
+            var ticker = status is null ? null : new Timer(_ => status.Report(new CellStatus(label, CellState.Running, DateTime.UtcNow - begin, progress)), null, 1000, 1000);
             session.Output += OnOutput;
             CellResult result;
             try
@@ -135,8 +140,11 @@ public static class NotebookRunner
                     ? Failed(outputs, "CellSourceError", wrong)
                     : session.Execute(source, label, outputs, options.CellTimeout, cancel);
             }
-            finally { session.Output -= OnOutput; }
-            ticker?.Dispose();
+            finally
+            {
+                session.Output -= OnOutput;
+                ticker?.Dispose();   // before Finish reports the cell done: no "running" tick after it
+            }
             lock (saveGate) result = result with { Outputs = outputs.ToJson(displays) };
             Finish(cell, label, result, begin, result.Succeeded ? CellState.Succeeded : CellState.Failed);
             return result;

@@ -184,9 +184,10 @@ public sealed class NotebookSession : ICellSession
             if (!task.Wait(timeout ?? Timeout.InfiniteTimeSpan))
             {
                 linked.Cancel();
-                // A cell that watches Cancel stops within the grace period; one that does not keeps running in the background.
-                Stopped = task.Wait(TimeSpan.FromSeconds(5));
-                return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(Stopped ? "" : " and did not stop when cancelled")}", []);
+                // Loops and methods check the token (Interrupts), so the cell normally stops within the grace period;
+                // one blocked in a call that checks nothing runs on in the background (the worker's supervisor ends it).
+                bool stopped = task.Wait(TimeSpan.FromSeconds(5));
+                return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
             }
             var next = task.Result;
             state = next;   // after an exception too: earlier variables stay for --continue-on-error
@@ -196,7 +197,18 @@ public sealed class NotebookSession : ICellSession
                 var message = ErrorText.Clean(error.Message);
                 return Fail(clock, error.GetType().Name, message, ErrorText.Traceback(error, message));
             }
-            if (next.ReturnValue is { } value and not DisplayHandle) Add(Result(value, cell.ExecutionCount));
+            if (next.ReturnValue is { } value and not DisplayHandle)
+            {
+                // Formatting runs the value's own code (a lazy query, ToString): its exception fails the cell, like the cell's own.
+                try { Add(Result(value, cell.ExecutionCount)); }
+                catch (Exception thrown)
+                {
+                    var e = thrown;   // formatters call through reflection: report what the value's code threw
+                    while (e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException;
+                    var message = $"displaying the cell's value failed: {ErrorText.Clean(e.Message)}";
+                    return Fail(clock, e.GetType().Name, message, ErrorText.Traceback(e, message));
+                }
+            }
             return new CellResult(outputs.ToJson(), true, null, null, clock.Elapsed);
         }
         catch (AggregateException e) when (e.InnerException is OperationCanceledException)
@@ -228,9 +240,6 @@ public sealed class NotebookSession : ICellSession
 
     CellResult Cancelled(System.Diagnostics.Stopwatch clock) =>
         Fail(clock, CancelReason?.Name ?? "Interrupted", CancelReason?.Value ?? "the cell was interrupted", []);
-
-    /// <summary>False after a timed-out cell that ignored cancellation and still runs: the session should be replaced.</summary>
-    public bool Stopped { get; private set; } = true;
 
     /// <summary>`cell 5, line 3: error CS0103: The name 'x' does not exist in the current context`.</summary>
     static string Diagnostic(Diagnostic d)

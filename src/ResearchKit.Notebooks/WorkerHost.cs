@@ -10,9 +10,11 @@ namespace ResearchKit.Notebooks;
 /// The wire between a <see cref="WorkerSession"/> and its worker process: one JSON object per line over a
 /// Unix domain socket. The worker's own stdout and stderr stay free for what native code prints, which the
 /// supervisor reads to explain a crash.
-/// Supervisor → worker: {op: execute, source, index, count, cells} · {op: cancel}.
+/// Supervisor → worker: {op: execute, source, index, count, cells} · {op: cancel, ename, evalue} · {op: complete|inspect, id,
+/// code, cursor} · {op: input_reply, value}.
 /// Worker → supervisor: {ev: ready} · {ev: started} · {ev: output, output, display_id} · {ev: update, display_id, data}
-/// · {ev: stream, name, text} · {ev: progress, text} · {ev: done, succeeded, ename, evalue, seconds} · {ev: exit}.
+/// · {ev: stream, name, text} · {ev: progress, text} · {ev: input, prompt, password} · {ev: reply, id, result}
+/// · {ev: done, succeeded, ename, evalue, seconds} · {ev: exit}.
 /// </summary>
 static class WorkerWire
 {
@@ -70,12 +72,19 @@ public static class WorkerHost
                     // Cells run on their own thread (8 MB stack, like a main thread) so this loop can still receive a cancel.
                     cellThread = new Thread(() =>
                     {
-                        var result = session.Execute(source, cell, cancel: token);
-                        outbox.Send(new JsonObject
+                        // Whatever happens, the supervisor hears `done`: a lost reply would leave it waiting on a live worker.
+                        JsonObject done;
+                        try
                         {
-                            ["ev"] = "done", ["succeeded"] = result.Succeeded, ["ename"] = result.ErrorName, ["evalue"] = result.ErrorValue,
-                            ["seconds"] = result.Elapsed.TotalSeconds,
-                        });
+                            var result = session.Execute(source, cell, cancel: token);
+                            done = new JsonObject { ["succeeded"] = result.Succeeded, ["ename"] = result.ErrorName, ["evalue"] = result.ErrorValue, ["seconds"] = result.Elapsed.TotalSeconds };
+                        }
+                        catch (Exception e)
+                        {
+                            done = new JsonObject { ["succeeded"] = false, ["ename"] = e.GetType().Name, ["evalue"] = $"the notebook engine failed: {e.Message}", ["seconds"] = 0.0 };
+                        }
+                        done["ev"] = "done";
+                        outbox.Send(done);
                     }, 8 << 20) { IsBackground = true, Name = "cell" };
                     cellThread.Start();
                     break;

@@ -83,11 +83,15 @@ public sealed class WorkerSession : ICellSession
             {
                 while (reader.ReadLine() is { } line) queue.Add((JsonObject)JsonNode.Parse(line)!);
             }
-            catch (IOException) { }
+            catch (Exception) { }   // a socket error, or half a line from a worker killed mid-write: either way it is gone
             queue.Add(null);   // closed: the worker is gone
         }) { IsBackground = true, Name = "worker reader" }.Start();
-        var ready = inbox.Take();
-        if (ready is null || WorkerWire.Text(ready, "ev") != "ready") throw StartFailed();
+        // Warm-up (Roslyn, TorchSharp) takes seconds; a worker silent for two minutes is hung.
+        if (!inbox.TryTake(out var ready, TimeSpan.FromMinutes(2)) || ready is null || WorkerWire.Text(ready, "ev") != "ready")
+        {
+            Kill();
+            throw StartFailed();
+        }
         lock (logGate) nativeLines.Clear();
     }
 
@@ -157,29 +161,31 @@ public sealed class WorkerSession : ICellSession
     public CellResult Execute(string source, CellLabel cell, OutputList? outputs = null, TimeSpan? timeout = null, CancellationToken cancel = default)
     {
         outputs ??= new OutputList();
-        if (!IsAlive) throw new InvalidOperationException("the notebook worker has ended; call Restart() first");
+        // Ended between cells (a thread the last cell started threw, say): this cell reports the lost session.
+        if (!IsAlive) return Lost(outputs, Stopwatch.StartNew(), null, null);
         lock (logGate) nativeLines.Clear();
         var clock = Stopwatch.StartNew();
         Send(new JsonObject { ["op"] = "execute", ["source"] = source, ["index"] = cell.Index, ["count"] = cell.ExecutionCount, ["cells"] = cell.CellCount });
-        DateTime? deadline = null, killAt = null;
+        // Deadlines on the monotonic clock: a wall-clock step must not fire (or skip) a time limit.
+        TimeSpan? deadline = null, killAt = null;
         (string Name, string Value)? stop = null;
         void RequestStop((string Name, string Value) why)
         {
             stop = why;
             Send(new JsonObject { ["op"] = "cancel", ["ename"] = why.Name, ["evalue"] = why.Value });
-            killAt = DateTime.UtcNow + CancelGrace;
+            killAt = clock.Elapsed + CancelGrace;
             deadline = null;
         }
         while (true)
         {
-            var next = new[] { deadline, killAt }.Where(d => d is not null).Select(d => d!.Value).DefaultIfEmpty(DateTime.MaxValue).Min();
-            var wait = next == DateTime.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromTicks(Math.Max(0, (next - DateTime.UtcNow).Ticks));
+            var next = killAt ?? deadline;   // a kill time replaces the deadline once a stop is requested
+            var wait = next is { } n ? TimeSpan.FromTicks(Math.Max(0, (n - clock.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan;
             JsonObject? message;
             try
             {
                 if (!inbox.TryTake(out message, (int)Math.Min(int.MaxValue, wait == Timeout.InfiniteTimeSpan ? -1 : Math.Ceiling(wait.TotalMilliseconds)), stop is null ? cancel : CancellationToken.None))
                 {
-                    if (killAt is { } k && DateTime.UtcNow >= k)
+                    if (stop is not null)
                     {
                         Kill();
                         return Lost(outputs, clock, stop!.Value.Name, $"{stop.Value.Value}; it did not stop within {CancelGrace.TotalSeconds:0} s of being cancelled, so its worker was ended");
@@ -197,7 +203,7 @@ public sealed class WorkerSession : ICellSession
             switch (WorkerWire.Text(message, "ev"))
             {
                 case "started":
-                    if (timeout is { } t && stop is null) deadline = DateTime.UtcNow + t;   // compile time is not the cell's
+                    if (timeout is { } t && stop is null) deadline = clock.Elapsed + t;   // compile time is not the cell's
                     Output?.Invoke(new CellStarted());
                     break;
                 case "output":

@@ -80,6 +80,7 @@ public class KernelTests
         Assert.Equal("incomplete", found["is_complete"]!["open_loop"]!.GetValue<string>());
         Assert.Equal("complete", found["is_complete"]!["expression"]!.GetValue<string>());
 
+        Assert.Equal("error", found["malformed_request"]!.GetValue<string>());   // answered, and the kernel served on
         // Interrupts stop a user's infinite loop and a training run within a second; earlier variables survive.
         foreach (var key in new[] { "interrupt_loop", "interrupt_training" })
         {
@@ -144,10 +145,10 @@ public class KernelTests
     [Fact]
     public void Interrupt_checks_go_into_loop_bodies_and_methods_without_moving_any_line()
     {
-        var code = "int Sum(int n)\n{\n    var s = 0;\n    for (int i = 0; i < n; i++) s += i;\n    return s;\n}\nwhile (true)\n{\n}\nforeach (var x in new[] { 1 }) { }\ndo Console.Write(1); while (false);\nAction a = () => { };";
+        var code = "int Sum(int n)\n{\n    var s = 0;\n    for (int i = 0; i < n; i++) s += i;\n    return s;\n}\nwhile (true)\n{\n}\nforeach (var x in new[] { 1 }) { }\ndo Console.Write(1); while (false);\nAction a = () => { };\nclass R : IDisposable { public void Dispose() { } }";
         var instrumented = Interrupts.Instrument(code);
         Assert.Equal(code.Split('\n').Length, instrumented.Split('\n').Length);
-        Assert.Equal(6, NotebookTests.CountOf(instrumented, "Interrupts.Check();"));   // method, for, while, foreach, do, lambda
+        Assert.Equal(6, NotebookTests.CountOf(instrumented, "Interrupts.Check();"));   // method, for, while, foreach, do, lambda; not Dispose
         Assert.Contains("for (int i = 0; i < n; i++) {global::ResearchKit.Notebooks.Interrupts.Check(); s += i;}", instrumented);
         Assert.Equal("x = ;", Interrupts.Instrument("x = ;"));   // code that does not parse is left for the compiler to report
     }

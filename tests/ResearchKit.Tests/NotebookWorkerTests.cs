@@ -146,4 +146,25 @@ public class NotebookWorkerTests
         Assert.Equal(("TimeoutError", "the cell ran longer than 1 s (--timeout)"), (error["ename"]!.GetValue<string>(), error["evalue"]!.GetValue<string>()));
         Assert.Equal("6", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));
     }
+
+    [Fact]
+    public void A_value_that_throws_while_displayed_fails_its_cell_and_the_session_lives_on()
+    {
+        // The last expression is a lazy query: formatting enumerates it, and 10 / 0 throws there, after the cell's code ran.
+        var path = Write(Code("var kept = 5;"), Code("Enumerable.Range(0, 3).Select(i => 10 / (i - 1))"), Code("kept + 1"));
+        var result = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
+        var error = Outputs(result, 1).Single();
+        Assert.Equal("DivideByZeroException", error["ename"]!.GetValue<string>());
+        Assert.StartsWith("displaying the cell's value failed", error["evalue"]!.GetValue<string>());
+        Assert.Equal("6", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));   // same session: no restart
+    }
+
+    [Fact]
+    public void A_cell_uses_only_the_outside_names_it_reads()
+    {
+        // Loop variables, lambda parameters, locals and member names are not outside state a lost session could take.
+        var used = CellDependencies.Used("for (int i = 0; i < n; i++) list.Add(i);\nvar f = (int x) => x + offset;\nforeach (var item in items) Console.WriteLine(item.Name);");
+        Assert.Equal(new[] { "Console", "items", "list", "n", "offset" }, used.Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { "Helper", "T", "f", "model" }, CellDependencies.Declared("var model = 1;\nint Helper() => 2;\nclass T { }\nvar f = 3;").Order(StringComparer.Ordinal));
+    }
 }

@@ -102,6 +102,11 @@ def scenario():
     kc.shell_channel.send(comm_info)
     found["comm_info"] = shell_reply(comm_info["header"]["msg_id"])["status"]
 
+    # A malformed request is answered with an error and the kernel serves on; control ignores shell requests.
+    bad = kc.session.msg("execute_request", {"code": "1", "silent": "no", "store_history": True, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    kc.shell_channel.send(bad)
+    found["malformed_request"] = shell_reply(bad["header"]["msg_id"])["status"]
+
     # Interrupts: a user's infinite loop, then a training loop; earlier variables survive both.
     def interrupted(code, wait):
         msg_id = kc.execute(code)

@@ -8,7 +8,7 @@ namespace ResearchKit.Notebooks.Kernel;
 
 /// <summary>
 /// A Jupyter kernel for C# (messaging protocol 5.3 over ZeroMQ): shell and control are served on their own threads so an
-/// interrupt reaches a running cell; every message's HMAC signature is checked and a replayed message id is dropped; cells
+/// interrupt reaches a running cell; every message's HMAC signature is checked and a replayed message is dropped; cells
 /// run in a supervised <see cref="WorkerSession"/>, the headless runner's engine, so a native abort restarts the session
 /// instead of killing the kernel. Every request publishes status busy/idle on iopub (VS Code waits for it).
 /// </summary>
@@ -25,7 +25,7 @@ public sealed class KernelServer : IDisposable
     readonly Queue<string> seenOrder = new();
     readonly Task<WorkerSession> worker;
     readonly TextWriter log = Console.Error;
-    CancellationTokenSource? running;
+    volatile CancellationTokenSource? running;
     int executionCount;
     volatile bool stopping;
 
@@ -56,7 +56,7 @@ public sealed class KernelServer : IDisposable
             while (!stopping)
                 if (heartbeat.TryReceiveFrameBytes(TimeSpan.FromMilliseconds(200), out var ping)) heartbeat.SendFrame(ping);
         }) { IsBackground = true, Name = "heartbeat" };
-        var controlThread = new Thread(() => Loop(control)) { IsBackground = true, Name = "control" };
+        var controlThread = new Thread(() => Loop(control, isControl: true)) { IsBackground = true, Name = "control" };
         beat.Start();
         controlThread.Start();
         WatchParent();
@@ -81,6 +81,7 @@ public sealed class KernelServer : IDisposable
                 try { using var parent = System.Diagnostics.Process.GetProcessById(pid); if (!parent.HasExited) continue; }
                 catch (ArgumentException) { }
                 Log($"the front end (pid {pid}) is gone; shutting down");
+                CancelRunning();
                 stopping = true;
             }
         }) { IsBackground = true, Name = "parent watch" }.Start();
@@ -88,14 +89,31 @@ public sealed class KernelServer : IDisposable
 
     void Log(string message) => log.WriteLine($"[researchkit kernel {DateTime.Now:HH:mm:ss}] {message}");
 
-    void Loop(RouterSocket socket)
+    /// <summary>
+    /// Serves one channel. Control answers only what must get through while a cell runs (interrupt, shutdown, kernel_info):
+    /// anything else there would race the shell thread for the worker.
+    /// </summary>
+    void Loop(RouterSocket socket, bool isControl = false)
     {
         var message = new NetMQMessage();
         while (!stopping)
         {
             if (!socket.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(200), ref message)) continue;
-            if (Accept(message) is { } request) Handle(socket, request);
+            if (Accept(message) is not { } request) continue;
+            if (isControl && request.Type is not ("interrupt_request" or "shutdown_request" or "kernel_info_request"))
+            {
+                Log($"ignored a {request.Type} on the control channel");
+                continue;
+            }
+            Handle(socket, request);
         }
+    }
+
+    /// <summary>Interrupts the running cell, if any (its token source may be disposed as the cell ends).</summary>
+    void CancelRunning()
+    {
+        try { running?.Cancel(); }
+        catch (ObjectDisposedException) { }
     }
 
     /// <summary>A verified message seen for the first time, or null (logged, never executed).</summary>
@@ -142,17 +160,27 @@ public sealed class KernelServer : IDisposable
                     break;
                 case "comm_msg" or "comm_close": break;
                 case "interrupt_request":
-                    running?.Cancel();
+                    CancelRunning();
                     Reply(socket, request, "interrupt_reply", new JsonObject { ["status"] = "ok" });
                     break;
                 case "shutdown_request":
                     bool restart = request.Content["restart"]?.GetValue<bool>() ?? false;
-                    running?.Cancel();
+                    CancelRunning();
                     Reply(socket, request, "shutdown_reply", new JsonObject { ["status"] = "ok", ["restart"] = restart });
                     stopping = true;   // a restart is a new kernel process, started by the front end
                     break;
                 default: Log($"ignored a {request.Type} message"); break;
             }
+        }
+        catch (Exception e)
+        {
+            // A malformed request (a field of the wrong type) or a failure answering it must not end the kernel.
+            Log($"{request.Type} failed: {e.GetType().Name}: {e.Message}");
+            if (request.Type.EndsWith("_request", StringComparison.Ordinal))
+                Reply(socket, request, request.Type.Replace("_request", "_reply"), new JsonObject
+                {
+                    ["status"] = "error", ["ename"] = e.GetType().Name, ["evalue"] = e.Message, ["traceback"] = new JsonArray($"{e.GetType().Name}: {e.Message}"),
+                });
         }
         finally { Publish("status", new JsonObject { ["execution_state"] = "idle" }, request); }
     }
@@ -204,10 +232,11 @@ public sealed class KernelServer : IDisposable
         var session = Worker();
         if (session is null)
         {
-            ReplyError(socket, request, "WorkerError", "the C# session could not start; see the kernel log");
+            const string reason = "the C# session could not start; see the kernel log";
+            Publish("error", new JsonObject { ["ename"] = "WorkerError", ["evalue"] = reason, ["traceback"] = new JsonArray($"WorkerError: {reason}") }, request);
+            ReplyError(socket, request, "WorkerError", reason);
             return;
         }
-        if (!session.IsAlive) session.Restart();   // ended while answering a completion, say
         using var cancel = new CancellationTokenSource();
         running = cancel;
         void Forward(OutputEvent e)
