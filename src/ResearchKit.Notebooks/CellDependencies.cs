@@ -11,8 +11,7 @@ namespace ResearchKit.Notebooks;
 /// </summary>
 public static class CellDependencies
 {
-    static SyntaxNode Root(string source) =>
-        CSharpSyntaxTree.ParseText(source, new CSharpParseOptions(kind: SourceCodeKind.Script)).GetRoot();
+    static SyntaxNode Root(string source) => NotebookSession.ParseCell(source).GetRoot();
 
     public static IReadOnlySet<string> Declared(string source)
     {

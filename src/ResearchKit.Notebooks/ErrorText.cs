@@ -14,11 +14,17 @@ public static partial class ErrorText
         var kept = new List<string>();
         foreach (var line in message.Replace("\r\n", "\n").Split('\n'))
         {
-            if (line.StartsWith("Exception raised from ", StringComparison.Ordinal) || NativeFrame().IsMatch(line)) break;
+            if (IsNativeContext(line)) break;
             kept.Add(line);
         }
         return string.Join("\n", kept).Trim();
     }
+
+    /// <summary>A libtorch native stack frame line (`frame #3: …`).</summary>
+    public static bool IsNativeFrame(string line) => NativeFrame().IsMatch(line);
+
+    /// <summary>libtorch's C++ context after a message: its source location or a native stack frame.</summary>
+    public static bool IsNativeContext(string line) => line.StartsWith("Exception raised from ", StringComparison.Ordinal) || IsNativeFrame(line);
 
     /// <summary>
     /// `Type: message` then the frames worth reading: `at cell 5, line 3` for cell code, library frames as .NET prints them;

@@ -29,7 +29,7 @@ public static class Interrupts
 
     public static string Instrument(string code)
     {
-        var tree = CSharpSyntaxTree.ParseText(code, new CSharpParseOptions(LanguageVersion.Latest, kind: SourceCodeKind.Script));
+        var tree = NotebookSession.ParseCell(code);
         if (tree.GetDiagnostics().Any(d => d.Severity == DiagnosticSeverity.Error)) return code;   // let the compiler report it on the original
         return new CheckInserter().Visit(tree.GetRoot()).ToFullString();
     }

@@ -89,11 +89,12 @@ public static class MimeFormatter
     /// </summary>
     static Dictionary<string, string> ChartBundle(GenericChart chart)
     {
-        var png = StaticChart.Png(chart);
+        var figure = GenericChart.toFigureJson(chart);   // serialised once for the three forms
+        var png = StaticChart.Render(figure).Png;
         return new()
         {
-            [PlotlyMime] = PlotlyHtml.FigureJson(chart),
-            ["text/html"] = PlotlyHtml.Chart(chart, staticPng: png),
+            [PlotlyMime] = PlotlyHtml.FigureJson(figure),
+            ["text/html"] = PlotlyHtml.Chart(figure, staticPng: png),
             ["image/png"] = Convert.ToBase64String(png),
             ["text/plain"] = "Plotly chart",
         };

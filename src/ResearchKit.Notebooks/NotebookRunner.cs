@@ -174,7 +174,7 @@ public static class NotebookRunner
 
         static CellResult Failed(OutputList outputs, string name, string message)
         {
-            outputs.Add(new JsonObject { ["output_type"] = "error", ["ename"] = name, ["evalue"] = message, ["traceback"] = new JsonArray($"{name}: {message}") });
+            outputs.Add(OutputList.ErrorOutput(name, message));
             return new CellResult(outputs.ToJson(), false, name, message, TimeSpan.Zero);
         }
 

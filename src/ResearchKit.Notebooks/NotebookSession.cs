@@ -138,6 +138,11 @@ public sealed class NotebookSession : ICellSession
         return CodeAssistance.Inspect(state!.Script.ContinueWith(code, options), code, cursor);
     }
 
+    /// <summary>A cell's syntax as the session compiles it (script kind, latest language version), for analyses before compiling.</summary>
+    public static SyntaxTree ParseCell(string code) =>
+        Microsoft.CodeAnalysis.CSharp.CSharpSyntaxTree.ParseText(code, new Microsoft.CodeAnalysis.CSharp.CSharpParseOptions(
+            Microsoft.CodeAnalysis.CSharp.LanguageVersion.Latest, kind: SourceCodeKind.Script));
+
     /// <summary>Displays a value in the cell running on this call's logical thread (Show(), x.Display()).</summary>
     public static DisplayHandle DisplayCurrent(object? value) =>
         (current.Value ?? throw new InvalidOperationException("display needs a running notebook cell")).Display(value);
@@ -251,13 +256,7 @@ public sealed class NotebookSession : ICellSession
 
     CellResult Fail(System.Diagnostics.Stopwatch clock, string name, string value, string[] traceback)
     {
-        Add(new JsonObject
-        {
-            ["output_type"] = "error",
-            ["ename"] = name,
-            ["evalue"] = value,
-            ["traceback"] = new JsonArray((traceback.Length > 0 ? traceback : [$"{name}: {value}"]).Select(t => (JsonNode)t!).ToArray()),
-        });
+        Add(OutputList.ErrorOutput(name, value, traceback));
         return new CellResult(outputs.ToJson(), false, name, value, clock.Elapsed);
     }
 

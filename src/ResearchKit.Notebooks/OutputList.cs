@@ -29,6 +29,13 @@ public sealed class OutputList(long streamLimit = OutputList.DefaultStreamLimit,
 
     public long StreamLimit => streamLimit;
 
+    /// <summary>An nbformat error output; the traceback (what front ends show) starts with `name: value` when none is given.</summary>
+    public static JsonObject ErrorOutput(string name, string value, IReadOnlyList<string>? traceback = null) => new()
+    {
+        ["output_type"] = "error", ["ename"] = name, ["evalue"] = value,
+        ["traceback"] = new JsonArray((traceback is { Count: > 0 } ? traceback : [$"{name}: {value}"]).Select(t => (JsonNode)t!).ToArray()),
+    };
+
     public void Add(JsonObject output, string? displayId = null)
     {
         lock (gate)

@@ -22,7 +22,7 @@ public static class Parameters
     /// <summary>The variables a parameters cell declares (top-level declarations with an initialiser).</summary>
     public static IReadOnlyList<NotebookParameter> Declared(string source)
     {
-        var tree = CSharpSyntaxTree.ParseText(NotebookSession.Preprocess(source), new CSharpParseOptions(kind: SourceCodeKind.Script));
+        var tree = NotebookSession.ParseCell(NotebookSession.Preprocess(source));
         var result = new List<NotebookParameter>();
         foreach (var declaration in tree.GetRoot().DescendantNodes().OfType<VariableDeclarationSyntax>()
                      .Where(d => d.Parent is FieldDeclarationSyntax or LocalDeclarationStatementSyntax))

@@ -116,7 +116,7 @@ public sealed class WorkerSession : ICellSession
 
     string[] NativeTail(int count)
     {
-        lock (logGate) return nativeLines.Where(l => !l.StartsWith("frame #", StringComparison.Ordinal) && !l.StartsWith("Exception raised from ", StringComparison.Ordinal) && l.Length > 0).TakeLast(count).ToArray();
+        lock (logGate) return nativeLines.Where(l => l.Length > 0 && !ErrorText.IsNativeContext(l)).TakeLast(count).ToArray();
     }
 
     void Send(JsonObject message)
@@ -247,7 +247,7 @@ public sealed class WorkerSession : ICellSession
         string[] lines;
         lock (logGate)
         {
-            lines = nativeLines.Where(l => !l.StartsWith("frame #", StringComparison.Ordinal)).ToArray();
+            lines = nativeLines.Where(l => !ErrorText.IsNativeFrame(l)).ToArray();
             nativeLines.Clear();
         }
         if (lines.Length == 0) return;
@@ -265,11 +265,7 @@ public sealed class WorkerSession : ICellSession
         var traceback = new List<string> { $"{name}: {value}" };
         var tail = NativeTail(12);
         if (tail.Length > 0) traceback.AddRange(["", "last lines the worker printed:", .. tail]);
-        var error = new JsonObject
-        {
-            ["output_type"] = "error", ["ename"] = name, ["evalue"] = value,
-            ["traceback"] = new JsonArray(traceback.Select(t => (JsonNode)t!).ToArray()),
-        };
+        var error = OutputList.ErrorOutput(name, value!, traceback);
         outputs.Add(error);
         outputs.Complete();
         Output?.Invoke(new OutputAdded(error, null));

@@ -214,8 +214,7 @@ public sealed class KernelServer : IDisposable
 
     static JsonObject IsComplete(string code)
     {
-        var tree = CSharpSyntaxTree.ParseText(code, new CSharpParseOptions(LanguageVersion.Latest, kind: SourceCodeKind.Script));
-        return SyntaxFactory.IsCompleteSubmission(tree)
+        return SyntaxFactory.IsCompleteSubmission(NotebookSession.ParseCell(code))
             ? new JsonObject { ["status"] = "complete" }
             : new JsonObject { ["status"] = "incomplete", ["indent"] = "    " };
     }

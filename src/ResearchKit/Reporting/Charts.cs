@@ -113,17 +113,23 @@ public static class PlotlyHtml
         $"(window.__researchkitCharts||[]).forEach(function(d){{d()}});window.__researchkitCharts=[];</script>{EndMarker}";
 
     /// <summary>The figure for `application/vnd.plotly.v1+json`: data, layout and config.</summary>
-    public static string FigureJson(GenericChart chart)
+    public static string FigureJson(GenericChart chart) => FigureJson(GenericChart.toFigureJson(chart));
+
+    /// <summary>The same, from the figure's JSON (`GenericChart.toFigureJson`).</summary>
+    public static string FigureJson(string figureJson)
     {
-        var figure = JsonNode.Parse(GenericChart.toFigureJson(chart))!.AsObject();
+        var figure = JsonNode.Parse(figureJson)!.AsObject();
         return new JsonObject { ["data"] = figure["data"]?.DeepClone(), ["layout"] = figure["layout"]?.DeepClone(), ["config"] = new JsonObject { ["responsive"] = true } }.ToJsonString();
     }
 
     /// <summary>A chart's div (with the static picture, when given, until the script draws) and drawing script, without plotly.js.</summary>
-    public static string Chart(GenericChart chart, string? id = null, byte[]? staticPng = null)
+    public static string Chart(GenericChart chart, string? id = null, byte[]? staticPng = null) =>
+        Chart(GenericChart.toFigureJson(chart), id, staticPng);
+
+    /// <summary>The same, from the figure's JSON (`GenericChart.toFigureJson`).</summary>
+    public static string Chart(string figure, string? id = null, byte[]? staticPng = null)
     {
         id ??= "chart-" + Guid.NewGuid().ToString("N")[..12];
-        var figure = GenericChart.toFigureJson(chart);
         var html = new StringBuilder();
         html.Append($"<div id=\"{id}\" class=\"researchkit-chart\" style=\"min-height:420px\">");
         if (staticPng is not null) html.Append($"<img alt=\"chart (static picture)\" style=\"max-width:100%\" src=\"data:image/png;base64,{Convert.ToBase64String(staticPng)}\"/>");
