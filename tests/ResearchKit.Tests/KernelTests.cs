@@ -52,6 +52,22 @@ public class KernelTests
     }
 
     [Fact]
+    public void Bad_kernel_arguments_are_one_line_errors_naming_what_is_wrong()
+    {
+        var prefix = TestData.TempDir();
+        (int Code, string Err) Cli(params string[] args)
+        {
+            var (code, _, err) = TestData.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), .. args]);
+            return (code, err.Trim());
+        }
+        Assert.Equal((1, "error: --name 'my kernel': a kernel name is ASCII letters, digits, '.', '-' and '_'"), Cli("kernel", "install", "--prefix", prefix, "--name", "my kernel"));
+        Assert.Equal((1, "error: choose one of --user, --prefix DIR, --sys-prefix"), Cli("kernel", "install", "--user", "--prefix", prefix));
+        Assert.Equal((1, $"error: no kernel 'absent' in {Path.Combine(prefix, "share", "jupyter", "kernels")}"), Cli("kernel", "uninstall", "--prefix", prefix, "--name", "absent"));
+        var missing = Path.Combine(prefix, "none.json");
+        Assert.Equal((1, $"error: {missing}: connection file not found"), Cli("kernel", "run", "--connection-file", missing));
+    }
+
+    [Fact]
     public void Jupyters_client_executes_completes_inspects_interrupts_and_cannot_forge_or_replay()
     {
         var (name, environment) = InstallKernel();
