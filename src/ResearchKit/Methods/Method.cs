@@ -55,6 +55,11 @@ public sealed record MethodOption(string Name, string Description, bool IsFlag, 
     public static MethodOption Flag<TConfig>(string name, string description, Func<TConfig, TConfig> apply) where TConfig : MethodConfig =>
         new(name, description, true, (c, _) => apply((TConfig)c));
 
+    /// <summary>A non-empty text value, such as a folder.</summary>
+    public static MethodOption Text<TConfig>(string name, string description, Func<TConfig, string, TConfig> apply) where TConfig : MethodConfig =>
+        new(name, description, false, (c, text) => !string.IsNullOrWhiteSpace(text)
+            ? apply((TConfig)c, text) : throw new ResearchKitException($"{name}: expected a value; got an empty one"));
+
     public static MethodOption Choice<TConfig>(string name, string description, string[] choices, Func<TConfig, string, TConfig> apply) where TConfig : MethodConfig =>
         new(name, $"{description} ({string.Join("|", choices)})", false, (c, text) => choices.Contains(text)
             ? apply((TConfig)c, text) : throw new ResearchKitException($"{name}: expected one of {string.Join(", ", choices)}; got '{text}'"));

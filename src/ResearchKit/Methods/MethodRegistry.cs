@@ -15,6 +15,7 @@ public static class MethodRegistry
     [
         MaskedAutoencoder.Method,
         RotNet.Method,
+        Beit.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -84,6 +84,19 @@ public sealed class VisionTransformer : Backbone
     public Tensor EmbedPatches(Tensor images) =>
         patchEmbed.call(Patches.Patchify(images, Config.PatchSize)) + PatchPositions;
 
+    /// <summary>
+    /// BEiT's corrupted input (BEiT §2.3): patch embeddings where <paramref name="mask"/> [B, L] is 1 replaced by
+    /// <paramref name="maskToken"/> [1, 1, D], then positions added → [B, L, D] (no [CLS]).
+    /// </summary>
+    public Tensor EmbedPatches(Tensor images, Tensor mask, Tensor maskToken)
+    {
+        var embedded = patchEmbed.call(Patches.Patchify(images, Config.PatchSize));                // B, L, D
+        if (mask.dim() != 2 || mask.shape[0] != embedded.shape[0] || mask.shape[1] != embedded.shape[1])
+            throw new ArgumentException($"mask must be [B, L] = [{embedded.shape[0]}, {embedded.shape[1]}]; got [{string.Join(", ", mask.shape)}]", nameof(mask));
+        var m = mask.unsqueeze(-1).to_type(embedded.dtype);
+        return embedded * (1 - m) + maskToken * m + PatchPositions;
+    }
+
     /// <summary>Positions of the patch tokens: [1, L, D].</summary>
     public Tensor PatchPositions => posEmbed[.., 1..];
 

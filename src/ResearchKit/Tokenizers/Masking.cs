@@ -137,4 +137,24 @@ public static class Masking
         }
         return tensor(values, new[] { batch, (long)gridHeight * gridWidth });
     }
+
+    /// <summary>
+    /// Random masks with the same number of masked patches per row as <paramref name="mask"/> [B, L] (1 = removed), at
+    /// uniformly random positions: the "without blockwise masking" ablation (BEiT Table 4) with the masked share held
+    /// equal, so only the shape of the masked region differs.
+    /// </summary>
+    public static Tensor RandomLike(Tensor mask, System.Random random)
+    {
+        long batch = mask.shape[0], length = mask.shape[1];
+        var counts = mask.sum(1).cpu().data<float>().ToArray();
+        var values = new float[batch * length];
+        var order = new int[length];
+        for (long b = 0; b < batch; b++)
+        {
+            for (int i = 0; i < length; i++) order[i] = i;
+            random.Shuffle(order);
+            for (int i = 0; i < (int)Math.Round(counts[b]); i++) values[b * length + order[i]] = 1f;
+        }
+        return tensor(values, new[] { batch, length }, device: mask.device);
+    }
 }
