@@ -56,7 +56,7 @@ public class TokenizerTests(ITestOutputHelper output)
     [Fact]
     public void The_dvae_anneals_its_temperature_and_kl_weight_and_keeps_the_step_in_its_weights()
     {
-        var config = TokenizerConfig.Tiny(TokenizerKind.Dvae) with { AnnealSteps = 400 };
+        var config = TokenizerConfig.Tiny(TokenizerKind.Dvae) with { AnnealSteps = 100 };
         var dvae = (DiscreteVae)config.Build();
         Assert.Equal(1.0, dvae.Temperature(0), 9);
         Assert.Equal(0.25, dvae.Temperature(50), 9);            // geometric: √(1 · 1/16)

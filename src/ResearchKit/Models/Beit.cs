@@ -84,7 +84,9 @@ public sealed record BeitOutput(Tensor Loss, Tensor Prediction, Tensor Mask, Ten
 /// their embeddings replaced by a learnable [MASK] embedding; unlike MAE the whole sequence goes through the ViT; a
 /// linear MIM head on the final tokens predicts each corrupted patch's visual token (softmax over the tokenizer's
 /// codebook). The tokenizer is frozen and loaded from its folder on first use (evaluating a trained backbone does not
-/// need it). Left out at this scale: BEiT's relative position bias and layer scale.
+/// need it). It sees the images as normalised for this run, so train it on the same data set (its own normalisation is
+/// then the same up to the training subset's statistics). Left out at this scale: BEiT's relative position bias and
+/// layer scale.
 /// </summary>
 public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainModel
 {

@@ -57,19 +57,20 @@ public static class Charts
     }
 
     /// <summary>
-    /// Categorical ablation (e.g. BEiT's Table 4): grouped bars per category, ours with seed error bars; with
+    /// Categorical ablation (e.g. BEiT's Table 4): one marker per category and series, ours with seed error bars, on an
+    /// axis fitted to the values (the differences are often a point or two: bars from zero would hide them); with
     /// <paramref name="paper"/>, the paper's numbers in a second panel over the same categories. A series shorter than
-    /// the categories covers the first ones only (e.g. no fine-tuning bar for a raw-pixel floor).
+    /// the categories covers the first ones only (e.g. no fine-tuning for a raw-pixel floor).
     /// </summary>
     public static GenericChart Comparison(string title, string yTitle, IReadOnlyList<string> categories, IEnumerable<(string Name, IReadOnlyList<SeedStats> Values)> ours,
         IEnumerable<(string Name, IReadOnlyList<double> Values)>? paper = null, string paperTitle = "paper", double scale = 100)
     {
         var left = Chart.Combine(ours.Select(s => WithErrors(
-                Chart.Column<double, string, string>(s.Values.Select(v => scale * v.Mean).ToArray(), Keys: categories.Take(s.Values.Count).ToArray(), Name: s.Name),
+                Chart.Point<string, double, string>(categories.Take(s.Values.Count).ToArray(), s.Values.Select(v => scale * v.Mean).ToArray(), Name: s.Name),
                 s.Values.Select(v => scale * v.Std).ToArray())))
             .WithYAxisStyle<double, double, string>(TitleText: yTitle);
         if (paper is null) return left.Titled(title);
-        var right = Chart.Combine(paper.Select(s => Chart.Column<double, string, string>(s.Values.ToArray(), Keys: categories.Take(s.Values.Count).ToArray(), Name: $"{paperTitle}: {s.Name}")))
+        var right = Chart.Combine(paper.Select(s => Chart.Point<string, double, string>(categories.Take(s.Values.Count).ToArray(), s.Values.ToArray(), Name: $"{paperTitle}: {s.Name}")))
             .WithYAxisStyle<double, double, string>(TitleText: $"{paperTitle} (%)");
         return Chart.Grid([left, right], 1, 2, SubPlotTitles: new[] { "ResearchKit (this run)", paperTitle }).Titled(title).WithSize(Width: 1100, Height: 440);
     }
