@@ -22,9 +22,9 @@ sealed record BenchResult(string Method, string Preset, int Batch, int Steps, in
 /// </summary>
 static class Benchmark
 {
-    public static BenchResult Run(MethodInfo method, string preset, int batchSize, int imageSize, int channels, int steps, int warmup, bool contention)
+    public static BenchResult Run(MethodInfo method, MethodConfig preset, string presetName, int batchSize, int imageSize, int channels, int steps, int warmup, bool contention)
     {
-        var config = method.Preset(preset).ForInput(imageSize, channels);
+        var config = preset.ForInput(imageSize, channels);
         config.Validate();
         var model = Pretraining.Build(config, seed: 0);
         model.Module.train();
@@ -82,7 +82,7 @@ static class Benchmark
             }
         }
         var sorted = times.Order().ToList();
-        return new BenchResult(method.Name, preset, batchSize, steps, threads,
+        return new BenchResult(method.Name, presetName, batchSize, steps, threads,
             model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
             ImagesPerSecond(times), Math.Round(sorted[sorted.Count / 2], 1),
             ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__, contended);

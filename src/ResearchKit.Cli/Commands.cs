@@ -53,19 +53,10 @@ static class Commands
         var device = DeviceOption();
         var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
             { method, dataset, preset, epochs, limit, seed, batch, lr, augment, outDir, device };
-        var own = info.Options.Select(o => (o, option: o.IsFlag ? (Option)new Option<bool>(o.Name) { Description = o.Description }
-            : new Option<string>(o.Name) { Description = o.Description })).ToList();
-        foreach (var (_, option) in own) command.Options.Add(option);
+        var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
-            if (r.GetValue(method) != info.Name)
-                throw new ResearchKitException($"--method: got '{r.GetValue(method)}' but the options were read for '{info.Name}'; write --method NAME or --method=NAME");
-            var config = info.Preset(r.GetValue(preset)!);
-            foreach (var (o, option) in own)
-            {
-                if (o.IsFlag) { if (r.GetValue((Option<bool>)option)) config = o.Apply(config, "true"); }
-                else if (r.GetValue((Option<string>)option) is { } text) config = o.Apply(config, text);
-            }
+            var config = configure(r);
             var options = new PretrainOptions(r.GetValue(dataset)!, r.GetValue(epochs), r.GetValue(limit), r.GetValue(seed), r.GetValue(batch),
                 r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null, r.GetValue(augment));
             using var progress = new TerminalProgress("pretrain");
@@ -89,6 +80,29 @@ static class Commands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// Adds the options <paramref name="info"/> declares to a command that takes --method and --preset, and returns how to
+    /// read the configuration from a parse: the preset with the given options applied. Shared by pretrain and bench.
+    /// </summary>
+    static Func<ParseResult, MethodConfig> AddMethodOptions(Command command, MethodInfo info, Option<string> method, Option<string> preset)
+    {
+        var own = info.Options.Select(o => (o, option: o.IsFlag ? (Option)new Option<bool>(o.Name) { Description = o.Description }
+            : new Option<string>(o.Name) { Description = o.Description })).ToList();
+        foreach (var (_, option) in own) command.Options.Add(option);
+        return r =>
+        {
+            if (r.GetValue(method) != info.Name)
+                throw new ResearchKitException($"--method: got '{r.GetValue(method)}' but the options were read for '{info.Name}'; write --method NAME or --method=NAME");
+            var config = info.Preset(r.GetValue(preset)!);
+            foreach (var (o, option) in own)
+            {
+                if (o.IsFlag) { if (r.GetValue((Option<bool>)option)) config = o.Apply(config, "true"); }
+                else if (r.GetValue((Option<string>)option) is { } text) config = o.Apply(config, text);
+            }
+            return config;
+        };
     }
 
     /// <summary>The method named by `--method NAME` or `--method=NAME` in the arguments (mae when absent).</summary>
@@ -224,11 +238,13 @@ static class Commands
         return new Command("data", "Data sets") { info };
     }
 
-    public static Command Bench()
+    /// <summary>`bench --method NAME`: like pretrain, it takes the options NAME declares (e.g. beit's --tokenizer).</summary>
+    public static Command Bench(MethodInfo info)
     {
         var method = new Option<string>("--method") { DefaultValueFactory = _ => "mae" };
         method.AcceptOnlyFromAmong([.. MethodRegistry.Names]);
-        var preset = new Option<string>("--preset") { DefaultValueFactory = _ => "tiny" };
+        var preset = new Option<string>("--preset") { Description = $"model size: {string.Join(", ", info.Presets.Keys)}", DefaultValueFactory = _ => "tiny" };
+        preset.AcceptOnlyFromAmong([.. info.Presets.Keys]);
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 30 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
@@ -240,15 +256,16 @@ static class Commands
         var device = DeviceOption();
         var command = new Command("bench", "Time a method's training step (forward, backward, optimizer) on random images; report images/s and memory")
             { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, json, device };
+        var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
+            var config = configure(r);
             foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", r.GetValue(imageSize)), ("--channels", r.GetValue(channels)) })
                 Positive(name, value);
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
             Positive("--threads", r.GetValue(threads));
             if (r.GetValue(threads) is { } t) set_num_threads(t);
-            var info = MethodRegistry.Get(r.GetValue(method)!);
-            var result = Benchmark.Run(info, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),
+            var result = Benchmark.Run(info, config, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),
                 r.GetValue(warmup), r.GetValue(contention));
             Console.WriteLine(r.GetValue(json)
                 ? JsonSerializer.Serialize(result, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull })

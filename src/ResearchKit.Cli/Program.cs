@@ -6,11 +6,11 @@ using ResearchKit.Cli;
 try
 {
     // `pretrain` takes the options of the method it trains, so its command is built for that method.
-    var method = args.Length > 0 && args[0] == "pretrain" ? Commands.MethodOf(args) : null;
+    var method = args.Length > 0 && args[0] is "pretrain" or "bench" ? Commands.MethodOf(args) : null;
     var root = new RootCommand("ResearchKit: reproduce self-supervised vision papers on a CPU")
     {
         Commands.Pretrain(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), Commands.Methods(), Commands.Probe(), Commands.FineTune(),
-        Commands.Data(), Commands.Bench(), TokenizerCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(),
+        Commands.Data(), Commands.Bench(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), TokenizerCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(),
     };
     var parsed = root.Parse(args);
     if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens) is { } unknown)

@@ -112,6 +112,14 @@ public class CliTests
         Assert.True(code == 0, err);
         Assert.True(JsonDocument.Parse(output.Trim()).RootElement.GetProperty("accuracy").GetDouble() > 0.25, output);
 
+        // bench takes the method's own options, so a BEiT step with its tokenizer can be timed.
+        (code, output, err) = Cli("bench", "--method", "beit", "--tokenizer", tokenizer, "--batch", "32", "--steps", "3", "--warmup", "1", "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal("beit", JsonDocument.Parse(output).RootElement.GetProperty("method").GetString());
+        (code, _, err) = Cli("bench", "--method", "beit", "--steps", "3");
+        Assert.Equal(1, code);
+        Assert.Contains("token targets need a tokenizer: --tokenizer DIR", err);
+
         (code, _, err) = Cli("pretrain", "--method", "beit", "--tokenizer", Path.Combine(root, "missing"), "--epochs", "1", "--out", Path.Combine(root, "never"));
         Assert.Equal(1, code);
         Assert.Equal($"error: {Path.Combine(root, "missing")}: tokenizer folder not found; train one with `researchkit tokenizer train --out {Path.Combine(root, "missing")}`", err.Trim());
