@@ -118,14 +118,14 @@ static class Commands
     }
 
     /// <summary>A one-line error for an option the chosen method does not have, naming the method and its options.</summary>
-    public static string? UnknownOptionError(MethodInfo info, IEnumerable<string> unmatched)
+    public static string? UnknownOptionError(MethodInfo info, IEnumerable<string> unmatched, string command = "pretrain")
     {
         var token = unmatched.FirstOrDefault(t => t.StartsWith("--", StringComparison.Ordinal));
         if (token is null) return null;
         var option = token.Split('=', ':')[0];   // --mask-ratio=0.5 and --mask-ratio:0.5 name the option --mask-ratio
         var owners = MethodRegistry.All.Where(m => m.Options.Any(o => o.Name == option)).Select(m => m.Name).ToList();
         return $"{info.Name} has no option {option}{(owners.Count > 0 ? $" (it belongs to {string.Join(", ", owners)})" : "")}; " +
-            $"{info.Name}'s own options: {(info.Options.Count == 0 ? "none" : string.Join(", ", info.Options.Select(o => o.Name)))}; see `researchkit pretrain --method {info.Name} --help`";
+            $"{info.Name}'s own options: {(info.Options.Count == 0 ? "none" : string.Join(", ", info.Options.Select(o => o.Name)))}; see `researchkit {command} --method {info.Name} --help`";
     }
 
     public static Command Methods()

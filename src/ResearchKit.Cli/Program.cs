@@ -13,7 +13,7 @@ try
         Commands.Data(), Commands.Bench(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), TokenizerCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(),
     };
     var parsed = root.Parse(args);
-    if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens) is { } unknown)
+    if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens, args[0]) is { } unknown)
         throw new ResearchKitException(unknown);
     return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }

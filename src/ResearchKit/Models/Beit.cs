@@ -50,12 +50,8 @@ public sealed record BeitConfig(
         if (string.IsNullOrEmpty(Tokenizer))
             throw new ResearchKitException("beit: token targets need a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`), or use --target pixels");
         var manifest = TokenizerRun.ReadManifest(Tokenizer);
-        var t = manifest.Tokenizer;
-        if (t.ImageSize != imageSize || t.Channels != channels || t.PatchSize != Encoder.PatchSize)
-            throw new DataFormatException(Path.Combine(Tokenizer, TokenizerRun.ManifestFile),
-                $"tokenizer built for {t.ImageSize}×{t.ImageSize}×{t.Channels} images in {t.PatchSize}×{t.PatchSize} patches; " +
-                $"this BEiT needs {imageSize}×{imageSize}×{channels} images in {Encoder.PatchSize}×{Encoder.PatchSize} patches (one token per ViT patch)");
-        return sized with { Codes = t.Codes };
+        manifest.RequireShape(Tokenizer, imageSize, Encoder.PatchSize, channels, "this BEiT", " (one token per ViT patch)");
+        return sized with { Codes = manifest.Tokenizer.Codes };
     }
 
     public override IPretrainModel Build() => new Beit(this);
@@ -166,8 +162,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     public Tensor Targets(Tensor images)
     {
         if (Config.Target == BeitTarget.Pixels) return Patches.Patchify(images, Config.Encoder.PatchSize);
-        using var _ = no_grad();
-        return Tokenizer.Tokenizer.Encode(images).reshape(images.shape[0], -1);
+        return Tokenizer.Tokenizer.Encode(images).reshape(images.shape[0], -1);   // Encode runs without gradients
     }
 
     /// <summary>

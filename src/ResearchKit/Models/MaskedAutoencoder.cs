@@ -155,17 +155,14 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     /// </summary>
     public Tensor ForwardEncoder(Tensor images, PatchMask mask, List<Tensor>? hidden = null)
     {
-        var tokens = encoder.EmbedPatches(images);                                    // B, L, D
+        Tensor tokens;
         if (encoderMaskToken is null)
         {
+            tokens = encoder.EmbedPatches(images);                                     // B, L, D
             var index = mask.Keep.unsqueeze(-1).expand(-1, -1, tokens.shape[2]);
             tokens = tokens.gather(1, index);                                          // B, K, D
         }
-        else
-        {
-            var removed = mask.Mask.unsqueeze(-1);                                     // B, L, 1
-            tokens = tokens * (1 - removed) + (encoderMaskToken + encoder.PatchPositions) * removed;
-        }
+        else tokens = encoder.EmbedPatches(images, mask.Mask, encoderMaskToken);      // B, L, D: mask token at removed positions
         return encoder.Encode(encoder.PrependCls(tokens), hidden);
     }
 

@@ -85,8 +85,8 @@ public sealed class VisionTransformer : Backbone
         patchEmbed.call(Patches.Patchify(images, Config.PatchSize)) + PatchPositions;
 
     /// <summary>
-    /// BEiT's corrupted input (BEiT §2.3): patch embeddings where <paramref name="mask"/> [B, L] is 1 replaced by
-    /// <paramref name="maskToken"/> [1, 1, D], then positions added → [B, L, D] (no [CLS]).
+    /// A corrupted input (BEiT §2.3; MAE's mask-token-in-encoder ablation): patch embeddings where <paramref name="mask"/>
+    /// [B, L] is 1 replaced by <paramref name="maskToken"/> [1, 1, D], then positions added → [B, L, D] (no [CLS]).
     /// </summary>
     public Tensor EmbedPatches(Tensor images, Tensor mask, Tensor maskToken)
     {

@@ -50,28 +50,24 @@ public sealed record TokenizerManifest(TokenizerConfig Tokenizer, TokenizerTrain
     double TrainSeconds = 0, int Version = TokenizerManifest.CurrentVersion)
 {
     public const int CurrentVersion = 1;
-}
 
-/// <summary>A trained tokenizer loaded from its folder, with the normalisation its inputs must have.</summary>
-public sealed record LoadedTokenizer(string Directory, TokenizerManifest Manifest, VisualTokenizer Tokenizer)
-{
-    /// <summary>Tokens [B, h, w] of images given in <paramref name="from"/>'s normalisation (re-normalised to the tokenizer's own).</summary>
-    public Tensor Encode(Tensor images, Normalization from)
+    /// <summary>
+    /// Throws a <see cref="DataFormatException"/> naming tokenizer.json and both shapes when the tokenizer was built for
+    /// other images or patches than <paramref name="consumer"/> needs (a null size: any).
+    /// </summary>
+    public void RequireShape(string directory, int? imageSize, int? patchSize, int? channels, string consumer = "this model", string why = "")
     {
-        using var scope = NewDisposeScope();
-        var input = from == Manifest.Normalization || SameValues(from, Manifest.Normalization) ? images : Renormalize(images, from, Manifest.Normalization);
-        return Tokenizer.Encode(input).MoveToOuterDisposeScope();
-    }
-
-    static bool SameValues(Normalization a, Normalization b) => a.Mean.SequenceEqual(b.Mean) && a.Std.SequenceEqual(b.Std);
-
-    static Tensor Renormalize(Tensor x, Normalization from, Normalization to)
-    {
-        int c = from.Mean.Length;
-        Tensor V(float[] v) => tensor(v, device: x.device).reshape(1, c, 1, 1);
-        return (x * V(from.Std) + V(from.Mean) - V(to.Mean)) / V(to.Std);
+        var c = Tokenizer;
+        if ((imageSize ?? c.ImageSize) == c.ImageSize && (patchSize ?? c.PatchSize) == c.PatchSize && (channels ?? c.Channels) == c.Channels) return;
+        int size = imageSize ?? c.ImageSize, patch = patchSize ?? c.PatchSize;
+        throw new DataFormatException(Path.Combine(directory, TokenizerRun.ManifestFile),
+            $"tokenizer built for {c.ImageSize}×{c.ImageSize}×{c.Channels} images in {c.PatchSize}×{c.PatchSize} patches; " +
+            $"{consumer} needs {size}×{size}×{channels ?? c.Channels} images in {patch}×{patch} patches{why}");
     }
 }
+
+/// <summary>A trained tokenizer loaded from its folder; its inputs are normalised as <see cref="TokenizerManifest.Normalization"/> says.</summary>
+public sealed record LoadedTokenizer(string Directory, TokenizerManifest Manifest, VisualTokenizer Tokenizer);
 
 /// <summary>
 /// Training a visual tokenizer into a folder (tokenizer.json, checkpoint.bin, metrics.jsonl, reports.jsonl) with the
@@ -95,7 +91,7 @@ public static class TokenizerRun
         var normalization = Normalization.Of(train);
         var manifest = new TokenizerManifest(config, options, normalization);
         using var writer = RunLock.Acquire(directory);
-        PrepareFolder(directory, manifest);
+        manifest = PrepareFolder(directory, manifest);   // a resumed folder keeps its earlier report and training time
 
         Compute.Seed(options.Seed);
         var tokenizer = config.Build();
@@ -122,8 +118,7 @@ public static class TokenizerRun
             report?.Invoke(last);
         }
         held.Dispose();
-        double previous = File.Exists(Path.Combine(directory, ManifestFile)) ? ReadManifest(directory).TrainSeconds : 0;
-        manifest = manifest with { Report = last, TrainSeconds = Math.Round((result.Resumed ? previous : 0) + result.Elapsed.TotalSeconds, 1) };
+        manifest = manifest with { Report = last, TrainSeconds = Math.Round(manifest.TrainSeconds + result.Elapsed.TotalSeconds, 1) };
         AtomicFile.WriteAllText(Path.Combine(directory, ManifestFile), JsonSerializer.Serialize(manifest, MethodRegistry.Json));
         return (manifest, tokenizer);
     }
@@ -172,8 +167,11 @@ public static class TokenizerRun
         return File.ReadLines(path).Where(l => l.Length > 0).Select(l => JsonSerializer.Deserialize<TokenizerReport>(l, MethodRegistry.Json)!).ToList();
     }
 
-    /// <summary>A folder that already holds training continues only with the same settings (epochs may change).</summary>
-    static void PrepareFolder(string directory, TokenizerManifest manifest)
+    /// <summary>
+    /// A folder that already holds training continues only with the same settings (epochs may change); returns the
+    /// manifest written, carrying a resumed folder's report and training time.
+    /// </summary>
+    static TokenizerManifest PrepareFolder(string directory, TokenizerManifest manifest)
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, ManifestFile);
@@ -188,6 +186,7 @@ public static class TokenizerRun
         }
         else if (File.Exists(Path.Combine(directory, ReportsFile))) File.Delete(Path.Combine(directory, ReportsFile));
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(manifest, MethodRegistry.Json));
+        return manifest;
     }
 
     /// <summary>Reads tokenizer.json, with a one-line error naming the file when it is missing or not a tokenizer manifest.</summary>
@@ -227,14 +226,10 @@ public static class TokenizerRun
     public static LoadedTokenizer Load(string directory, int? imageSize = null, int? patchSize = null, int? channels = null)
     {
         var manifest = ReadManifest(directory);
-        var c = manifest.Tokenizer;
-        if ((imageSize is { } size && size != c.ImageSize) || (patchSize is { } patch && patch != c.PatchSize) || (channels is { } ch && ch != c.Channels))
-            throw new DataFormatException(Path.Combine(directory, ManifestFile),
-                $"tokenizer built for {c.ImageSize}×{c.ImageSize}×{c.Channels} images in {c.PatchSize}×{c.PatchSize} patches; " +
-                $"this model needs {imageSize ?? c.ImageSize}×{imageSize ?? c.ImageSize}×{channels ?? c.Channels} images in {patchSize ?? c.PatchSize}×{patchSize ?? c.PatchSize} patches");
+        manifest.RequireShape(directory, imageSize, patchSize, channels);
         var checkpoint = Path.Combine(directory, Trainer.CheckpointFile);
         if (!File.Exists(checkpoint)) throw new ResearchKitException($"{checkpoint}: not found; the tokenizer in {directory} was never trained (or its training was stopped before the first checkpoint)");
-        var tokenizer = c.Build();
+        var tokenizer = manifest.Tokenizer.Build();
         Trainer.LoadWeights(tokenizer, checkpoint);
         tokenizer.Module.to(Compute.Device).eval();
         // A model may load its tokenizer lazily inside a training step's dispose scope; its weights must outlive that step.
