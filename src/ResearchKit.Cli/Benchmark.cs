@@ -17,49 +17,22 @@ sealed record BenchResult(string Method, string Preset, int Batch, int Steps, in
     ContendedResult? Contended = null);
 
 /// <summary>
-/// Times a method's training step — every update phase's forward, backward and optimizer step, as the trainer runs
-/// them — on random images and labels. The PyTorch reference script (bench/) times the same MAE step.
+/// Times a method's training step (<see cref="StepTimer"/>) on random images and labels, with memory. The PyTorch
+/// reference script (bench/) times the same MAE step.
 /// </summary>
 static class Benchmark
 {
     public static BenchResult Run(MethodInfo method, MethodConfig preset, string presetName, int batchSize, int imageSize, int channels, int steps, int warmup, bool contention)
     {
         var config = preset.ForInput(imageSize, channels);
-        config.Validate();
-        var model = Pretraining.Build(config, seed: 0);
-        model.Module.train();
-        var phases = model.Phases();
-        var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, batchSize)).ToArray();
-        var batch = new Batch(randn(new long[] { batchSize, channels, imageSize, imageSize }, device: Compute.Device).DetachFromDisposeScope(),
-            randint(0, 10, new long[] { batchSize }, device: Compute.Device).DetachFromDisposeScope());
-        using var generator = new Generator(0);
-
-        double Step()
-        {
-            var clock = Stopwatch.StartNew();
-            using var scope = NewDisposeScope();
-            for (int i = 0; i < phases.Count; i++)
-            {
-                var loss = phases[i].Loss(batch, generator);
-                optimizers[i].zero_grad();
-                loss.backward();
-                optimizers[i].step();
-                loss.item<float>();   // synchronise
-            }
-            return clock.Elapsed.TotalMilliseconds;
-        }
-        double ImagesPerSecond(List<double> times) => Math.Round(batchSize / (times.Average() / 1000), 1);
-
-        var times = new List<double>();
+        using var timer = new StepTimer(config, batchSize, imageSize, channels);
         double rssAfterWarmup = 0;
         var trace = new List<double>();   // RSS after warmup and at each quarter of the timed steps: flat memory shows here
-        for (int i = 0; i < warmup + steps; i++)
+        var timing = timer.Measure(steps, warmup, i =>
         {
-            if (i == warmup) rssAfterWarmup = ResidentMb("VmRSS");
-            if (i >= warmup && (i - warmup) % Math.Max(1, steps / 4) == 0) trace.Add(ResidentMb("VmRSS"));
-            double ms = Step();
-            if (i >= warmup) times.Add(ms);
-        }
+            if (i == 0) rssAfterWarmup = ResidentMb("VmRSS");
+            if (i % Math.Max(1, steps / 4) == 0) trace.Add(ResidentMb("VmRSS"));
+        });
         int threads = get_num_threads();
         ContendedResult? contended = null;
         if (contention)
@@ -69,11 +42,10 @@ static class Benchmark
             try
             {
                 Thread.Sleep(300);
-                var fixedTimes = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
+                var fixedThreads = timer.Measure(steps, 0);
                 int adaptive = new ThreadPolicy(adaptive: true).Choose();
-                Step();   // first step at the new thread count
-                var adaptiveTimes = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
-                contended = new ContendedResult(threads, ImagesPerSecond(fixedTimes), adaptive, ImagesPerSecond(adaptiveTimes));
+                var adaptiveThreads = timer.Measure(steps, 1);   // one untimed step at the new thread count
+                contended = new ContendedResult(threads, fixedThreads.ImagesPerSecond, adaptive, adaptiveThreads.ImagesPerSecond);
             }
             finally
             {
@@ -81,10 +53,9 @@ static class Benchmark
                 set_num_threads(threads);
             }
         }
-        var sorted = times.Order().ToList();
         return new BenchResult(method.Name, presetName, batchSize, steps, threads,
-            model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
-            ImagesPerSecond(times), Math.Round(sorted[sorted.Count / 2], 1),
+            timer.Model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
+            timing.ImagesPerSecond, timing.MedianMs,
             ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__, contended);
     }
 

@@ -48,7 +48,11 @@ static class Commands
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
         var lr = new Option<string?>("--lr") { Description = "base learning rate, scaled by batch/256 (default: the method's recipe)" };
-        var augment = new Option<bool>("--augment") { Description = "random resized crop + horizontal flip (MAE's augmentation)" };
+        var augment = new Option<string?>("--augment")
+        {
+            Description = "none, fixed-crop, random-crop (MAE's; the value when --augment is given alone) or crop-jitter (MAE Table 1e)",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         var outDir = new Option<string>("--out") { Description = "run folder (checkpoint, config.json, metrics.jsonl); rerun to resume", Required = true };
         var device = DeviceOption();
         var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
@@ -58,7 +62,8 @@ static class Commands
         {
             var config = configure(r);
             var options = new PretrainOptions(r.GetValue(dataset)!, r.GetValue(epochs), r.GetValue(limit), r.GetValue(seed), r.GetValue(batch),
-                r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null, r.GetValue(augment));
+                r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null,
+                r.GetResult(augment) is null ? AugmentKind.None : ParseAugment(r.GetValue(augment)));
             using var progress = new TerminalProgress("pretrain");
             using var stop = new GracefulStop();
             PretrainRun run;
@@ -81,6 +86,16 @@ static class Commands
         }));
         return command;
     }
+
+    /// <summary>--augment's value: one of MAE Table 1e's names; given alone, MAE's random resized crop.</summary>
+    static AugmentKind ParseAugment(string? text) => text switch
+    {
+        null or "" or "random-crop" => AugmentKind.RandomCrop,
+        "none" => AugmentKind.None,
+        "fixed-crop" => AugmentKind.FixedCrop,
+        "crop-jitter" => AugmentKind.CropJitter,
+        _ => throw new ResearchKitException($"--augment: expected one of none, fixed-crop, random-crop, crop-jitter; got '{text}'"),
+    };
 
     /// <summary>
     /// Adds the options <paramref name="info"/> declares to a command that takes --method and --preset, and returns how to
@@ -252,10 +267,12 @@ static class Commands
         var channels = new Option<int>("--channels") { DefaultValueFactory = _ => 1 };
         var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice)" };
         var contention = new Option<bool>("--contention") { Description = "also time the step beside one busy process: fixed threads, and the adaptive thread policy" };
+        var efficiency = new Option<bool>("--efficiency") { Description = "mae only: time the visible-only encoder against mask tokens in the encoder at each --patch-sizes, with FLOPs and ratios (MAE §3, Table 1c)" };
+        var patchSizes = new Option<string>("--patch-sizes") { Description = "with --efficiency: patch sizes to time, comma-separated (each divides --image-size)", DefaultValueFactory = _ => "7,4,2" };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
         var command = new Command("bench", "Time a method's training step (forward, backward, optimizer) on random images; report images/s and memory")
-            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, json, device };
+            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, efficiency, patchSizes, json, device };
         var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
@@ -265,6 +282,25 @@ static class Commands
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
             Positive("--threads", r.GetValue(threads));
             if (r.GetValue(threads) is { } t) set_num_threads(t);
+            if (r.GetValue(efficiency))
+            {
+                if (config is not MaeConfig mae) throw new ResearchKitException($"--efficiency: only mae has an encoder that skips the removed patches; got --method {info.Name}");
+                var sizes = r.GetValue(patchSizes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(text => int.TryParse(text, out var v) && v > 0 ? v : throw new ResearchKitException($"--patch-sizes: expected positive whole numbers separated by commas; got '{text}'")).ToArray();
+                var sized = (MaeConfig)mae.ForInput(r.GetValue(imageSize), r.GetValue(channels));
+                var report = MaeEfficiency.Measure(sized, sizes, r.GetValue(batch), r.GetValue(steps), r.GetValue(warmup), r.GetValue(json) ? null : Console.Error.WriteLine);
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    report.ImageSize, report.MaskRatio, report.BatchSize, report.Points,
+                    Ratios = report.Points.Select(p => p.PatchSize).Distinct().Select(size => new
+                    {
+                        PatchSize = size, Speedup = Math.Round(report.Speedup(size), 3), FlopsRatio = Math.Round(report.FlopsRatio(size), 3),
+                        EncoderFlopsRatio = Math.Round(report.FlopsRatio(size, encoderOnly: true), 3),
+                    }),
+                }, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+                else foreach (var line in report.Lines()) Console.WriteLine(line);
+                return;
+            }
             var result = Benchmark.Run(info, config, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),
                 r.GetValue(warmup), r.GetValue(contention));
             Console.WriteLine(r.GetValue(json)

@@ -129,6 +129,68 @@ public class CliTests
     }
 
     [Fact]
+    public void Every_mae_table_1_ablation_runs_from_the_command_line_and_bad_combinations_are_one_line_errors()
+    {
+        var root = TestData.TempDir();
+        var tokenizer = Path.Combine(root, "tok");
+        var (code, output, err) = Cli("tokenizer", "train", "--kind", "vq", "--codes", "32", "--epochs", "1", "--train-limit", "512", "--out", tokenizer);
+        Assert.True(code == 0, err);
+        var runs = new Dictionary<string, string[]>
+        {
+            ["token"] = ["--target", "token", "--tokenizer", tokenizer, "--sampling", "block", "--augment", "crop-jitter"],
+            ["pca"] = ["--target", "pca", "--pca-components", "4", "--sampling", "grid", "--mask-ratio", "0.5", "--augment", "fixed-crop"],
+            ["norm"] = ["--norm-pix-loss", "--decoder-depth", "1", "--decoder-dim", "32", "--mask-token-in-encoder", "--augment"],
+        };
+        foreach (var (name, options) in runs)
+        {
+            var run = Path.Combine(root, name);
+            (code, _, err) = Cli([.. new[] { "pretrain", "--method", "mae", "--epochs", "1", "--train-limit", "256", "--batch", "128", "--out", run }, .. options]);
+            Assert.True(code == 0, $"{name}: {err}");
+        }
+        var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "token", "config.json"))).RootElement;
+        Assert.Equal("token", config.GetProperty("method").GetProperty("target").GetString());
+        Assert.Equal(32, config.GetProperty("method").GetProperty("codes").GetInt32());
+        Assert.Equal("block", config.GetProperty("method").GetProperty("sampling").GetString());
+        Assert.Equal("crop-jitter", config.GetProperty("augment").GetString());
+        config = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "pca", "config.json"))).RootElement;
+        Assert.Equal("pca", config.GetProperty("method").GetProperty("target").GetString());
+        Assert.Equal("fixed-crop", config.GetProperty("augment").GetString());
+        config = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "norm", "config.json"))).RootElement;
+        Assert.Equal("norm-pixel", config.GetProperty("method").GetProperty("target").GetString());
+        Assert.True(config.GetProperty("method").GetProperty("maskTokenInEncoder").GetBoolean());
+        Assert.Equal("random-crop", config.GetProperty("augment").GetString());   // --augment alone: MAE's random resized crop
+
+        var never = Path.Combine(root, "never");
+        foreach (var (options, expected) in new (string[], string)[]
+        {
+            (["--target", "token"], "error: mae: --target token needs a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`)"),
+            (["--target", "pca", "--pca-components", "17"], "error: mae: --pca-components must be in 1 … 16 (the patch dimension 4×4×1); got 17"),
+            (["--sampling", "grid", "--mask-ratio", "0.6"], "error: mae: grid sampling is a checkerboard at mask ratio 0.5 or keeps one of every 2×2 patches at 0.75; got --mask-ratio 0.6"),
+            (["--augment", "colour"], "error: --augment: expected one of none, fixed-crop, random-crop, crop-jitter; got 'colour'"),
+            (["--target", "tokens"], "error: --target: expected one of pixel, norm-pixel, pca, token; got 'tokens'"),
+        })
+        {
+            (code, _, err) = Cli([.. new[] { "pretrain", "--method", "mae", "--epochs", "1", "--out", never }, .. options]);
+            Assert.Equal(1, code);
+            Assert.Equal(expected, err.Trim());
+        }
+        Assert.False(Directory.Exists(never));
+
+        // The efficiency benchmark: both encoders at each patch size, with FLOPs and ratios (timings are not asserted).
+        (code, output, err) = Cli("bench", "--method", "mae", "--efficiency", "--patch-sizes", "7,4", "--batch", "8", "--steps", "1", "--warmup", "0", "--json");
+        Assert.True(code == 0, err);
+        var report = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(4, report.GetProperty("points").GetArrayLength());
+        var ratios = report.GetProperty("ratios").EnumerateArray().ToList();
+        Assert.Equal(new[] { 4, 7 }, ratios.Select(r => r.GetProperty("patch_size").GetInt32()));
+        Assert.All(ratios, r => Assert.True(r.GetProperty("flops_ratio").GetDouble() > 1.5, r.ToString()));
+        Assert.All(ratios, r => Assert.True(r.GetProperty("speedup").GetDouble() > 0, r.ToString()));
+        (code, _, err) = Cli("bench", "--method", "rotnet", "--efficiency");
+        Assert.Equal(1, code);
+        Assert.Contains("--efficiency: only mae", err);
+    }
+
+    [Fact]
     public void Pretrain_refuses_other_methods_options_and_bad_values_before_writing_anything()
     {
         var dir = Path.Combine(TestData.TempDir(), "bad");

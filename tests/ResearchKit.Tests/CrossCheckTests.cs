@@ -25,7 +25,7 @@ public class CrossCheckTests(ITestOutputHelper output)
     {
         RequireTorch();
         Compute.Seed(0);
-        var config = MaeConfig.Tiny(28, 1) with { NormPixLoss = normPixLoss };
+        var config = MaeConfig.Tiny(28, 1) with { Target = normPixLoss ? MaeTarget.NormPixel : MaeTarget.Pixel };
         var mae = new MaskedAutoencoder(config);
         mae.eval();
         using var _ = no_grad();
@@ -56,7 +56,7 @@ public class CrossCheckTests(ITestOutputHelper output)
                 ["image_size"] = e.ImageSize, ["channels"] = e.Channels, ["patch_size"] = e.PatchSize,
                 ["dim"] = e.Dim, ["depth"] = e.Depth, ["heads"] = e.Heads,
                 ["decoder_dim"] = config.DecoderDim, ["decoder_depth"] = config.DecoderDepth, ["decoder_heads"] = config.DecoderHeads,
-                ["mask_ratio"] = config.MaskRatio, ["norm_pix_loss"] = config.NormPixLoss,
+                ["mask_ratio"] = config.MaskRatio, ["norm_pix_loss"] = config.Target == MaeTarget.NormPixel,
             },
             ["tensors"] = entries,
         };

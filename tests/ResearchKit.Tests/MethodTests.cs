@@ -81,14 +81,14 @@ public class MethodTests
         var normalization = new Normalization([0.5f], [0.25f]);
         foreach (var method in new MethodConfig[] { MaeConfig.Tiny() with { MaskRatio = 0.6 }, RotNetConfig.Tiny() })
         {
-            var config = new RunConfig("fashion-mnist", 100, method, new TrainConfig(Optimizer: method.Optimizer), normalization, false);
+            var config = new RunConfig("fashion-mnist", 100, method, new TrainConfig(Optimizer: method.Optimizer), normalization, AugmentKind.None);
             var json = Pretraining.Serialize(config);
             Assert.Equal(MethodRegistry.Of(method).Name, JsonDocument.Parse(json).RootElement.GetProperty("method").GetProperty("name").GetString());
             var back = JsonSerializer.Deserialize<RunConfig>(json, MethodRegistry.Json)!;
             Assert.Equal(method, back.Method);
             Assert.IsType(method.Build().GetType(), back.Method.Build());
         }
-        var unknown = Pretraining.Serialize(new RunConfig("x", null, RotNetConfig.Tiny(), new TrainConfig(), normalization, false)).Replace("\"rotnet\"", "\"nope\"");
+        var unknown = Pretraining.Serialize(new RunConfig("x", null, RotNetConfig.Tiny(), new TrainConfig(), normalization, AugmentKind.None, Version: RunConfig.CurrentVersion)).Replace("\"rotnet\"", "\"nope\"");
         var dir = TestData.TempDir();
         File.WriteAllText(Path.Combine(dir, "config.json"), unknown);
         var e = Assert.Throws<DataFormatException>(() => Pretraining.ReadConfig(dir));

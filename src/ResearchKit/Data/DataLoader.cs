@@ -18,11 +18,16 @@ public sealed record Normalization(float[] Mean, float[] Std)
     }
 
     /// <summary>uint8 [B, C, H, W] → normalised float on <paramref name="device"/>.</summary>
-    public Tensor Apply(Tensor bytes, Device device)
+    public Tensor Apply(Tensor bytes, Device device) => Standardize(ToUnit(bytes, device));
+
+    /// <summary>uint8 [B, C, H, W] → float pixel values in [0, 1] on <paramref name="device"/>.</summary>
+    public static Tensor ToUnit(Tensor bytes, Device device) => bytes.to(device).to_type(ScalarType.Float32).div_(255f);
+
+    /// <summary>pixel values in [0, 1] → normalised: (x − mean) / std per channel.</summary>
+    public Tensor Standardize(Tensor unit)
     {
-        var x = bytes.to(device).to_type(ScalarType.Float32).div_(255f);
         var c = Mean.Length;
-        return (x - tensor(Mean, device: device).reshape(1, c, 1, 1)) / tensor(Std, device: device).reshape(1, c, 1, 1);
+        return (unit - tensor(Mean, device: unit.device).reshape(1, c, 1, 1)) / tensor(Std, device: unit.device).reshape(1, c, 1, 1);
     }
 
     /// <summary>normalised [B, C, H, W] → pixel values in [0, 1].</summary>
@@ -33,32 +38,78 @@ public sealed record Normalization(float[] Mean, float[] Std)
     }
 }
 
+/// <summary>The pre-training augmentations MAE compares (Table 1e), by name.</summary>
+public enum AugmentKind
+{
+    /// <summary>The image as it is.</summary>
+    None,
+    /// <summary>A crop of fixed size (MAE: 224 of a 256 resize, 7/8 of the side) at a random position, resized back; horizontal flip.</summary>
+    FixedCrop,
+    /// <summary>Random resized crop (area 0.2–1, aspect 3/4–4/3) and horizontal flip: MAE's default.</summary>
+    RandomCrop,
+    /// <summary>Random resized crop and flip, then colour jitter (brightness and contrast ±0.4).</summary>
+    CropJitter,
+}
+
 /// <summary>
-/// The papers' training augmentations: random resized crop (MAE uses scale 0.2–1, aspect 3/4–4/3) and
-/// horizontal flip. Applied to a whole batch at once with one affine sampling grid per image.
+/// The papers' training augmentations, on pixel values in [0, 1] (before normalisation, so jitter acts on real
+/// intensities): a random resized crop (MAE: scale 0.2–1, aspect 3/4–4/3) or a fixed-size crop
+/// (<paramref name="FixedCrop"/>: the crop's side as a fraction of the image's), horizontal flip, and colour jitter
+/// (torchvision's ColorJitter brightness and contrast: factors drawn from [1 − s, 1 + s]). Applied to a whole batch at
+/// once with one affine sampling grid per image.
 /// </summary>
-public sealed record Augmentation(bool RandomResizedCrop = true, double MinScale = 0.2, double MaxScale = 1.0, bool HorizontalFlip = true)
+public sealed record Augmentation(bool RandomResizedCrop = true, double MinScale = 0.2, double MaxScale = 1.0, bool HorizontalFlip = true,
+    double FixedCrop = 0, double Brightness = 0, double Contrast = 0)
 {
     public static Augmentation None => new(false, 1, 1, false);
     public static Augmentation Mae => new();
 
-    /// <summary>images [B, C, H, W] float → same shape, each image cropped, resized back and maybe flipped.</summary>
+    /// <summary>The augmentation MAE's Table 1e names: none, fixed-size crop, random-size crop, crop + colour jitter.</summary>
+    public static Augmentation Of(AugmentKind kind) => kind switch
+    {
+        AugmentKind.None => None,
+        AugmentKind.FixedCrop => new(false, 1, 1, true, FixedCrop: 224.0 / 256),
+        AugmentKind.RandomCrop => Mae,
+        AugmentKind.CropJitter => Mae with { Brightness = 0.4, Contrast = 0.4 },
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
+
+    /// <summary>images [B, C, H, W] in [0, 1] → same shape, each image cropped, resized back, maybe flipped, maybe jittered.</summary>
     public Tensor Apply(Tensor images, Random random)
     {
-        if (!RandomResizedCrop && !HorizontalFlip) return images;
+        bool crop = RandomResizedCrop || FixedCrop > 0;
+        if (!crop && !HorizontalFlip && Brightness == 0 && Contrast == 0) return images;
         long B = images.shape[0];
         var theta = new float[B * 6];
+        var factors = new float[B * 2];
         for (long b = 0; b < B; b++)
         {
-            var (w, h, cx, cy) = RandomResizedCrop ? SampleCrop(random) : (1.0, 1.0, 0.0, 0.0);
+            var (w, h, cx, cy) = RandomResizedCrop ? SampleCrop(random) : FixedCrop > 0 ? PlaceCrop(FixedCrop, random) : (1.0, 1.0, 0.0, 0.0);
             double flip = HorizontalFlip && random.NextDouble() < 0.5 ? -1 : 1;
             // Output grid x_out ∈ [−1, 1] samples input x_in = w·flip·x_out + cx (normalised coordinates).
             theta[b * 6 + 0] = (float)(w * flip); theta[b * 6 + 2] = (float)cx;
             theta[b * 6 + 4] = (float)h; theta[b * 6 + 5] = (float)cy;
+            // Jitter draws only when jitter is on, so the crop and flip draws of the other augmentations stay as they were.
+            factors[b * 2] = Brightness > 0 ? (float)(1 + Brightness * (2 * random.NextDouble() - 1)) : 1f;
+            factors[b * 2 + 1] = Contrast > 0 ? (float)(1 + Contrast * (2 * random.NextDouble() - 1)) : 1f;
         }
-        var grid = nn.functional.affine_grid(tensor(theta, new[] { B, 2, 3 }, device: images.device), images.shape, align_corners: false);
-        return nn.functional.grid_sample(images, grid, mode: GridSampleMode.Bilinear, padding_mode: GridSamplePaddingMode.Border, align_corners: false);
+        var output = images;
+        if (crop || HorizontalFlip)
+        {
+            var grid = nn.functional.affine_grid(tensor(theta, new[] { B, 2, 3 }, device: images.device), images.shape, align_corners: false);
+            output = nn.functional.grid_sample(images, grid, mode: GridSampleMode.Bilinear, padding_mode: GridSamplePaddingMode.Border, align_corners: false);
+        }
+        if (Brightness == 0 && Contrast == 0) return output;
+        var f = tensor(factors, new[] { B, 2L, 1, 1 }, device: images.device);
+        // Brightness scales the intensities; contrast blends with the image's mean grey level (torchvision's order when both are drawn first).
+        output = (output * f[.., 0..1]).clamp(0, 1);
+        var grey = output.mean(new long[] { 1, 2, 3 }, keepdim: true);
+        return ((output - grey) * f[.., 1..2] + grey).clamp(0, 1);
     }
+
+    /// <summary>A square crop of side <paramref name="side"/> (fraction of the image) at a uniformly random position.</summary>
+    static (double W, double H, double Cx, double Cy) PlaceCrop(double side, Random random) =>
+        (side, side, (2 * random.NextDouble() - 1) * (1 - side), (2 * random.NextDouble() - 1) * (1 - side));
 
     /// <summary>torchvision's RandomResizedCrop sampling, as fractions: (width, height, centre x, centre y) in [−1, 1] units.</summary>
     (double W, double H, double Cx, double Cy) SampleCrop(Random random)
@@ -118,13 +169,13 @@ public sealed class DataLoader
         }
     }
 
-    /// <summary>Materialises a batch on the device (normalised, augmented with its own seeded draw).</summary>
+    /// <summary>Materialises a batch on the device: augmented in pixel space with its own seeded draw, then normalised.</summary>
     public Batch Load(BatchIndices indices)
     {
         var index = tensor(indices.Indices);
-        var images = Normalization.Apply(Data.Images.index_select(0, index), device);
-        images = Augmentation.Apply(images, new Random(Seeds.Mix(seed, indices.Epoch, indices.Number, 0xa06)));
-        return new Batch(images, Data.Labels.index_select(0, index).to(device));
+        var pixels = Normalization.ToUnit(Data.Images.index_select(0, index), device);
+        pixels = Augmentation.Apply(pixels, new Random(Seeds.Mix(seed, indices.Epoch, indices.Number, 0xa06)));
+        return new Batch(Normalization.Standardize(pixels), Data.Labels.index_select(0, index).to(device));
     }
 
     /// <summary>Every example once, in order, without augmentation: for evaluation.</summary>

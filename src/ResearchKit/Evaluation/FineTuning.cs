@@ -14,7 +14,8 @@ namespace ResearchKit.Evaluation;
 public sealed record FineTuneConfig(int Epochs = 5, int Blocks = int.MaxValue, int BatchSize = 128, double BaseLearningRate = 2e-3,
     double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null);
 
-public sealed record FineTuneResult(double Accuracy, TrainResult Training);
+/// <param name="TrainableParameters">Parameters fine-tuning updated: the unfrozen blocks and the new head.</param>
+public sealed record FineTuneResult(double Accuracy, TrainResult Training, long TrainableParameters);
 
 public static class FineTuning
 {
@@ -25,6 +26,7 @@ public static class FineTuning
         torch.manual_seed(config.Seed);
         var classifier = new Classifier(backbone, data.Train.ClassCount).to(Compute.Device);
         backbone.FreezeAllBut(config.Blocks);
+        long trainable = classifier.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         var train = data.Train.Take(config.TrainLimit);
         var loader = new DataLoader(train, Math.Min(config.BatchSize, (int)train.Count), normalization, shuffle: true, seed: config.Seed);
         var optimizer = new OptimizerConfig(BaseLearningRate: config.BaseLearningRate, WeightDecay: config.WeightDecay, Beta2: 0.999);
@@ -35,7 +37,7 @@ public static class FineTuning
             (batch, _) => nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels), exempt.Contains), progress, cancel);
         PreciseBatchNorm.Recompute(classifier, loader);
         data.Train.DisposeIfCopy(train);
-        return new FineTuneResult(Accuracy(classifier, data.Test, normalization), result);
+        return new FineTuneResult(Accuracy(classifier, data.Test, normalization), result, trainable);
     }
 
     /// <summary>Top-1 accuracy of a classifier on a split, in 0..1.</summary>

@@ -90,6 +90,17 @@ public sealed class TransformerBlock : Module<Tensor, Tensor>
         return x + mlp.call(norm2.call(x));
     }
 
+    /// <summary>
+    /// Forward FLOPs of one block on <paramref name="tokens"/> tokens (a multiply-add counts 2; norms, softmax and GELU
+    /// are left out, as FLOP counts in the MAE and ViT papers do): qkv and output projections 2·T·4D², the MLP
+    /// 2·T·2·r·D², and the attention products QKᵀ and AV 2·2·T²·D.
+    /// </summary>
+    public static double Flops(long tokens, int dim, double mlpRatio = 4.0)
+    {
+        double t = tokens, d = dim;
+        return 2 * t * 4 * d * d + 2 * t * 2 * (int)(dim * mlpRatio) * d + 4 * t * t * d;
+    }
+
     /// <summary>This block's attention probabilities for input x: [B, H, T, T].</summary>
     public Tensor AttentionWeights(Tensor x) => attn.Weights(norm1.call(x));
 }

@@ -47,11 +47,8 @@ public sealed record BeitConfig(
     {
         var sized = this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };
         if (Target != BeitTarget.Tokens) return sized;
-        if (string.IsNullOrEmpty(Tokenizer))
-            throw new ResearchKitException("beit: token targets need a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`), or use --target pixels");
-        var manifest = TokenizerRun.ReadManifest(Tokenizer);
-        manifest.RequireShape(Tokenizer, imageSize, Encoder.PatchSize, channels, "this BEiT", " (one token per ViT patch)");
-        return sized with { Codes = manifest.Tokenizer.Codes };
+        return sized with { Codes = TokenTarget.Codes(Tokenizer, imageSize, Encoder.PatchSize, channels, "BEiT",
+            "beit: token targets need a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`), or use --target pixels") };
     }
 
     public override IPretrainModel Build() => new Beit(this);
@@ -111,7 +108,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     readonly VisionTransformer encoder;
     readonly Parameter maskToken;   // [1, 1, D]: e[M], replaces the embedding of a corrupted patch
     readonly Linear head;           // D → Codes (tokens) or p·p·C (pixels)
-    LoadedTokenizer? tokenizer;     // frozen, not part of this module's weights
+    readonly TokenTarget tokens;    // frozen, not part of this module's weights
 
     public Beit(BeitConfig config) : base(nameof(Beit))
     {
@@ -119,6 +116,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
         Config = config;
         var e = config.Encoder;
         encoder = new VisionTransformer(e);
+        tokens = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "beit");
         maskToken = Parameter(zeros(1, 1, e.Dim));
         head = Linear(e.Dim, config.Target == BeitTarget.Tokens ? config.Codes : e.PatchDim);
         RegisterComponents();
@@ -136,12 +134,10 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
             NoWeightDecay: name => name == "encoder.clsToken")];
 
     /// <summary>The frozen tokenizer, loaded from <see cref="BeitConfig.Tokenizer"/> on first use and checked against the encoder's shape.</summary>
-    public LoadedTokenizer Tokenizer => tokenizer ??= TokenizerRun.Load(
-        Config.Tokenizer ?? throw new ResearchKitException("beit: this configuration predicts pixels and has no tokenizer"),
-        Config.Encoder.ImageSize, Config.Encoder.PatchSize, Config.Encoder.Channels);
+    public LoadedTokenizer Tokenizer => tokens.Loaded;
 
     /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
-    public void UseTokenizer(LoadedTokenizer loaded) => tokenizer = loaded;
+    public void UseTokenizer(LoadedTokenizer loaded) => tokens.Use(loaded);
 
     /// <summary>[B, L] corruption masks (1 = replaced by [MASK]), drawn from <paramref name="generator"/>.</summary>
     public Tensor SampleMask(long batch, Generator? generator, Device device)
@@ -162,7 +158,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     public Tensor Targets(Tensor images)
     {
         if (Config.Target == BeitTarget.Pixels) return Patches.Patchify(images, Config.Encoder.PatchSize);
-        return Tokenizer.Tokenizer.Encode(images).reshape(images.shape[0], -1);   // Encode runs without gradients
+        return tokens.Encode(images);
     }
 
     /// <summary>

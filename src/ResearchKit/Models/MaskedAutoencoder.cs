@@ -11,18 +11,35 @@ using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Models;
 
-/// <summary>How MAE picks the patches to remove (MAE §4.1, Table 1f / Fig. 6).</summary>
-public enum MaskSampling { Random, Grid }
+/// <summary>How MAE picks the patches to remove (MAE §4.1, Table 1f / Fig. 6): uniformly at random, in blocks (BEiT's), or on a regular grid.</summary>
+public enum MaskSampling { Random, Block, Grid }
+
+/// <summary>What MAE's decoder reconstructs at a removed patch (MAE Table 1c; §A.1 for the normalised pixels).</summary>
+public enum MaeTarget
+{
+    /// <summary>The patch's pixels.</summary>
+    Pixel,
+    /// <summary>The patch's pixels normalised by its own mean and standard deviation (the official code's norm_pix_loss).</summary>
+    NormPixel,
+    /// <summary>The patch's largest PCA coefficients (<see cref="MaeConfig.PcaComponents"/>; PCA of training patches).</summary>
+    Pca,
+    /// <summary>The patch's visual token from a trained tokenizer (<see cref="MaeConfig.Tokenizer"/>); cross-entropy over the codebook.</summary>
+    Token,
+}
 
 /// <summary>
 /// MAE configuration; defaults are the paper's ViT-L/16 with its default decoder (MAE §4.1, Table 1:
 /// decoder depth 8, width 512, mask ratio 0.75, pixel targets) and its pre-training recipe (Appendix A.1).
 /// </summary>
+/// <param name="PcaComponents">PCA coefficients predicted with the PCA target (paper: the 96 largest of a 16×16×3 patch's 768).</param>
+/// <param name="Tokenizer">Tokenizer folder for the token target (`researchkit tokenizer train --out DIR`).</param>
+/// <param name="Codes">The tokenizer's codebook size; filled from the folder by <see cref="ForInput"/>.</param>
+/// <param name="MinBlock">Smallest block of block sampling, in patches (BEiT's 16 of 196; the tiny 7×7 grid uses 4).</param>
 public sealed record MaeConfig(
     ViTConfig Encoder,
     int DecoderDim = 512, int DecoderDepth = 8, int DecoderHeads = 16,
-    double MaskRatio = 0.75, bool NormPixLoss = false, bool MaskTokenInEncoder = false,
-    MaskSampling Sampling = MaskSampling.Random) : MethodConfig
+    double MaskRatio = 0.75, MaeTarget Target = MaeTarget.Pixel, bool MaskTokenInEncoder = false,
+    MaskSampling Sampling = MaskSampling.Random, int MinBlock = 16, int PcaComponents = 96, string? Tokenizer = null, int Codes = 0) : MethodConfig
 {
     public override OptimizerConfig Optimizer { get; init; } = new();
 
@@ -32,14 +49,31 @@ public sealed record MaeConfig(
     /// <summary>
     /// CPU-scale MAE (PLATFORM.md reference): tiny ViT encoder, decoder dim 64, depth 2, 4 heads. Base learning rate
     /// 1.5e-3: the paper's 1.5e-4 is tuned for 800+ ImageNet epochs; a tiny model trained for a few epochs needs more
-    /// (measured on Fashion-MNIST; see environment.md).
+    /// (measured on Fashion-MNIST; see environment.md). Block sampling uses blocks of at least 4 of the 49 patches; the
+    /// PCA target keeps 4 of a 4×4 patch's 16 coefficients (see environment.md for the variance they explain).
     /// </summary>
     public static MaeConfig Tiny(int imageSize = 28, int channels = 1) =>
-        new(ViTConfig.Tiny(imageSize, channels), DecoderDim: 64, DecoderDepth: 2, DecoderHeads: 4) { Optimizer = new(BaseLearningRate: 1.5e-3) };
+        new(ViTConfig.Tiny(imageSize, channels), DecoderDim: 64, DecoderDepth: 2, DecoderHeads: 4, MinBlock: 4, PcaComponents: 4)
+        { Optimizer = new(BaseLearningRate: 1.5e-3) };
 
-    public override MethodConfig ForInput(int imageSize, int channels) => this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };
+    /// <summary>Sizes the encoder for the data and, for the token target, reads the tokenizer folder: its shape must match, its codebook sizes the head.</summary>
+    public override MethodConfig ForInput(int imageSize, int channels)
+    {
+        var sized = this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };
+        if (Target != MaeTarget.Token) return sized;
+        return sized with { Codes = TokenTarget.Codes(Tokenizer, imageSize, Encoder.PatchSize, channels, "MAE",
+            "mae: --target token needs a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`)") };
+    }
 
     public override IPretrainModel Build() => new MaskedAutoencoder(this);
+
+    /// <summary>Width of the decoder's prediction per patch: p·p·C pixels, the PCA coefficients, or the codebook's logits.</summary>
+    public int PredictionDim => Target switch
+    {
+        MaeTarget.Pca => PcaComponents,
+        MaeTarget.Token => Codes,
+        _ => Encoder.PatchDim,
+    };
 
     public override void Validate()
     {
@@ -48,14 +82,43 @@ public sealed record MaeConfig(
         if (DecoderDepth < 1) throw new ResearchKitException($"mae: decoder depth (--decoder-depth) must be at least 1; got {DecoderDepth}");
         if (DecoderDim < 4 || DecoderDim % DecoderHeads != 0 || DecoderDim % 4 != 0)
             throw new ResearchKitException($"mae: decoder dim (--decoder-dim) {DecoderDim} must be a positive multiple of 4 and of the decoder heads ({DecoderHeads})");
-        if (Sampling == MaskSampling.Grid && Math.Abs(MaskRatio - 0.75) > 1e-9)
-            throw new ResearchKitException($"mae: grid sampling removes 3 of every 2×2 patches, so the mask ratio must be 0.75; got {MaskRatio}");
+        if (Sampling == MaskSampling.Grid && Math.Abs(MaskRatio - 0.75) > 1e-9 && Math.Abs(MaskRatio - 0.5) > 1e-9)
+            throw new ResearchKitException($"mae: grid sampling is a checkerboard at mask ratio 0.5 or keeps one of every 2×2 patches at 0.75; got --mask-ratio {MaskRatio}");
+        if (Sampling == MaskSampling.Block && (MinBlock < 1 || MinBlock > Encoder.Length))
+            throw new ResearchKitException($"mae: the smallest mask block (--min-block {MinBlock}) must fit the {Encoder.GridSize}×{Encoder.GridSize} patch grid");
+        if (Target == MaeTarget.Pca && (PcaComponents < 1 || PcaComponents > Encoder.PatchDim))
+            throw new ResearchKitException($"mae: --pca-components must be in 1 … {Encoder.PatchDim} (the patch dimension {Encoder.PatchSize}×{Encoder.PatchSize}×{Encoder.Channels}); got {PcaComponents}");
+        if (Target == MaeTarget.Token && string.IsNullOrEmpty(Tokenizer))
+            throw new ResearchKitException("mae: --target token needs a tokenizer (--tokenizer DIR)");
+        if (Target == MaeTarget.Token && Codes < 2)
+            throw new ResearchKitException($"mae: the tokenizer's codebook must have at least 2 codes; got {Codes}");
+    }
+
+    /// <summary>
+    /// Forward FLOPs per image (<see cref="TransformerBlock.Flops"/>'s convention): the encoder on the kept patches plus
+    /// [CLS] (every patch with mask tokens in the encoder) and the decoder on all patches plus [CLS]. The patch embedding
+    /// projects all L patches, as this implementation (and the official one) does before dropping the removed ones.
+    /// </summary>
+    public MaeFlops Flops()
+    {
+        var e = Encoder;
+        long length = e.Length, encoded = 1 + (MaskTokenInEncoder ? length : Masking.KeptCount(e.Length, MaskRatio)), decoded = 1 + length;
+        double encoder = 2.0 * length * e.PatchDim * e.Dim + e.Depth * TransformerBlock.Flops(encoded, e.Dim, e.MlpRatio);
+        double decoder = 2.0 * encoded * e.Dim * DecoderDim + DecoderDepth * TransformerBlock.Flops(decoded, DecoderDim) + 2.0 * decoded * DecoderDim * PredictionDim;
+        return new MaeFlops(encoded, encoder, decoder);
     }
 }
 
+/// <summary>Forward FLOPs per image of an MAE configuration (see <see cref="MaeConfig.Flops"/>).</summary>
+/// <param name="EncoderTokens">Tokens the encoder processes, [CLS] included.</param>
+public sealed record MaeFlops(long EncoderTokens, double Encoder, double Decoder)
+{
+    public double Total => Encoder + Decoder;
+}
+
 /// <summary>What an MAE forward pass returns.</summary>
-/// <param name="Loss">Scalar: MSE on removed patches only.</param>
-/// <param name="Prediction">[B, L, p·p·C] predicted patches (in target space: normalised per patch when NormPixLoss).</param>
+/// <param name="Loss">Scalar: MSE (cross-entropy for tokens) on removed patches only.</param>
+/// <param name="Prediction">[B, L, PredictionDim] in target space: pixels, normalised pixels, PCA coefficients or token logits (<see cref="MaskedAutoencoder.ToPixels"/> maps it back to pixels).</param>
 /// <param name="Mask">[B, L] 1 = removed, 0 = kept.</param>
 public sealed record MaeOutput(Tensor Loss, Tensor Prediction, Tensor Mask);
 
@@ -76,12 +139,17 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         },
         [
             MethodOption.Number<MaeConfig>("--mask-ratio", "fraction of patches removed (paper: 0.75)", (c, v) => c with { MaskRatio = v }),
-            MethodOption.Flag<MaeConfig>("--norm-pix-loss", "normalise each target patch by its mean and variance (Table 1c)", c => c with { NormPixLoss = true }),
+            MethodOption.Choice<MaeConfig>("--target", "what the decoder reconstructs (Table 1c)", ["pixel", "norm-pixel", "pca", "token"],
+                (c, v) => c with { Target = v switch { "norm-pixel" => MaeTarget.NormPixel, "pca" => MaeTarget.Pca, "token" => MaeTarget.Token, _ => MaeTarget.Pixel } }),
+            MethodOption.Flag<MaeConfig>("--norm-pix-loss", "the official code's name for --target norm-pixel", c => c with { Target = MaeTarget.NormPixel }),
+            MethodOption.Integer<MaeConfig>("--pca-components", "PCA coefficients predicted with --target pca (paper: 96 of 768)", (c, v) => c with { PcaComponents = v }),
+            MethodOption.Text<MaeConfig>("--tokenizer", "tokenizer folder for --target token (`researchkit tokenizer train`)", (c, v) => c with { Tokenizer = v }),
             MethodOption.Integer<MaeConfig>("--decoder-depth", "decoder blocks (paper: 8; Table 1a)", (c, v) => c with { DecoderDepth = v }),
             MethodOption.Integer<MaeConfig>("--decoder-dim", "decoder width (paper: 512; Table 1b)",
                 (c, v) => c with { DecoderDim = v, DecoderHeads = Math.Max(1, Math.Min(c.DecoderHeads, v / 16)) }),
-            MethodOption.Choice<MaeConfig>("--sampling", "how removed patches are chosen (Table 1f)", ["random", "grid"],
-                (c, v) => c with { Sampling = v == "grid" ? MaskSampling.Grid : MaskSampling.Random }),
+            MethodOption.Choice<MaeConfig>("--sampling", "how removed patches are chosen (Table 1f)", ["random", "block", "grid"],
+                (c, v) => c with { Sampling = v switch { "grid" => MaskSampling.Grid, "block" => MaskSampling.Block, _ => MaskSampling.Random } }),
+            MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v }),
             MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
         ]);
 
@@ -98,13 +166,24 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     public IReadOnlyList<UpdatePhase> Phases() =>
         [new UpdatePhase("loss", (batch, generator) => call(batch.Images, generator).Loss, UpdatePhase.TrainableOf(this))];
 
-    /// <summary>Reconstruction PSNR (dB) on the removed pixels, in pixel space [0, 1].</summary>
+    /// <summary>
+    /// Reconstruction PSNR (dB) on the removed pixels, in pixel space [0, 1], whatever the target (PCA coefficients and
+    /// tokens are decoded to pixels first); with the token target also the accuracy of the predicted token at removed patches.
+    /// </summary>
     public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
     {
         using var scope = NewDisposeScope();
-        var (_, reconstruction, _, removed) = Reconstruct(images, generator);
+        using var _ = no_grad();
+        var output = call(images, generator);
+        var (_, reconstruction, _, removed) = Reconstruct(images, output);
         double mse = Reconstruction.Mse(normalization.Invert(reconstruction), normalization.Invert(images), removed);
-        return new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
+        var metrics = new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
+        if (Config.Target == MaeTarget.Token)
+        {
+            var correct = output.Prediction.argmax(-1).eq(tokens!.Encode(images)).to_type(ScalarType.Float32);
+            metrics["masked_token_accuracy"] = ((correct * output.Mask).sum() / output.Mask.sum()).item<float>();
+        }
+        return metrics;
     }
 
     readonly VisionTransformer encoder;
@@ -115,6 +194,8 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     readonly ModuleList<TransformerBlock> decoderBlocks;
     readonly LayerNorm decoderNorm;
     readonly Linear decoderPred;
+    readonly PatchPca? pca;                   // PCA target: fitted on the first batch it sees (in pre-training, the first training batch)
+    readonly TokenTarget? tokens;             // token target: frozen, not part of the weights
 
     public MaskedAutoencoder(MaeConfig config) : base(nameof(MaskedAutoencoder))
     {
@@ -129,7 +210,9 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         decoderBlocks = new ModuleList<TransformerBlock>(
             Enumerable.Range(0, config.DecoderDepth).Select(_ => new TransformerBlock(config.DecoderDim, config.DecoderHeads)).ToArray());
         decoderNorm = LayerNorm(config.DecoderDim, eps: 1e-6);
-        decoderPred = Linear(config.DecoderDim, e.PatchDim);
+        decoderPred = Linear(config.DecoderDim, config.PredictionDim);
+        if (config.Target == MaeTarget.Pca) pca = new PatchPca(e.PatchDim, config.PcaComponents);
+        if (config.Target == MaeTarget.Token) tokens = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "mae");
         RegisterComponents();
 
         TransformerInit.Apply(decoderBlocks);
@@ -144,9 +227,17 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     public PatchMask SampleMask(long batch, Generator? generator, Device device)
     {
         var e = Config.Encoder;
-        if (Config.Sampling == MaskSampling.Grid)
-            return Masking.FromMask(Masking.Grid(e.GridSize, e.GridSize).reshape(1, -1).expand(batch, -1).to(device));
-        return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
+        switch (Config.Sampling)
+        {
+            case MaskSampling.Grid:
+                return Masking.FromMask(Masking.GridExact(e.GridSize, e.GridSize, Config.MaskRatio).reshape(1, -1).expand(batch, -1).to(device));
+            case MaskSampling.Block:
+                // One integer from the step's generator seeds the block sampler, so masks are deterministic for a seed.
+                var random = new System.Random((int)randint(0, int.MaxValue, 1, generator: generator).item<long>());
+                return Masking.FromMask(Masking.BlockwiseExact(batch, e.GridSize, e.GridSize, Config.MaskRatio, random, Config.MinBlock).to(device));
+            default:
+                return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
+        }
     }
 
     /// <summary>
@@ -183,21 +274,68 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         return decoderPred.call(decoderNorm.call(x))[.., 1..];                         // drop [CLS]
     }
 
-    /// <summary>Per-patch targets [B, L, p·p·C]: pixels, or pixels normalised by each patch's mean and variance.</summary>
-    public Tensor Targets(Tensor images)
+    /// <summary>Pixels normalised by each patch's own mean and (unbiased) variance, and those statistics: the norm-pixel target.</summary>
+    static (Tensor Normalised, Tensor Mean, Tensor Std) NormalisePatches(Tensor patches)
     {
-        var target = Patches.Patchify(images, Config.Encoder.PatchSize);
-        if (!Config.NormPixLoss) return target;
-        var mean = target.mean(new long[] { -1 }, keepdim: true);
-        var variance = target.var(-1, unbiased: true, keepdim: true);
-        return (target - mean) / (variance + 1e-6).sqrt();
+        var mean = patches.mean(new long[] { -1 }, keepdim: true);
+        var std = (patches.var(-1, unbiased: true, keepdim: true) + 1e-6).sqrt();
+        return ((patches - mean) / std, mean, std);
     }
 
-    /// <summary>MSE per patch, averaged over removed patches only.</summary>
+    /// <summary>The PCA of the target (null unless the target is PCA coefficients).</summary>
+    public PatchPca? Pca => pca;
+
+    /// <summary>Uses an already loaded tokenizer for the token target (tests, notebooks) instead of reading the folder.</summary>
+    public void UseTokenizer(LoadedTokenizer loaded) =>
+        (tokens ?? throw new ResearchKitException("mae: this configuration has no token target")).Use(loaded);
+
+    /// <summary>
+    /// Per-patch targets: pixels [B, L, p·p·C], normalised pixels, PCA coefficients [B, L, k] (the PCA is fitted on these
+    /// images' patches if it has not been yet), or tokens [B, L] (int64).
+    /// </summary>
+    public Tensor Targets(Tensor images)
+    {
+        if (Config.Target == MaeTarget.Token) return tokens!.Encode(images);
+        var patches = Patches.Patchify(images, Config.Encoder.PatchSize);
+        switch (Config.Target)
+        {
+            case MaeTarget.NormPixel: return NormalisePatches(patches).Normalised;
+            case MaeTarget.Pca:
+                if (!pca!.IsFitted) pca.Fit(patches);
+                return pca.Encode(patches);
+            default: return patches;
+        }
+    }
+
+    /// <summary>Loss per patch — squared error averaged over the patch's target values, or cross-entropy over the codebook — averaged over removed patches only.</summary>
     public Tensor ForwardLoss(Tensor images, Tensor prediction, Tensor mask)
     {
-        var perPatch = (prediction - Targets(images)).square().mean(new long[] { -1 });   // B, L
+        var targets = Targets(images);
+        var perPatch = Config.Target == MaeTarget.Token
+            ? functional.cross_entropy(prediction.flatten(0, 1), targets.flatten(), reduction: Reduction.None).reshape(mask.shape)
+            : (prediction - targets).square().mean(new long[] { -1 });                                         // B, L
         return (perPatch * mask).sum() / mask.sum();
+    }
+
+    /// <summary>
+    /// A prediction in target space → patches [B, L, p·p·C] in the images' (normalised) space, so every target is shown and
+    /// scored in pixels: normalised pixels are un-normalised with each true patch's mean and standard deviation (as the
+    /// MAE paper's figures do), PCA coefficients go back through the basis, tokens (argmax) through the tokenizer's decoder.
+    /// </summary>
+    public Tensor ToPixels(Tensor prediction, Tensor images)
+    {
+        var p = Config.Encoder.PatchSize;
+        if (Config.Target == MaeTarget.NormPixel)
+        {
+            var (_, mean, std) = NormalisePatches(Patches.Patchify(images, p));
+            return prediction * std + mean;
+        }
+        return Config.Target switch
+        {
+            MaeTarget.Pca => pca!.Decode(prediction),
+            MaeTarget.Token => Patches.Patchify(tokens!.Decode(prediction.argmax(-1)), p),
+            _ => prediction,
+        };
     }
 
     public override MaeOutput forward(Tensor images, Generator? generator)
@@ -208,23 +346,20 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     }
 
     /// <summary>
-    /// For figures: (masked input, reconstruction, reconstruction with kept patches pasted back), each
-    /// [B, C, H, W] in the images' space, and the removed pixels [B, 1, H, W] (1 = removed). With NormPixLoss the prediction is un-normalised with each
-    /// true patch's statistics, as the MAE paper's visualisations do.
+    /// For figures: (masked input, reconstruction, reconstruction with kept patches pasted back), each [B, C, H, W] in the
+    /// images' space whatever the target (see <see cref="ToPixels"/>), and the removed pixels [B, 1, H, W] (1 = removed).
     /// </summary>
     public (Tensor Masked, Tensor Reconstruction, Tensor Pasted, Tensor Removed) Reconstruct(Tensor images, Generator? generator = null)
     {
         using var _ = no_grad();
+        return Reconstruct(images, call(images, generator));
+    }
+
+    (Tensor Masked, Tensor Reconstruction, Tensor Pasted, Tensor Removed) Reconstruct(Tensor images, MaeOutput output)
+    {
         var e = Config.Encoder;
-        var output = call(images, generator);
         var patches = Patches.Patchify(images, e.PatchSize);
-        var prediction = output.Prediction;
-        if (Config.NormPixLoss)
-        {
-            var mean = patches.mean(new long[] { -1 }, keepdim: true);
-            var std = (patches.var(-1, unbiased: true, keepdim: true) + 1e-6).sqrt();
-            prediction = prediction * std + mean;
-        }
+        var prediction = ToPixels(output.Prediction, images);
         var removed = output.Mask.unsqueeze(-1);
         Tensor Image(Tensor p) => Patches.Unpatchify(p, e.PatchSize, e.Channels, e.GridSize, e.GridSize);
         var removedPixels = Patches.Unpatchify(removed.expand(-1, -1, e.PatchSize * e.PatchSize).contiguous(), e.PatchSize, 1, e.GridSize, e.GridSize);

@@ -27,46 +27,141 @@ public sealed record ExperimentResult(
 /// <summary>Floor: a linear probe on standardised raw pixels, with the same protocol as the layer probes.</summary>
 public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTest);
 
+/// <summary>
+/// One point of partial fine-tuning (MAE §4.3, Fig. 9): the backbone of <paramref name="Source"/>'s pre-trained model
+/// with its last <paramref name="Blocks"/> blocks and a new linear head trained (0: the head alone on frozen features,
+/// a linear probe by fine-tuning; int.MaxValue: every block). A source with Pretrain.Epochs = 0 is the untrained
+/// network: fine-tuning every block of it is training from scratch with the same budget.
+/// </summary>
+public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0);
+
+/// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
+public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
+
+/// <summary>An experiment evaluated at the end of epoch <paramref name="Epoch"/> of its pre-training (0: at initialisation).</summary>
+/// <param name="TrainLoss">Mean pre-training loss of the last 20 steps before that epoch's end (NaN at epoch 0).</param>
+public sealed record EpochResult(int Epoch, double TrainLoss, ExperimentResult Result);
+
 /// <summary>Runs experiments end to end in a work folder (pre-training resumes from it) and reads their run folders.</summary>
 public static class Experiments
 {
     /// <summary>The pre-training run folder inside an experiment's work folder.</summary>
     public static string PretrainFolder(string workFolder) => Path.Combine(workFolder, "pretrain");
 
+    /// <summary>The data an experiment needs: enough training images for pre-training, probe and fine-tuning; enough test images for probe and pretext metrics.</summary>
+    static DatasetSplits LoadData(Experiment experiment)
+    {
+        var (_, p, e) = experiment;
+        long trainNeeded = Math.Max(p.TrainLimit ?? long.MaxValue, Math.Max(e.ProbeTrain, e.FineTuneTrain));
+        return DatasetCatalog.Load(p.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, Math.Max(e.ProbeTest, e.PretextImages));
+    }
+
     public static ExperimentResult Run(Experiment experiment, string workFolder, IProgress<TrainProgress>? progress = null, Action<string>? status = null,
         CancellationToken cancel = default)
     {
-        var (method, p, e) = experiment;
-        long trainNeeded = Math.Max(p.TrainLimit ?? long.MaxValue, Math.Max(e.ProbeTrain, e.FineTuneTrain));
-        using var data = DatasetCatalog.Load(p.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, Math.Max(e.ProbeTest, e.PretextImages));
+        using var data = LoadData(experiment);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-
-        IPretrainModel model;
-        Normalization normalization;
-        double finalLoss = double.NaN;
-        if (p.Epochs > 0)
-        {
-            status?.Invoke($"pre-training {MethodRegistry.Of(method).Name}, {p.Epochs} epochs");
-            var pretrainSplit = data.Train.Take(p.TrainLimit);
-            var run = Pretraining.Run(method, p, pretrainSplit, PretrainFolder(workFolder), progress, cancel);
-            data.Train.DisposeIfCopy(pretrainSplit);
-            model = run.Model;
-            normalization = run.Config.Normalization;
-            finalLoss = run.Result.Losses.TakeLast(Math.Min(20, run.Result.Losses.Count)).Average();
-        }
-        else
-        {
-            var sized = method.ForInput(data.Train.Height, data.Train.Channels);
-            sized.Validate();
-            model = Pretraining.Build(sized, p.Seed);
-            var split = data.Train.Take(p.TrainLimit);
-            normalization = Normalization.Of(split);
-            data.Train.DisposeIfCopy(split);
-        }
+        var (model, normalization, losses) = Pretrained(experiment, data, workFolder, progress, status, cancel);
         double pretrainSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        model.Module.eval();
+        var result = Evaluate(model, normalization, data, experiment, progress, status, cancel);
+        model.Module.Dispose();   // free its native memory now, not whenever finalizers run: a sweep builds many models
+        return result with { FinalLoss = Math.Round(MeanOfLast(losses, losses.Count), 4), PretrainSeconds = Math.Round(pretrainSeconds, 1), EvaluationSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1) };
+    }
 
+    /// <summary>
+    /// One pre-training run evaluated along the way (MAE Fig. 7's question, training length, without one run per length):
+    /// pre-trains (or resumes) keeping a snapshot at every epoch end, then evaluates the model at each epoch of
+    /// <paramref name="epochs"/> (0 = this run's own initial weights) with the experiment's evaluation. Note that every
+    /// snapshot but the last is taken mid-schedule: its learning rate has not decayed to zero as a run of that length would.
+    /// </summary>
+    public static List<EpochResult> RunAlongTraining(Experiment experiment, IReadOnlyList<int> epochs, string workFolder,
+        IProgress<TrainProgress>? progress = null, Action<string>? status = null, CancellationToken cancel = default)
+    {
+        var p = experiment.Pretrain;
+        if (p.Epochs < 1) throw new ResearchKitException("training length: the experiment must pre-train for at least one epoch");
+        if (epochs.Count == 0 || epochs.Any(e => e < 0 || e > p.Epochs))
+            throw new ResearchKitException($"training length: epochs to evaluate must be in 0 … {p.Epochs}; got {string.Join(", ", epochs)}");
+        using var data = LoadData(experiment);
+        var folder = PretrainFolder(workFolder);
+        var (model, normalization, losses) = Pretrained(experiment, data, workFolder, progress, status, cancel, [new EpochSnapshots(folder)]);
+        model.Module.Dispose();
+        var config = Pretraining.ReadConfig(folder);
+        int perEpoch = losses.Count / p.Epochs;
+        var results = new List<EpochResult>();
+        foreach (int epoch in epochs)
+        {
+            status?.Invoke($"evaluating the model after {epoch} epochs");
+            var snapshot = Pretraining.Build(config.Method, p.Seed);   // epoch 0: this run's initial weights (the trainer builds it the same way)
+            if (epoch > 0)
+            {
+                var path = EpochSnapshots.PathOf(folder, epoch);
+                if (!File.Exists(path)) throw new ResearchKitException($"{path}: not found; this run folder was trained without epoch snapshots — use a new work folder");
+                Trainer.LoadWeights(snapshot.Module, path);
+            }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel);
+            snapshot.Module.Dispose();
+            results.Add(new EpochResult(epoch, epoch == 0 ? double.NaN : Math.Round(MeanOfLast(losses, epoch * perEpoch), 4),
+                result with { EvaluationSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1) }));
+        }
+        return results;
+    }
+
+    /// <summary>
+    /// Partial fine-tuning of a pre-trained experiment (see <see cref="FineTuneExperiment"/>). The source is pre-trained in
+    /// <paramref name="sourceWorkFolder"/> if it is not yet (usually it is: the work folder of the same experiment in a sweep).
+    /// </summary>
+    public static FineTuneOutcome FineTune(FineTuneExperiment experiment, string sourceWorkFolder, IProgress<TrainProgress>? progress = null,
+        Action<string>? status = null, CancellationToken cancel = default)
+    {
+        var (source, blocks, epochs, trainLimit, testLimit, seed) = experiment;
+        if (blocks < 0) throw new ResearchKitException($"fine-tuning: the number of trainable blocks must be ≥ 0; got {blocks}");
+        long trainNeeded = Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit);
+        using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, testLimit);
+        var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
+        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit), progress, cancel);
+        model.Module.Dispose();
+        return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
+            result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
+    }
+
+    /// <summary>Mean of the (up to) 20 values before index <paramref name="end"/>: a loss at a point of training, smoothed.</summary>
+    static double MeanOfLast(IReadOnlyList<double> values, int end)
+    {
+        int start = Math.Max(0, end - 20);
+        return end > start ? values.Skip(start).Take(end - start).Average() : double.NaN;
+    }
+
+    /// <summary>The experiment's model: pre-trained (or resumed) in its work folder, or built untrained for Epochs = 0; with its normalisation and loss curve.</summary>
+    static (IPretrainModel Model, Normalization Normalization, IReadOnlyList<double> Losses) Pretrained(Experiment experiment, DatasetSplits data,
+        string workFolder, IProgress<TrainProgress>? progress, Action<string>? status, CancellationToken cancel, IEnumerable<ITrainerCallback>? callbacks = null)
+    {
+        var (method, p, _) = experiment;
+        var split = data.Train.Take(p.TrainLimit);
+        try
+        {
+            if (p.Epochs > 0)
+            {
+                status?.Invoke($"pre-training {MethodRegistry.Of(method).Name}, {p.Epochs} epochs");
+                var run = Pretraining.Run(method, p, split, PretrainFolder(workFolder), progress, cancel, callbacks);
+                return (run.Model, run.Config.Normalization, run.Result.Losses);
+            }
+            var sized = method.ForInput(data.Train.Height, data.Train.Channels);
+            sized.Validate();
+            return (Pretraining.Build(sized, p.Seed), Normalization.Of(split), []);
+        }
+        finally { data.Train.DisposeIfCopy(split); }
+    }
+
+    /// <summary>Probes every layer, measures the pretext task and fine-tunes, as <paramref name="experiment"/>'s evaluation says (times and loss left to the caller).</summary>
+    static ExperimentResult Evaluate(IPretrainModel model, Normalization normalization, DatasetSplits data, Experiment experiment,
+        IProgress<TrainProgress>? progress, Action<string>? status, CancellationToken cancel)
+    {
+        var (_, p, e) = experiment;
+        model.Module.eval();
         status?.Invoke("probing every layer");
         var probeTrain = data.Train.Take(e.ProbeTrain);
         using var trainFeatures = LayerFeatures.Extract(model.Backbone, probeTrain, normalization);
@@ -92,13 +187,10 @@ public static class Experiments
             fineTune = FineTuning.Run(model.Backbone, data, normalization,
                 new FineTuneConfig(e.FineTuneEpochs, e.FineTuneBlocks, Seed: p.Seed, TrainLimit: e.FineTuneTrain), progress, cancel).Accuracy;
         }
-
-        model.Module.Dispose();   // free its native memory now, not whenever finalizers run: a sweep builds many models
         int best = probes.MaxBy(r => r.Accuracy)!.Layer;
         return new ExperimentResult(
             probes.Select(r => Math.Round(r.Accuracy, 4)).ToArray(), probes.Select(r => Math.Round(r.KnnAccuracy ?? double.NaN, 4)).ToArray(),
-            best, Math.Round(probes[best].Accuracy, 4), Math.Round(fineTune, 4), Math.Round(finalLoss, 4), pretext,
-            Math.Round(pretrainSeconds, 1), Math.Round(clock.Elapsed.TotalSeconds, 1));
+            best, Math.Round(probes[best].Accuracy, 4), Math.Round(fineTune, 4), double.NaN, pretext, 0, 0);
     }
 
     /// <summary>Test accuracy (0..1) of a linear probe on raw pixels, standardised per pixel: the floor a learned feature must beat.</summary>

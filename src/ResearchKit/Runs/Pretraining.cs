@@ -14,7 +14,7 @@ namespace ResearchKit.Runs;
 /// </summary>
 public sealed record PretrainOptions(
     string Dataset = "fashion-mnist", int Epochs = 1, long? TrainLimit = null, int Seed = 0, int BatchSize = 256,
-    double? BaseLearningRate = null, bool Augment = false)
+    double? BaseLearningRate = null, AugmentKind Augment = AugmentKind.None)
 {
     public void Validate()
     {
@@ -27,11 +27,11 @@ public sealed record PretrainOptions(
 
 /// <summary>Everything needed to rebuild a run's model and data: the run folder's config.json.</summary>
 /// <param name="Method">The method's configuration, sized for the data; its "name" field says which method.</param>
-/// <param name="Version">The run-folder format: 2 since the method contract; a file without one is the first format.</param>
+/// <param name="Version">The run-folder format: 3 since augmentations are named (MAE Table 1e); 2 since the method contract; a file without one is the first format.</param>
 public sealed record RunConfig(string Dataset, long? TrainLimit, MethodConfig Method, TrainConfig Train, Normalization Normalization,
-    bool Augment, string CreatedBy = "researchkit", int Version = 1)
+    AugmentKind Augment, string CreatedBy = "researchkit", int Version = 1)
 {
-    public const int CurrentVersion = 2;
+    public const int CurrentVersion = 3;
 }
 
 /// <summary>A pre-trained run: its folder, configuration, model and training result.</summary>
@@ -68,19 +68,21 @@ public static class Pretraining
             Version: RunConfig.CurrentVersion);
     }
 
-    /// <summary>Pre-trains (or resumes) on an already loaded training split.</summary>
+    /// <summary>Pre-trains (or resumes) on an already loaded training split; <paramref name="callbacks"/> join the trainer's (e.g. <see cref="EpochSnapshots"/>).</summary>
     public static PretrainRun Run(MethodConfig method, PretrainOptions options, ImageDataset train, string directory,
-        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
+        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, IEnumerable<ITrainerCallback>? callbacks = null)
     {
         var config = Configure(method, options, train);   // validation first: nothing is written for a rejected run
         var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
-            augmentation: options.Augment ? Augmentation.Mae : Augmentation.None);
+            augmentation: Augmentation.Of(options.Augment));
         if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
         using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
         var model = Build(config.Method, options.Seed);
-        var result = new Trainer(config.Train, directory).Fit(loader, model, progress, cancel);
+        var trainer = new Trainer(config.Train, directory);
+        if (callbacks is not null) trainer.Callbacks.AddRange(callbacks);
+        var result = trainer.Fit(loader, model, progress, cancel);
         return new PretrainRun(directory, config, model, result);
     }
 
@@ -123,9 +125,12 @@ public static class Pretraining
         if (!File.Exists(path)) throw new ResearchKitException($"{path}: not found; is {directory} a run folder written by `researchkit pretrain`?");
         try
         {
-            var config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), MethodRegistry.Json) ?? throw new DataFormatException(path, "empty configuration");
-            if (config.Version != RunConfig.CurrentVersion)
-                throw new DataFormatException(path, $"written by another version of ResearchKit (run format {config.Version}, this one reads {RunConfig.CurrentVersion}); re-run pre-training into a new folder");
+            var text = File.ReadAllText(path);
+            // The format first: an older file may not even parse as this version's configuration.
+            int version = (JsonNode.Parse(text) as JsonObject)?["version"] is JsonValue v && v.TryGetValue<int>(out var n) ? n : 1;
+            if (version != RunConfig.CurrentVersion)
+                throw new DataFormatException(path, $"written by another version of ResearchKit (run format {version}, this one reads {RunConfig.CurrentVersion}); re-run pre-training into a new folder");
+            var config = JsonSerializer.Deserialize<RunConfig>(text, MethodRegistry.Json) ?? throw new DataFormatException(path, "empty configuration");
             if (config.Method is null || config.Train is null || config.Normalization is null)
                 throw new DataFormatException(path, "incomplete run configuration: 'method', 'train' and 'normalization' are required");
             return config;

@@ -82,6 +82,69 @@ public static class Masking
     }
 
     /// <summary>
+    /// MAE's grid sampling at an exact count (MAE Table 1f): a regular pattern removing
+    /// L − <see cref="KeptCount"/> patches. At 75% the kept patches form a stride-2 lattice (one of every 2×2),
+    /// at 50% a checkerboard; of the pattern's phases the one whose kept count is nearest the target is used (on the
+    /// 7×7 grid both ratios are met exactly), and any remainder is evened out at evenly spaced positions in raster
+    /// order, so every image removes exactly the same number — as the visible-only encoder needs.
+    /// Returns [gridHeight, gridWidth] float, 1 = removed.
+    /// </summary>
+    public static Tensor GridExact(int gridHeight, int gridWidth, double maskRatio)
+    {
+        bool lattice = Math.Abs(maskRatio - 0.75) < 1e-9, checkerboard = Math.Abs(maskRatio - 0.5) < 1e-9;
+        if (!lattice && !checkerboard)
+            throw new ArgumentOutOfRangeException(nameof(maskRatio), maskRatio, "grid masking is defined at mask ratios 0.5 (checkerboard) and 0.75 (one of every 2×2 kept)");
+        int length = gridHeight * gridWidth, keep = KeptCount(length, maskRatio);
+        var phases = lattice
+            ? new Func<int, int, bool>[] { (i, j) => i % 2 == 0 && j % 2 == 0, (i, j) => i % 2 == 0 && j % 2 == 1, (i, j) => i % 2 == 1 && j % 2 == 0, (i, j) => i % 2 == 1 && j % 2 == 1 }
+            : [(i, j) => (i + j) % 2 == 0, (i, j) => (i + j) % 2 == 1];
+        var kept = phases.Select(phase => Enumerable.Range(0, length).Select(k => phase(k / gridWidth, k % gridWidth)).ToArray())
+            .MinBy(p => Math.Abs(p.Count(x => x) - keep))!;
+        int excess = kept.Count(x => x) - keep;
+        // Even out the remainder: flip |excess| cells of the surplus kind, spread evenly over the raster order.
+        var surplus = Enumerable.Range(0, length).Where(k => kept[k] == excess > 0).ToList();
+        for (int n = 0; n < Math.Abs(excess); n++) kept[surplus[(int)((n + 0.5) * surplus.Count / Math.Abs(excess))]] = excess < 0;
+        return tensor(kept.Select(k => k ? 0f : 1f).ToArray(), new long[] { gridHeight, gridWidth });
+    }
+
+    /// <summary>
+    /// Blockwise masks (<see cref="Blockwise"/>) trimmed to exactly ⌈ratio·L⌉ = L − <see cref="KeptCount"/> removed patches
+    /// per image, for MAE's visible-only encoder (MAE Table 1f "block"): a draw that overshoots un-masks the surplus
+    /// from its last block, so the region stays made of blocks. [B, L] float, 1 = removed.
+    /// </summary>
+    public static Tensor BlockwiseExact(long batch, int gridHeight, int gridWidth, double maskRatio, System.Random random, int minBlock = 16)
+    {
+        int length = gridHeight * gridWidth, removed = length - KeptCount(length, maskRatio);
+        var values = new float[batch * length];
+        for (long b = 0; b < batch; b++)
+        {
+            var (mask, blocks) = Blockwise(gridHeight, gridWidth, maskRatio, random, minBlock);
+            int count = 0;
+            foreach (var m in mask) if (m) count++;
+            for (int k = blocks.Count - 1; k >= 0 && count > removed; k--)
+            {
+                var block = blocks[k];
+                var cells = new List<(int, int)>();
+                for (int i = block.Top; i < block.Top + block.Height; i++)
+                    for (int j = block.Left; j < block.Left + block.Width; j++)
+                        if (mask[i, j]) cells.Add((i, j));
+                var order = cells.ToArray();
+                random.Shuffle(order);
+                foreach (var (i, j) in order)
+                {
+                    if (count == removed) break;
+                    mask[i, j] = false;
+                    count--;
+                }
+            }
+            for (int i = 0; i < gridHeight; i++)
+                for (int j = 0; j < gridWidth; j++)
+                    values[b * length + i * gridWidth + j] = mask[i, j] ? 1f : 0f;
+        }
+        return tensor(values, new[] { batch, (long)length });
+    }
+
+    /// <summary>
     /// BEiT's blockwise masking (BEiT §2.5, Algorithm 1): add random rectangles of at least
     /// <paramref name="minBlock"/> patches with aspect ratio in [0.3, 1/0.3] until at least
     /// ⌈ratio·L⌉ patches are masked. A block's area is capped at max(remaining, 2·minBlock) — a square

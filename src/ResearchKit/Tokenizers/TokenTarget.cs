@@ -1,0 +1,42 @@
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tokenizers;
+
+/// <summary>
+/// A frozen visual tokenizer that a method predicts (BEiT's MIM target; MAE's "dVAE token" target, Table 1c). It is
+/// read from its folder on first use and is not part of the method's weights, so evaluating a trained backbone does not
+/// need the folder. One token per ViT patch: the tokenizer's image size, patch size and channels must be the model's.
+/// </summary>
+public sealed class TokenTarget(string? directory, int imageSize, int patchSize, int channels, string owner)
+{
+    LoadedTokenizer? loaded;
+
+    /// <summary>The tokenizer, loaded and checked against the model's shape on first use.</summary>
+    public LoadedTokenizer Loaded => loaded ??= TokenizerRun.Load(
+        directory ?? throw new ResearchKitException($"{owner}: this configuration has no tokenizer (--tokenizer DIR)"), imageSize, patchSize, channels);
+
+    /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
+    public void Use(LoadedTokenizer tokenizer) => loaded = tokenizer;
+
+    /// <summary>images [B, C, H, W] → tokens [B, L] (raster order), without gradients.</summary>
+    public Tensor Encode(Tensor images) => Loaded.Tokenizer.Encode(images).reshape(images.shape[0], -1);
+
+    /// <summary>tokens [B, L] → images [B, C, H, W] in the space the tokenizer was trained in.</summary>
+    public Tensor Decode(Tensor tokens)
+    {
+        int grid = imageSize / patchSize;
+        return Loaded.Tokenizer.Decode(tokens.reshape(tokens.shape[0], grid, grid));
+    }
+
+    /// <summary>
+    /// The codebook size of the tokenizer in <paramref name="directory"/>, after checking (before anything is written) that
+    /// it exists and was built for this shape; <paramref name="needed"/> is the one-line error when no folder was given.
+    /// </summary>
+    public static int Codes(string? directory, int imageSize, int patchSize, int channels, string owner, string needed)
+    {
+        if (string.IsNullOrEmpty(directory)) throw new ResearchKitException(needed);
+        var manifest = TokenizerRun.ReadManifest(directory);
+        manifest.RequireShape(directory, imageSize, patchSize, channels, $"this {owner}", " (one token per ViT patch)");
+        return manifest.Tokenizer.Codes;
+    }
+}
