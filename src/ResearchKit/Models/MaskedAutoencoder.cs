@@ -14,7 +14,7 @@ namespace ResearchKit.Models;
 /// <summary>How MAE picks the patches to remove (MAE §4.1, Table 1f / Fig. 6): uniformly at random, in blocks (BEiT's), or on a regular grid.</summary>
 public enum MaskSampling { Random, Block, Grid }
 
-/// <summary>What MAE's decoder reconstructs at a removed patch (MAE Table 1c; §A.1 for the normalised pixels).</summary>
+/// <summary>What MAE's decoder reconstructs at a removed patch (MAE Table 1d; §A.1 for the normalised pixels).</summary>
 public enum MaeTarget
 {
     /// <summary>The patch's pixels.</summary>
@@ -66,6 +66,9 @@ public sealed record MaeConfig(
     }
 
     public override IPretrainModel Build() => new MaskedAutoencoder(this);
+
+    /// <summary>This configuration with a decoder of width <paramref name="width"/>: heads of at least 16 dimensions, at most as many as now (Table 1b).</summary>
+    public MaeConfig WithDecoderWidth(int width) => this with { DecoderDim = width, DecoderHeads = Math.Max(1, Math.Min(DecoderHeads, width / 16)) };
 
     /// <summary>Width of the decoder's prediction per patch: p·p·C pixels, the PCA coefficients, or the codebook's logits.</summary>
     public int PredictionDim => Target switch
@@ -139,14 +142,14 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         },
         [
             MethodOption.Number<MaeConfig>("--mask-ratio", "fraction of patches removed (paper: 0.75)", (c, v) => c with { MaskRatio = v }),
-            MethodOption.Choice<MaeConfig>("--target", "what the decoder reconstructs (Table 1c)", ["pixel", "norm-pixel", "pca", "token"],
+            MethodOption.Choice<MaeConfig>("--target", "what the decoder reconstructs (Table 1d)", ["pixel", "norm-pixel", "pca", "token"],
                 (c, v) => c with { Target = v switch { "norm-pixel" => MaeTarget.NormPixel, "pca" => MaeTarget.Pca, "token" => MaeTarget.Token, _ => MaeTarget.Pixel } }),
             MethodOption.Flag<MaeConfig>("--norm-pix-loss", "the official code's name for --target norm-pixel", c => c with { Target = MaeTarget.NormPixel }),
             MethodOption.Integer<MaeConfig>("--pca-components", "PCA coefficients predicted with --target pca (paper: 96 of 768)", (c, v) => c with { PcaComponents = v }),
             MethodOption.Text<MaeConfig>("--tokenizer", "tokenizer folder for --target token (`researchkit tokenizer train`)", (c, v) => c with { Tokenizer = v }),
             MethodOption.Integer<MaeConfig>("--decoder-depth", "decoder blocks (paper: 8; Table 1a)", (c, v) => c with { DecoderDepth = v }),
             MethodOption.Integer<MaeConfig>("--decoder-dim", "decoder width (paper: 512; Table 1b)",
-                (c, v) => c with { DecoderDim = v, DecoderHeads = Math.Max(1, Math.Min(c.DecoderHeads, v / 16)) }),
+                (c, v) => c.WithDecoderWidth(v)),
             MethodOption.Choice<MaeConfig>("--sampling", "how removed patches are chosen (Table 1f)", ["random", "block", "grid"],
                 (c, v) => c with { Sampling = v switch { "grid" => MaskSampling.Grid, "block" => MaskSampling.Block, _ => MaskSampling.Random } }),
             MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v }),

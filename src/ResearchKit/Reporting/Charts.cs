@@ -60,17 +60,25 @@ public static class Charts
     /// Categorical ablation (e.g. BEiT's Table 4): one marker per category and series, ours with seed error bars, on an
     /// axis fitted to the values (the differences are often a point or two: bars from zero would hide them); with
     /// <paramref name="paper"/>, the paper's numbers in a second panel over the same categories. A series shorter than
-    /// the categories covers the first ones only (e.g. no fine-tuning for a raw-pixel floor).
+    /// the categories covers the first ones only (e.g. no fine-tuning for a raw-pixel floor); NaN values are left out
+    /// (a variant the paper has no number for).
     /// </summary>
     public static GenericChart Comparison(string title, string yTitle, IReadOnlyList<string> categories, IEnumerable<(string Name, IReadOnlyList<SeedStats> Values)> ours,
         IEnumerable<(string Name, IReadOnlyList<double> Values)>? paper = null, string paperTitle = "paper", double scale = 100)
     {
-        var left = Chart.Combine(ours.Select(s => WithErrors(
-                Chart.Point<string, double, string>(categories.Take(s.Values.Count).ToArray(), s.Values.Select(v => scale * v.Mean).ToArray(), Name: s.Name),
-                s.Values.Select(v => scale * v.Std).ToArray())))
+        var left = Chart.Combine(ours.Select(s =>
+            {
+                var shown = categories.Zip(s.Values).Where(p => double.IsFinite(p.Second.Mean)).ToList();
+                return WithErrors(Chart.Point<string, double, string>(shown.Select(p => p.First).ToArray(), shown.Select(p => scale * p.Second.Mean).ToArray(), Name: s.Name),
+                    shown.Select(p => scale * p.Second.Std).ToArray());
+            }))
             .WithYAxisStyle<double, double, string>(TitleText: yTitle);
         if (paper is null) return left.Titled(title);
-        var right = Chart.Combine(paper.Select(s => Chart.Point<string, double, string>(categories.Take(s.Values.Count).ToArray(), s.Values.ToArray(), Name: $"{paperTitle}: {s.Name}")))
+        var right = Chart.Combine(paper.Select(s =>
+            {
+                var shown = categories.Zip(s.Values).Where(p => double.IsFinite(p.Second)).ToList();   // NaN: the paper has no such row
+                return Chart.Point<string, double, string>(shown.Select(p => p.First).ToArray(), shown.Select(p => p.Second).ToArray(), Name: $"{paperTitle}: {s.Name}");
+            }))
             .WithYAxisStyle<double, double, string>(TitleText: $"{paperTitle} (%)");
         return Chart.Grid([left, right], 1, 2, SubPlotTitles: new[] { "ResearchKit (this run)", paperTitle }).Titled(title).WithSize(Width: 1100, Height: 440);
     }

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace ResearchKit.Tokenizers;
 
 /// <summary>
-/// PCA of flattened patches (MAE Table 1c, "PCA" target: the reconstruction target is a patch's largest PCA
+/// PCA of flattened patches (MAE Table 1d, "PCA" target: the reconstruction target is a patch's largest PCA
 /// coefficients). The mean, the orthonormal basis (columns sorted by explained variance) and each component's variance
 /// are buffers, so a checkpoint carries the fitted basis. With every component, <see cref="Decode"/> ∘ <see cref="Encode"/>
 /// is the identity up to float rounding; with fewer it is the best rank-k reconstruction in squared error.

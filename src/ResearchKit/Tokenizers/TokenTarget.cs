@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace ResearchKit.Tokenizers;
 
 /// <summary>
-/// A frozen visual tokenizer that a method predicts (BEiT's MIM target; MAE's "dVAE token" target, Table 1c). It is
+/// A frozen visual tokenizer that a method predicts (BEiT's MIM target; MAE's "dVAE token" target, Table 1d). It is
 /// read from its folder on first use and is not part of the method's weights, so evaluating a trained backbone does not
 /// need the folder. One token per ViT patch: the tokenizer's image size, patch size and channels must be the model's.
 /// </summary>
