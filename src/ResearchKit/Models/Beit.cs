@@ -108,7 +108,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     readonly VisionTransformer encoder;
     readonly Parameter maskToken;   // [1, 1, D]: e[M], replaces the embedding of a corrupted patch
     readonly Linear head;           // D → Codes (tokens) or p·p·C (pixels)
-    readonly TokenTarget tokens;    // frozen, not part of this module's weights
+    readonly TokenTarget tokenTarget;   // frozen, not part of this module's weights
 
     public Beit(BeitConfig config) : base(nameof(Beit))
     {
@@ -116,7 +116,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
         Config = config;
         var e = config.Encoder;
         encoder = new VisionTransformer(e);
-        tokens = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "beit");
+        tokenTarget = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "beit");
         maskToken = Parameter(zeros(1, 1, e.Dim));
         head = Linear(e.Dim, config.Target == BeitTarget.Tokens ? config.Codes : e.PatchDim);
         RegisterComponents();
@@ -134,10 +134,10 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
             NoWeightDecay: name => name == "encoder.clsToken")];
 
     /// <summary>The frozen tokenizer, loaded from <see cref="BeitConfig.Tokenizer"/> on first use and checked against the encoder's shape.</summary>
-    public LoadedTokenizer Tokenizer => tokens.Loaded;
+    public LoadedTokenizer Tokenizer => tokenTarget.Loaded;
 
     /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
-    public void UseTokenizer(LoadedTokenizer loaded) => tokens.Use(loaded);
+    public void UseTokenizer(LoadedTokenizer loaded) => tokenTarget.Use(loaded);
 
     /// <summary>[B, L] corruption masks (1 = replaced by [MASK]), drawn from <paramref name="generator"/>.</summary>
     public Tensor SampleMask(long batch, Generator? generator, Device device)
@@ -158,7 +158,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     public Tensor Targets(Tensor images)
     {
         if (Config.Target == BeitTarget.Pixels) return Patches.Patchify(images, Config.Encoder.PatchSize);
-        return tokens.Encode(images);
+        return tokenTarget.Encode(images);
     }
 
     /// <summary>

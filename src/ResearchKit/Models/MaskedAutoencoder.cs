@@ -128,7 +128,8 @@ public sealed record MaeOutput(Tensor Loss, Tensor Prediction, Tensor Mask);
 /// <summary>
 /// Masked autoencoder (He et al., 2021). The encoder sees only the kept patches (no mask tokens);
 /// a light decoder gets the encoded tokens plus a shared mask token at every removed position,
-/// adds its own positions, and predicts pixels. Methods follow the data flow.
+/// adds its own positions, and predicts each removed patch's target: its pixels by default, or normalised pixels, PCA
+/// coefficients or a visual token (Table 1d). Methods follow the data flow.
 /// </summary>
 public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, IPretrainModel
 {
@@ -183,7 +184,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         var metrics = new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
         if (Config.Target == MaeTarget.Token)
         {
-            var correct = output.Prediction.argmax(-1).eq(tokens!.Encode(images)).to_type(ScalarType.Float32);
+            var correct = output.Prediction.argmax(-1).eq(tokenTarget!.Encode(images)).to_type(ScalarType.Float32);
             metrics["masked_token_accuracy"] = ((correct * output.Mask).sum() / output.Mask.sum()).item<float>();
         }
         return metrics;
@@ -198,7 +199,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     readonly LayerNorm decoderNorm;
     readonly Linear decoderPred;
     readonly PatchPca? pca;                   // PCA target: fitted on the first batch it sees (in pre-training, the first training batch)
-    readonly TokenTarget? tokens;             // token target: frozen, not part of the weights
+    readonly TokenTarget? tokenTarget;            // token target: frozen, not part of the weights
 
     public MaskedAutoencoder(MaeConfig config) : base(nameof(MaskedAutoencoder))
     {
@@ -215,7 +216,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         decoderNorm = LayerNorm(config.DecoderDim, eps: 1e-6);
         decoderPred = Linear(config.DecoderDim, config.PredictionDim);
         if (config.Target == MaeTarget.Pca) pca = new PatchPca(e.PatchDim, config.PcaComponents);
-        if (config.Target == MaeTarget.Token) tokens = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "mae");
+        if (config.Target == MaeTarget.Token) tokenTarget = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "mae");
         RegisterComponents();
 
         TransformerInit.Apply(decoderBlocks);
@@ -290,7 +291,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
 
     /// <summary>Uses an already loaded tokenizer for the token target (tests, notebooks) instead of reading the folder.</summary>
     public void UseTokenizer(LoadedTokenizer loaded) =>
-        (tokens ?? throw new ResearchKitException("mae: this configuration has no token target")).Use(loaded);
+        (tokenTarget ?? throw new ResearchKitException("mae: this configuration has no token target")).Use(loaded);
 
     /// <summary>
     /// Per-patch targets: pixels [B, L, p·p·C], normalised pixels, PCA coefficients [B, L, k] (the PCA is fitted on these
@@ -298,7 +299,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     /// </summary>
     public Tensor Targets(Tensor images)
     {
-        if (Config.Target == MaeTarget.Token) return tokens!.Encode(images);
+        if (Config.Target == MaeTarget.Token) return tokenTarget!.Encode(images);
         var patches = Patches.Patchify(images, Config.Encoder.PatchSize);
         switch (Config.Target)
         {
@@ -336,7 +337,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         return Config.Target switch
         {
             MaeTarget.Pca => pca!.Decode(prediction),
-            MaeTarget.Token => Patches.Patchify(tokens!.Decode(prediction.argmax(-1)), p),
+            MaeTarget.Token => Patches.Patchify(tokenTarget!.Decode(prediction.argmax(-1)), p),
             _ => prediction,
         };
     }
