@@ -308,6 +308,37 @@ public class MaeAblationTests
         Assert.True(outcome.TrainableParameters < final.Module.parameters().Sum(p => p.numel()));
     }
 
+    // ---- the ablation study ------------------------------------------------------------------------------------
+
+    [Fact]
+    public void An_ablation_study_runs_each_variant_per_seed_shares_identical_runs_and_counts_the_papers_orderings()
+    {
+        var folder = TestData.TempDir();
+        var method = Small();
+        var settings = new AblationSettings("fashion-mnist", 1, 256, [0, 1], new EvaluationOptions(ProbeTrain: 256, ProbeTest: 256, FineTuneEpochs: 0, PretextImages: 32), Floor: method);
+        var variants = new[]
+        {
+            new AblationVariant("pixel", method, PaperLinear: 73.5),
+            new AblationVariant("norm-pixel", method with { Target = MaeTarget.NormPixel }, PaperLinear: 73.9),
+            new AblationVariant("extra", method with { MaskRatio = 0.5 }),   // no paper number: left out of the orderings
+        };
+        var study = AblationStudy.Run("targets", "paper", variants, settings, folder);
+        Assert.Equal(3, study.Groups.Count);
+        Assert.All(study.Groups.Append(study.RandomInit), g => Assert.Equal(new[] { 0, 1 }, g.Runs.Select(r => r.Config.Pretrain.Seed)));
+        Assert.Equal(0, study.RandomInit.Config.Pretrain.Epochs);
+        Assert.InRange(study.RawPixels, 0.5, 1);
+        Assert.Equal(5, study.Table().RowCount);   // three variants and two floors
+        Assert.Contains("Of the 1 pairs the paper orders", study.Verdict("pixel"));
+        Assert.Throws<ResearchKitException>(() => study.Verdict("nope"));
+
+        // A second study with an identical variant reads its cached runs instead of training again.
+        int files = Directory.GetFiles(folder, "*.json").Length;
+        var again = AblationStudy.Run("again", "paper", [new AblationVariant("same pixel", method)], settings, folder);
+        Assert.Equal(files, Directory.GetFiles(folder, "*.json").Length);
+        Assert.Equal(study["pixel"].Runs.Select(r => r.Result.BestProbe), again.Groups[0].Runs.Select(r => r.Result.BestProbe));
+        Assert.Equal(study.WorkFolder("pixel"), again.WorkFolder("same pixel"));
+    }
+
     // ---- FLOPs ------------------------------------------------------------------------------------------------
 
     [Fact]
