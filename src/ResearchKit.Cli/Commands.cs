@@ -53,10 +53,11 @@ static class Commands
             Description = "none, fixed-crop, random-crop (MAE's; the value when --augment is given alone) or crop-jitter (MAE Table 1e)",
             Arity = ArgumentArity.ZeroOrOne,
         };
+        var snapshots = new Option<bool>("--snapshots") { Description = "keep the weights of every epoch end as snapshots/epoch-NNN.bin (probe or finetune them with --epoch N: accuracy against training length from one run)" };
         var outDir = new Option<string>("--out") { Description = "run folder (checkpoint, config.json, metrics.jsonl); rerun to resume", Required = true };
         var device = DeviceOption();
         var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
-            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, outDir, device };
+            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, snapshots, outDir, device };
         var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
@@ -69,7 +70,8 @@ static class Commands
             PretrainRun run;
             try
             {
-                run = Pretraining.Run(config, options, r.GetValue(outDir)!, stop.Track(progress), stop.Token);
+                run = Pretraining.Run(config, options, r.GetValue(outDir)!, stop.Track(progress), stop.Token,
+                    r.GetValue(snapshots) ? [new EpochSnapshots(r.GetValue(outDir)!)] : null);
             }
             catch (OperationCanceledException) when (stop.ExitCode != 0)
             {
@@ -174,14 +176,15 @@ static class Commands
         var trainLimit = new Option<long?>("--train-limit") { Description = "training images for the probe", DefaultValueFactory = _ => 10_000 };
         var testLimit = new Option<long?>("--test-limit") { Description = "test images to score (default: all)" };
         var json = new Option<bool>("--json") { Description = "one JSON object per layer per line" };
+        var epoch = EpochOption();
         var device = DeviceOption();
         var command = new Command("probe", "Linear probe (BatchNorm without affine + linear, MAE's recipe) and kNN on frozen features of every layer")
-            { dir, layer, dataset, trainLimit, testLimit, json, device };
+            { dir, layer, dataset, trainLimit, testLimit, json, epoch, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             Positive("--train-limit", r.GetValue(trainLimit));
             Positive("--test-limit", r.GetValue(testLimit));
-            var (config, model) = Pretraining.Load(r.GetValue(dir)!);
+            var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
             var layers = ParseLayers(r.GetValue(layer)!, model.Backbone.Depth);
             using var data = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
             var clock = Stopwatch.StartNew();
@@ -196,6 +199,8 @@ static class Commands
         }));
         return command;
     }
+
+    static Option<int?> EpochOption() => new("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots) instead of the final weights" };
 
     static int[] ParseLayers(string text, int depth)
     {
@@ -212,15 +217,16 @@ static class Commands
         var trainLimit = new Option<long?>("--train-limit") { Description = "labelled training images to use" };
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
         var json = new Option<bool>("--json");
+        var epoch = EpochOption();
         var device = DeviceOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, json, device };
+            { dir, blocks, epochs, trainLimit, lr, json, epoch, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             Positive("--epochs", r.GetValue(epochs));
             Positive("--train-limit", r.GetValue(trainLimit));
             if (!(r.GetValue(lr) > 0 && double.IsFinite(r.GetValue(lr)))) throw new ResearchKitException($"--lr: expected a positive finite number; got {r.GetValue(lr)}");
-            var (config, model) = Pretraining.Load(r.GetValue(dir)!);
+            var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
             var blockText = r.GetValue(blocks)!;
             int depth = model.Backbone.Depth;
             int k = blockText == "all" ? int.MaxValue

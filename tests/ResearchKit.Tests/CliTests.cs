@@ -138,7 +138,7 @@ public class CliTests
         var runs = new Dictionary<string, string[]>
         {
             ["token"] = ["--target", "token", "--tokenizer", tokenizer, "--sampling", "block", "--augment", "crop-jitter"],
-            ["pca"] = ["--target", "pca", "--pca-components", "4", "--sampling", "grid", "--mask-ratio", "0.5", "--augment", "fixed-crop"],
+            ["pca"] = ["--target", "pca", "--pca-components", "4", "--sampling", "grid", "--mask-ratio", "0.5", "--augment", "fixed-crop", "--snapshots"],
             ["norm"] = ["--norm-pix-loss", "--decoder-depth", "1", "--decoder-dim", "32", "--mask-token-in-encoder", "--augment"],
         };
         foreach (var (name, options) in runs)
@@ -159,6 +159,27 @@ public class CliTests
         Assert.Equal("norm-pixel", config.GetProperty("method").GetProperty("target").GetString());
         Assert.True(config.GetProperty("method").GetProperty("maskTokenInEncoder").GetBoolean());
         Assert.Equal("random-crop", config.GetProperty("augment").GetString());   // --augment alone: MAE's random resized crop
+
+        // Training length from one run: --snapshots keeps every epoch's weights; probe and finetune take --epoch.
+        (code, _, err) = Cli("pretrain", "--method", "mae", "--target", "pca", "--pca-components", "4", "--sampling", "grid", "--mask-ratio", "0.5",
+            "--augment", "fixed-crop", "--snapshots", "--epochs", "2", "--train-limit", "256", "--batch", "128", "--out", Path.Combine(root, "pca"));
+        Assert.True(code == 0, err);   // the same run, continued to 2 epochs
+        double ProbeAt(params string[] epoch)
+        {
+            (code, output, err) = Cli([.. new[] { "probe", Path.Combine(root, "pca"), "--layer", "5", "--json", "--train-limit", "256", "--test-limit", "256" }, .. epoch]);
+            Assert.True(code == 0, err);
+            return JsonDocument.Parse(output.Trim()).RootElement.GetProperty("accuracy").GetDouble();
+        }
+        Assert.Equal(ProbeAt(), ProbeAt("--epoch", "2"));   // the last snapshot is the final model
+        ProbeAt("--epoch", "1");
+        var snapshots = Path.Combine(root, "pca", "snapshots");
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(snapshots, "epoch-001.bin")), File.ReadAllBytes(Path.Combine(snapshots, "epoch-002.bin")));
+        (code, _, err) = Cli("finetune", Path.Combine(root, "pca"), "--epoch", "3");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {Path.Combine(root, "pca", "snapshots", "epoch-003.bin")}: not found; snapshots kept after epochs 1, 2", err.Trim());
+        (code, _, err) = Cli("probe", Path.Combine(root, "norm"), "--epoch", "1");
+        Assert.Equal(1, code);
+        Assert.Contains("this run kept no snapshots (pre-train with --snapshots", err);
 
         var never = Path.Combine(root, "never");
         foreach (var (options, expected) in new (string[], string)[]

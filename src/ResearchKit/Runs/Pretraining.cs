@@ -47,11 +47,11 @@ public static class Pretraining
 
     /// <summary>Pre-trains (or resumes) into <paramref name="directory"/>, loading the data set by name.</summary>
     public static PretrainRun Run(MethodConfig method, PretrainOptions options, string directory,
-        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
+        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, IEnumerable<ITrainerCallback>? callbacks = null)
     {
         options.Validate();
         using var data = DatasetCatalog.Load(options.Dataset, options.TrainLimit, testLimit: 1);
-        return Run(method, options, data.Train, directory, progress, cancel);
+        return Run(method, options, data.Train, directory, progress, cancel, callbacks);
     }
 
     /// <summary>The run configuration for a method, options and training split: validated, nothing written.</summary>
@@ -141,12 +141,27 @@ public static class Pretraining
         }
     }
 
-    /// <summary>Rebuilds a run's model from config.json by its method's name and loads its checkpoint's weights (eval mode).</summary>
-    public static (RunConfig Config, IPretrainModel Model) Load(string directory)
+    /// <summary>
+    /// Rebuilds a run's model from config.json by its method's name and loads its checkpoint's weights (eval mode) — or,
+    /// with <paramref name="epoch"/>, the snapshot kept at the end of that epoch (<see cref="EpochSnapshots"/>).
+    /// </summary>
+    public static (RunConfig Config, IPretrainModel Model) Load(string directory, int? epoch = null)
     {
         var config = ReadConfig(directory);
+        var weights = Path.Combine(directory, Trainer.CheckpointFile);
+        if (epoch is { } e)
+        {
+            weights = EpochSnapshots.PathOf(directory, e);
+            if (!File.Exists(weights))
+            {
+                var kept = EpochSnapshots.Kept(directory);
+                throw new ResearchKitException($"{weights}: not found; " + (kept.Count == 0
+                    ? "this run kept no snapshots (pre-train with --snapshots to keep one per epoch)"
+                    : $"snapshots kept after epochs {string.Join(", ", kept)}"));
+            }
+        }
         var model = config.Method.Build();
-        Trainer.LoadWeights(model.Module, Path.Combine(directory, Trainer.CheckpointFile));
+        Trainer.LoadWeights(model.Module, weights);
         model.Module.to(Compute.Device).eval();
         return (config, model);
     }

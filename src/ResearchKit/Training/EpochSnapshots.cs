@@ -13,6 +13,15 @@ public sealed class EpochSnapshots(string runDirectory, int every = 1) : ITraine
     /// <summary>The snapshot of the end of <paramref name="epoch"/> (1-based: after that many epochs).</summary>
     public static string PathOf(string runDirectory, int epoch) => Path.Combine(runDirectory, Folder, $"epoch-{epoch:D3}.bin");
 
+    /// <summary>The epochs whose snapshots a run folder holds, in order.</summary>
+    public static IReadOnlyList<int> Kept(string runDirectory)
+    {
+        var folder = Path.Combine(runDirectory, Folder);
+        if (!Directory.Exists(folder)) return [];
+        return Directory.GetFiles(folder, "epoch-*.bin").Select(f => Path.GetFileNameWithoutExtension(f)["epoch-".Length..])
+            .Select(n => int.TryParse(n, out var e) ? e : -1).Where(e => e >= 0).Order().ToList();
+    }
+
     public void OnCheckpoint(long step, string path) => latest = path;
 
     public void OnEpochEnd(int epoch, long step)
