@@ -199,7 +199,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     readonly LayerNorm decoderNorm;
     readonly Linear decoderPred;
     readonly PatchPca? pca;                   // PCA target: fitted on the first batch it sees (in pre-training, the first training batch)
-    readonly TokenTarget? tokenTarget;            // token target: frozen, not part of the weights
+    readonly TokenTarget? tokenTarget;        // token target: frozen, not part of the weights
 
     public MaskedAutoencoder(MaeConfig config) : base(nameof(MaskedAutoencoder))
     {
@@ -261,7 +261,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         return encoder.Encode(encoder.PrependCls(tokens), hidden);
     }
 
-    /// <summary>latent → predicted patches [B, L, p·p·C]; mask tokens fill removed positions, order restored.</summary>
+    /// <summary>latent → predictions [B, L, PredictionDim] in target space; mask tokens fill removed positions, order restored.</summary>
     public Tensor ForwardDecoder(Tensor latent, PatchMask mask)
     {
         var x = decoderEmbed.call(latent);                                             // B, 1 + K, Dd
