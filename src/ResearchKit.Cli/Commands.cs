@@ -90,14 +90,8 @@ static class Commands
     }
 
     /// <summary>--augment's value: one of MAE Table 1e's names; given alone, MAE's random resized crop.</summary>
-    static AugmentKind ParseAugment(string? text) => text switch
-    {
-        null or "" or "random-crop" => AugmentKind.RandomCrop,
-        "none" => AugmentKind.None,
-        "fixed-crop" => AugmentKind.FixedCrop,
-        "crop-jitter" => AugmentKind.CropJitter,
-        _ => throw new ResearchKitException($"--augment: expected one of none, fixed-crop, random-crop, crop-jitter; got '{text}'"),
-    };
+    static AugmentKind ParseAugment(string? text) =>
+        string.IsNullOrEmpty(text) ? AugmentKind.RandomCrop : EnumNames.Parse<AugmentKind>("--augment", text);
 
     /// <summary>
     /// Adds the options <paramref name="info"/> declares to a command that takes --method and --preset, and returns how to

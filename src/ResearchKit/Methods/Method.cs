@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using ResearchKit.Data;
 using ResearchKit.Models;
 using ResearchKit.Training;
@@ -60,14 +61,32 @@ public sealed record MethodOption(string Name, string Description, bool IsFlag, 
         new(name, description, false, (c, text) => !string.IsNullOrWhiteSpace(text)
             ? apply((TConfig)c, text) : throw new ResearchKitException($"{name}: expected a value; got an empty one"));
 
-    public static MethodOption Choice<TConfig>(string name, string description, string[] choices, Func<TConfig, string, TConfig> apply) where TConfig : MethodConfig =>
-        new(name, $"{description} ({string.Join("|", choices)})", false, (c, text) => choices.Contains(text)
-            ? apply((TConfig)c, text) : throw new ResearchKitException($"{name}: expected one of {string.Join(", ", choices)}; got '{text}'"));
+    /// <summary>One of an enum's values, spelt as config.json writes it (<see cref="EnumNames"/>).</summary>
+    public static MethodOption Choice<TConfig, TEnum>(string name, string description, Func<TConfig, TEnum, TConfig> apply)
+        where TConfig : MethodConfig where TEnum : struct, Enum =>
+        new(name, $"{description} ({string.Join("|", EnumNames.All<TEnum>())})", false, (c, text) => apply((TConfig)c, EnumNames.Parse<TEnum>(name, text)));
 
     /// <summary>A finite number in invariant culture; NaN and infinities are refused here, at the edge.</summary>
     public static double ParseNumber(string name, string text) =>
         double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && double.IsFinite(v)
             ? v : throw new ResearchKitException($"{name}: expected a finite number; got '{text}'");
+}
+
+/// <summary>
+/// The names of an enum's values as config.json writes them (<see cref="MethodRegistry.Json"/>: kebab-case, so
+/// MaeTarget.NormPixel is "norm-pixel"): the command line accepts the same spelling the run folder records.
+/// </summary>
+public static class EnumNames
+{
+    public static string Of<TEnum>(TEnum value) where TEnum : struct, Enum => JsonNamingPolicy.KebabCaseLower.ConvertName(value.ToString());
+
+    /// <summary>Every value's name, in declaration order.</summary>
+    public static IReadOnlyList<string> All<TEnum>() where TEnum : struct, Enum => Enum.GetValues<TEnum>().Select(Of).ToList();
+
+    /// <summary>The value named <paramref name="text"/>, or a one-line error naming <paramref name="option"/> and the names it takes.</summary>
+    public static TEnum Parse<TEnum>(string option, string text) where TEnum : struct, Enum =>
+        Enum.GetValues<TEnum>().Where(v => Of(v) == text).Select(v => (TEnum?)v).FirstOrDefault()
+        ?? throw new ResearchKitException($"{option}: expected one of {string.Join(", ", All<TEnum>())}; got '{text}'");
 }
 
 /// <summary>

@@ -92,10 +92,8 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
         [
             MethodOption.Text<BeitConfig>("--tokenizer", "tokenizer folder from `researchkit tokenizer train` (token targets)", (c, v) => c with { Tokenizer = v }),
             MethodOption.Number<BeitConfig>("--mask-ratio", "share of patches corrupted (paper: 0.4)", (c, v) => c with { MaskRatio = v }),
-            MethodOption.Choice<BeitConfig>("--masking", "how corrupted patches are chosen (Table 4)", ["blockwise", "random"],
-                (c, v) => c with { Masking = v == "random" ? BeitMasking.Random : BeitMasking.Blockwise }),
-            MethodOption.Choice<BeitConfig>("--target", "what the MIM head predicts (Table 4)", ["tokens", "pixels"],
-                (c, v) => c with { Target = v == "pixels" ? BeitTarget.Pixels : BeitTarget.Tokens }),
+            MethodOption.Choice<BeitConfig, BeitMasking>("--masking", "how corrupted patches are chosen (Table 4)", (c, v) => c with { Masking = v }),
+            MethodOption.Choice<BeitConfig, BeitTarget>("--target", "what the MIM head predicts (Table 4)", (c, v) => c with { Target = v }),
             MethodOption.Flag<BeitConfig>("--predict-all", "count every position in the loss, not only the masked ones (Table 4)", c => c with { PredictAll = true }),
             MethodOption.Integer<BeitConfig>("--min-block", "smallest block of blockwise masking, in patches (paper: 16)", (c, v) => c with { MinBlock = v }),
         ]);
@@ -143,9 +141,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     public Tensor SampleMask(long batch, Generator? generator, Device device)
     {
         var e = Config.Encoder;
-        // One integer from the step's generator seeds the block sampler, so masks are deterministic for a seed.
-        int seed = (int)randint(0, int.MaxValue, 1, generator: generator).item<long>();
-        var random = new System.Random(seed);
+        var random = Masking.SamplerFrom(generator);
         var mask = Masking.BlockwiseBatch(batch, e.GridSize, e.GridSize, Config.MaskRatio, random, Config.MinBlock);
         if (Config.Masking == BeitMasking.Random) mask = Masking.RandomLike(mask, random);
         return mask.to(device);
@@ -200,8 +196,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
         var output = call(images, generator);
         if (Config.Target == BeitTarget.Tokens)
         {
-            var correct = output.Prediction.argmax(-1).eq(output.Targets).to_type(ScalarType.Float32);
-            return new Dictionary<string, double> { ["masked_token_accuracy"] = ((correct * output.Mask).sum() / output.Mask.sum()).item<float>() };
+            return new Dictionary<string, double> { ["masked_token_accuracy"] = TokenTarget.MaskedAccuracy(output.Prediction, output.Targets, output.Mask) };
         }
         var e = Config.Encoder;
         Tensor Image(Tensor p) => Patches.Unpatchify(p, e.PatchSize, e.Channels, e.GridSize, e.GridSize);

@@ -143,16 +143,14 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         },
         [
             MethodOption.Number<MaeConfig>("--mask-ratio", "fraction of patches removed (paper: 0.75)", (c, v) => c with { MaskRatio = v }),
-            MethodOption.Choice<MaeConfig>("--target", "what the decoder reconstructs (Table 1d)", ["pixel", "norm-pixel", "pca", "token"],
-                (c, v) => c with { Target = v switch { "norm-pixel" => MaeTarget.NormPixel, "pca" => MaeTarget.Pca, "token" => MaeTarget.Token, _ => MaeTarget.Pixel } }),
+            MethodOption.Choice<MaeConfig, MaeTarget>("--target", "what the decoder reconstructs (Table 1d)", (c, v) => c with { Target = v }),
             MethodOption.Flag<MaeConfig>("--norm-pix-loss", "the official code's name for --target norm-pixel", c => c with { Target = MaeTarget.NormPixel }),
             MethodOption.Integer<MaeConfig>("--pca-components", "PCA coefficients predicted with --target pca (paper: 96 of 768)", (c, v) => c with { PcaComponents = v }),
             MethodOption.Text<MaeConfig>("--tokenizer", "tokenizer folder for --target token (`researchkit tokenizer train`)", (c, v) => c with { Tokenizer = v }),
             MethodOption.Integer<MaeConfig>("--decoder-depth", "decoder blocks (paper: 8; Table 1a)", (c, v) => c with { DecoderDepth = v }),
             MethodOption.Integer<MaeConfig>("--decoder-dim", "decoder width (paper: 512; Table 1b)",
                 (c, v) => c.WithDecoderWidth(v)),
-            MethodOption.Choice<MaeConfig>("--sampling", "how removed patches are chosen (Table 1f)", ["random", "block", "grid"],
-                (c, v) => c with { Sampling = v switch { "grid" => MaskSampling.Grid, "block" => MaskSampling.Block, _ => MaskSampling.Random } }),
+            MethodOption.Choice<MaeConfig, MaskSampling>("--sampling", "how removed patches are chosen (Table 1f)", (c, v) => c with { Sampling = v }),
             MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v }),
             MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
         ]);
@@ -184,8 +182,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         var metrics = new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
         if (Config.Target == MaeTarget.Token)
         {
-            var correct = output.Prediction.argmax(-1).eq(tokenTarget!.Encode(images)).to_type(ScalarType.Float32);
-            metrics["masked_token_accuracy"] = ((correct * output.Mask).sum() / output.Mask.sum()).item<float>();
+            metrics["masked_token_accuracy"] = TokenTarget.MaskedAccuracy(output.Prediction, tokenTarget!.Encode(images), output.Mask);
         }
         return metrics;
     }
@@ -236,9 +233,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
             case MaskSampling.Grid:
                 return Masking.FromMask(Masking.GridExact(e.GridSize, e.GridSize, Config.MaskRatio).reshape(1, -1).expand(batch, -1).to(device));
             case MaskSampling.Block:
-                // One integer from the step's generator seeds the block sampler, so masks are deterministic for a seed.
-                var random = new System.Random((int)randint(0, int.MaxValue, 1, generator: generator).item<long>());
-                return Masking.FromMask(Masking.BlockwiseExact(batch, e.GridSize, e.GridSize, Config.MaskRatio, random, Config.MinBlock).to(device));
+                return Masking.FromMask(Masking.BlockwiseExact(batch, e.GridSize, e.GridSize, Config.MaskRatio, Masking.SamplerFrom(generator), Config.MinBlock).to(device));
             default:
                 return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
         }

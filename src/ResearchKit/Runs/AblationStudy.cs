@@ -77,7 +77,9 @@ public sealed class AblationStudy
     }
 
     /// <summary>The work folder of a variant's run for a seed (its pre-training run folder is inside: <see cref="Experiments.PretrainFolder"/>).</summary>
-    public string WorkFolder(string name, int seedIndex = 0) => Sweep.WorkFolder(ResultsFolder, this[name].Runs[seedIndex].Key);
+    public string WorkFolder(string name, int seedIndex = 0) => WorkFolder(this[name], seedIndex);
+
+    string WorkFolder(SeedGroup<Experiment, ExperimentResult> group, int seedIndex = 0) => Sweep.WorkFolder(ResultsFolder, group.Runs[seedIndex].Key);
 
     /// <summary>Total seconds of all runs (cached runs count their original time).</summary>
     public double Seconds => Groups.Append(RandomInit).Sum(g => g.Runs.Sum(r => r.Seconds));
@@ -129,7 +131,7 @@ public sealed class AblationStudy
     /// <summary>Pre-training loss per variant (first seed).</summary>
     public GenericChart LossCurves(int window = 5) =>
         Charts.LossCurves(Groups.Select((g, i) => (Variants[i].Name,
-            (IReadOnlyList<double>)Experiments.Metrics(Sweep.WorkFolder(ResultsFolder, g.Runs[0].Key)).Select(m => m.Loss).ToList())), $"{Title}: pre-training loss", window);
+            (IReadOnlyList<double>)Experiments.Metrics(WorkFolder(g)).Select(m => m.Loss).ToList())), $"{Title}: pre-training loss", window);
 
     /// <summary>
     /// A markdown verdict: the floors; each variant against the floors and against <paramref name="reference"/> (the

@@ -92,13 +92,8 @@ public static class Experiments
         foreach (int epoch in epochs)
         {
             status?.Invoke($"evaluating the model after {epoch} epochs");
-            var snapshot = Pretraining.Build(config.Method, p.Seed);   // epoch 0: this run's initial weights (the trainer builds it the same way)
-            if (epoch > 0)
-            {
-                var path = EpochSnapshots.PathOf(folder, epoch);
-                if (!File.Exists(path)) throw new ResearchKitException($"{path}: not found; this run folder was trained without epoch snapshots — use a new work folder");
-                Trainer.LoadWeights(snapshot.Module, path);
-            }
+            // Epoch 0: this run's initial weights (the trainer builds them the same way); later epochs: their snapshots.
+            var snapshot = epoch == 0 ? Pretraining.Build(config.Method, p.Seed) : Pretraining.Load(folder, epoch).Model;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel);
             snapshot.Module.Dispose();

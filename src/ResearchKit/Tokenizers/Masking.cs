@@ -32,6 +32,12 @@ public static class Masking
     }
 
     /// <summary>
+    /// A <see cref="System.Random"/> for the CPU-side mask samplers (blockwise, random-like), seeded by one integer drawn
+    /// from the step's generator, so their masks are deterministic for a seed as the tensor samplers are.
+    /// </summary>
+    public static System.Random SamplerFrom(Generator? generator) => new((int)randint(0, int.MaxValue, 1, generator: generator).item<long>());
+
+    /// <summary>
     /// MAE random masking: per sample, argsort uniform noise; the K smallest are kept.
     /// Exactly <see cref="KeptCount"/> patches are kept in every sample.
     /// </summary>

@@ -28,6 +28,14 @@ public sealed class TokenTarget(string? directory, int imageSize, int patchSize,
         return Loaded.Tokenizer.Decode(tokens.reshape(tokens.shape[0], grid, grid));
     }
 
+    /// <summary>Top-1 accuracy of token logits [B, L, K] against tokens [B, L] at the positions where <paramref name="mask"/> [B, L] is 1.</summary>
+    public static double MaskedAccuracy(Tensor logits, Tensor tokens, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var correct = logits.argmax(-1).eq(tokens).to_type(ScalarType.Float32);
+        return ((correct * mask).sum() / mask.sum()).item<float>();
+    }
+
     /// <summary>
     /// The codebook size of the tokenizer in <paramref name="directory"/>, after checking (before anything is written) that
     /// it exists and was built for this shape; <paramref name="needed"/> is the one-line error when no folder was given.
