@@ -115,9 +115,11 @@ public class KernelTests
         Assert.Equal("2", found["after_crash"]!["fresh"]![0]!.GetValue<string>());
         Assert.Equal("CompilationError", found["after_crash"]!["lost"]!.GetValue<string>());   // x died with the old session
 
-        // 150 cells of 4 MB tensors: what the engine keeps per cell (Roslyn's submission chain) stays small.
+        // 150 cells of 4 MB tensors: the engine keeps none of a cell's tensors. A kept tensor would add >= 4 MB a cell (600 MB);
+        // what every submission does keep is Roslyn's compilation chain, measured at 0.2-0.25 MB a cell for `1 + 1` and
+        // 0.35-0.45 MB for this cell (54-65 MB over 150, RSS noise included). The bound, 1 MB a cell, sits between the two.
         var growth = found["rss_kb"]!["at_200"]!.GetValue<long>() - found["rss_kb"]!["at_50"]!.GetValue<long>();
-        Assert.True(growth < 60_000, $"the worker grew by {growth} kB over 150 executions");
+        Assert.True(growth < 150 * 1024, $"the worker grew by {growth} kB over 150 executions (more than 1 MB a cell)");
         Assert.Equal("CompilationError", found["after_restart"]!.GetValue<string>());
     }
 
