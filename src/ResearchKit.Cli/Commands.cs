@@ -210,11 +210,12 @@ static class Commands
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 5 };
         var trainLimit = new Option<long?>("--train-limit") { Description = "labelled training images to use" };
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
+        var auxWeight = new Option<double>("--aux-weight") { Description = "weight of the backbone's pre-training loss kept while fine-tuning (igpt: L_CLF + λ·L_GEN, §3.5; 0 = off; others have none)", DefaultValueFactory = _ => 1.0 };
         var json = new Option<bool>("--json");
         var epoch = EpochOption();
         var device = DeviceOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, json, epoch, device };
+            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, epoch, device };
         command.SetAction(r => Run(r.GetValue(device)!, () =>
         {
             Positive("--epochs", r.GetValue(epochs));
@@ -229,7 +230,7 @@ static class Commands
             using var data = DatasetCatalog.Load(config.Dataset);
             using var progress = new TerminalProgress("finetune");
             var result = FineTuning.Run(model.Backbone, data, config.Normalization,
-                new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit)), progress);
+                new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit), AuxiliaryWeight: r.GetValue(auxWeight)), progress);
             Console.WriteLine(r.GetValue(json)
                 ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs) }, Line)
                 : $"fine-tuned ({blockText} blocks, {r.GetValue(epochs)} epochs): test accuracy {result.Accuracy:P2}");

@@ -11,8 +11,10 @@ namespace ResearchKit.Evaluation;
 /// (int.MaxValue = all; MAE §4.3 partial fine-tuning). AdamW β = (0.9, 0.999), as MAE's fine-tuning recipe
 /// (Appendix A.1, Table 9). Defaults suit the tiny presets on a CPU.
 /// </summary>
+/// <param name="AuxiliaryWeight">λ of a backbone's own pre-training loss kept during fine-tuning (iGPT §3.5: L_CLF + λ·L_GEN, λ = 1
+/// in the paper; 0 turns it off); backbones without one ignore it.</param>
 public sealed record FineTuneConfig(int Epochs = 5, int Blocks = int.MaxValue, int BatchSize = 128, double BaseLearningRate = 2e-3,
-    double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null);
+    double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null, double AuxiliaryWeight = 1.0);
 
 /// <param name="TrainableParameters">Parameters fine-tuning updated: the unfrozen blocks and the new head.</param>
 public sealed record FineTuneResult(double Accuracy, TrainResult Training, long TrainableParameters);
@@ -33,8 +35,15 @@ public static class FineTuning
         var trainConfig = new TrainConfig(config.Epochs, config.BatchSize, optimizer, Seed: config.Seed);
         // Exempt the backbone's own no-weight-decay parameters (e.g. the ViT's [CLS] token), as MAE's fine-tuning does.
         var exempt = backbone.NoWeightDecay.Select(n => "backbone." + n).ToHashSet();
-        var result = new Trainer(trainConfig).Fit(loader, new SingleLoss(classifier,
-            (batch, _) => nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels), exempt.Contains), progress, cancel);
+        if (!(config.AuxiliaryWeight >= 0) || !double.IsFinite(config.AuxiliaryWeight))
+            throw new ResearchKitException($"fine-tuning: the auxiliary loss weight (--aux-weight) must be ≥ 0; got {config.AuxiliaryWeight}");
+        var result = new Trainer(trainConfig).Fit(loader, new SingleLoss(classifier, (batch, _) =>
+        {
+            if (config.AuxiliaryWeight == 0) return nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels);
+            var (logits, auxiliary) = classifier.ForwardWithAuxiliary(batch.Images);
+            var loss = nn.functional.cross_entropy(logits, batch.Labels);
+            return auxiliary is null ? loss : loss + config.AuxiliaryWeight * auxiliary;
+        }, exempt.Contains), progress, cancel);
         PreciseBatchNorm.Recompute(classifier, loader);
         data.Train.DisposeIfCopy(train);
         return new FineTuneResult(Accuracy(classifier, data.Test, normalization), result, trainable);

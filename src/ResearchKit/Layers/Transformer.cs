@@ -38,6 +38,27 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         return proj.call(attended.transpose(1, 2).reshape(x.shape));
     }
 
+    /// <summary>
+    /// Attention for the next <c>x.shape[1]</c> positions of a sequence whose earlier keys and values are in <paramref name="cache"/>
+    /// (causal: position i sees every cached position and the new ones up to itself); the new keys and values are added
+    /// to the cache. Sampling then costs one token's forward per step instead of the whole prefix's.
+    /// </summary>
+    public Tensor ForwardCached(Tensor x, KeyValueCache cache)
+    {
+        var (q, k, v) = SplitHeads(x);
+        long past = cache.Length, count = x.shape[1];
+        var (keys, values) = cache.Append(k, v);
+        Tensor attended;
+        if (count == 1) attended = functional.scaled_dot_product_attention(q, keys, values);   // the newest position sees everything
+        else
+        {
+            // True = may attend: new position i sees positions 0 … past + i.
+            var allowed = ones(count, past + count, dtype: ScalarType.Bool, device: x.device).tril(past);
+            attended = functional.scaled_dot_product_attention(q, keys, values, allowed);
+        }
+        return proj.call(attended.transpose(1, 2).reshape(x.shape));
+    }
+
     /// <summary>Attention probabilities [B, H, T, T], for attention-map figures.</summary>
     public Tensor Weights(Tensor x)
     {
@@ -46,6 +67,38 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         long T = x.shape[1];
         if (causal) scores = scores.masked_fill(ones(T, T, dtype: ScalarType.Bool, device: x.device).triu(1), double.NegativeInfinity);
         return scores.softmax(-1);
+    }
+}
+
+/// <summary>
+/// One attention layer's keys and values of the positions seen so far, [B, H, T, D/H] each, in buffers allocated once
+/// for <see cref="Capacity"/> positions (no re-allocation per generated token). Owned by the caller, who disposes it.
+/// </summary>
+public sealed class KeyValueCache(long capacity) : IDisposable
+{
+    Tensor? keys, values;
+    public long Capacity { get; } = capacity;
+    public long Length { get; private set; }
+
+    /// <summary>Adds keys and values [B, H, t, Dh]; returns views of every cached position, [B, H, Length, Dh].</summary>
+    public (Tensor Keys, Tensor Values) Append(Tensor k, Tensor v)
+    {
+        if (Length + k.shape[2] > Capacity) throw new InvalidOperationException($"the key/value cache holds {Capacity} positions; {Length + k.shape[2]} were added");
+        if (keys is null)
+        {
+            keys = zeros(k.shape[0], k.shape[1], Capacity, k.shape[3], dtype: k.dtype, device: k.device).DetachFromDisposeScope();
+            values = zeros(v.shape[0], v.shape[1], Capacity, v.shape[3], dtype: v.dtype, device: v.device).DetachFromDisposeScope();
+        }
+        keys.narrow(2, Length, k.shape[2]).copy_(k);
+        values!.narrow(2, Length, v.shape[2]).copy_(v);
+        Length += k.shape[2];
+        return (keys.narrow(2, 0, Length), values.narrow(2, 0, Length));
+    }
+
+    public void Dispose()
+    {
+        keys?.Dispose();
+        values?.Dispose();
     }
 }
 
@@ -87,6 +140,13 @@ public sealed class TransformerBlock : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         x = x + attn.call(norm1.call(x));
+        return x + mlp.call(norm2.call(x));
+    }
+
+    /// <summary>The block on the next positions of a sequence, with earlier positions' keys and values in <paramref name="cache"/> (causal).</summary>
+    public Tensor ForwardCached(Tensor x, KeyValueCache cache)
+    {
+        x = x + attn.ForwardCached(norm1.call(x), cache);
         return x + mlp.call(norm2.call(x));
     }
 

@@ -21,6 +21,13 @@ public abstract record MethodConfig
     /// <summary>This configuration sized for images of <paramref name="imageSize"/>² pixels and <paramref name="channels"/> channels.</summary>
     public abstract MethodConfig ForInput(int imageSize, int channels);
 
+    /// <summary>
+    /// This configuration completed from the training data before anything is built: what a method fits once on data
+    /// (iGPT's colour palette) and the input normalisation, recorded in the configuration so a run folder rebuilds the
+    /// same model. Called after <see cref="ForInput"/>; most methods need nothing.
+    /// </summary>
+    public virtual MethodConfig ForData(ImageDataset train, Normalization normalization) => this;
+
     /// <summary>Throws a <see cref="ResearchKitException"/> naming the option and the valid range when a value is out of range.</summary>
     public abstract void Validate();
 

@@ -16,6 +16,7 @@ public static class MethodRegistry
         MaskedAutoencoder.Method,
         RotNet.Method,
         Beit.Method,
+        ImageGpt.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

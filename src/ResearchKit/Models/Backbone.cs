@@ -39,6 +39,12 @@ public abstract class Backbone : Module<Tensor, Tensor>
     /// </summary>
     public virtual IReadOnlyCollection<string> NoWeightDecay => [];
 
+    /// <summary>
+    /// Pooled features and, for a backbone that keeps its pre-training loss while fine-tuning (iGPT §3.5: L_CLF + λ·L_GEN),
+    /// that loss from the same forward pass; null for every other backbone.
+    /// </summary>
+    public virtual (Tensor Features, Tensor? Auxiliary) FeaturesWithAuxiliaryLoss(Tensor images) => (Features(images), null);
+
     public override Tensor forward(Tensor images) => Features(images);
 }
 
@@ -68,4 +74,11 @@ public sealed class Classifier : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor images) => head.call(norm.call(backbone.Features(images)));
+
+    /// <summary>Logits and the backbone's auxiliary loss (null when it has none), from one forward pass.</summary>
+    public (Tensor Logits, Tensor? Auxiliary) ForwardWithAuxiliary(Tensor images)
+    {
+        var (features, auxiliary) = backbone.FeaturesWithAuxiliaryLoss(images);
+        return (head.call(norm.call(features)), auxiliary);
+    }
 }

@@ -33,7 +33,8 @@ public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTe
 /// a linear probe by fine-tuning; int.MaxValue: every block). A source with Pretrain.Epochs = 0 is the untrained
 /// network: fine-tuning every block of it is training from scratch with the same budget.
 /// </summary>
-public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0);
+/// <param name="AuxiliaryWeight">λ of the backbone's own pre-training loss kept while fine-tuning (iGPT §3.5); see <see cref="FineTuneConfig.AuxiliaryWeight"/>.</param>
+public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0, double AuxiliaryWeight = 1.0);
 
 /// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
 public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
@@ -110,14 +111,14 @@ public static class Experiments
     public static FineTuneOutcome FineTune(FineTuneExperiment experiment, string sourceWorkFolder, IProgress<TrainProgress>? progress = null,
         Action<string>? status = null, CancellationToken cancel = default)
     {
-        var (source, blocks, epochs, trainLimit, testLimit, seed) = experiment;
+        var (source, blocks, epochs, trainLimit, testLimit, seed, auxiliaryWeight) = experiment;
         if (blocks < 0) throw new ResearchKitException($"fine-tuning: the number of trainable blocks must be ≥ 0; got {blocks}");
         long trainNeeded = Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit);
         using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, testLimit);
         var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
-        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit), progress, cancel);
+        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit, AuxiliaryWeight: auxiliaryWeight), progress, cancel);
         model.Module.Dispose();
         return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
             result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
@@ -144,9 +145,8 @@ public static class Experiments
                 var run = Pretraining.Run(method, p, split, PretrainFolder(workFolder), progress, cancel, callbacks);
                 return (run.Model, run.Config.Normalization, run.Result.Losses);
             }
-            var sized = method.ForInput(data.Train.Height, data.Train.Channels);
-            sized.Validate();
-            return (Pretraining.Build(sized, p.Seed), Normalization.Of(split), []);
+            var normalization = Normalization.Of(split);
+            return (Pretraining.Build(Pretraining.Sized(method, split, normalization), p.Seed), normalization, []);
         }
         finally { data.Train.DisposeIfCopy(split); }
     }

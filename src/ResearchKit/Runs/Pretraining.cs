@@ -59,13 +59,23 @@ public static class Pretraining
     {
         options.Validate();   // TrainConfig.Validate below adds that a run needs at least one epoch (0 is for floors only)
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the backbones need square images");
-        var sized = method.ForInput(train.Height, train.Channels);
-        sized.Validate();
+        var normalization = Normalization.Of(train);
+        var sized = Sized(method, train, normalization);
         var optimizer = options.BaseLearningRate is { } lr ? sized.Optimizer with { BaseLearningRate = lr } : sized.Optimizer;
         var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed);
         training.Validate();
-        return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, Normalization.Of(train), options.Augment,
+        return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, normalization, options.Augment,
             Version: RunConfig.CurrentVersion);
+    }
+
+    /// <summary>A method's configuration sized for the training split and completed from it (<see cref="MethodConfig.ForData"/>), validated.</summary>
+    public static MethodConfig Sized(MethodConfig method, ImageDataset train, Normalization normalization)
+    {
+        var sized = method.ForInput(train.Height, train.Channels);
+        sized.Validate();
+        sized = sized.ForData(train, normalization);
+        sized.Validate();
+        return sized;
     }
 
     /// <summary>Pre-trains (or resumes) on an already loaded training split; <paramref name="callbacks"/> join the trainer's (e.g. <see cref="EpochSnapshots"/>).</summary>
