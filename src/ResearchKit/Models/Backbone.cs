@@ -34,6 +34,20 @@ public abstract class Backbone : Module<Tensor, Tensor>
     public abstract void FreezeAllBut(int trainableBlocks);
 
     /// <summary>
+    /// <see cref="FreezeAllBut(int)"/> for a stack of blocks: everything frozen but the last <paramref name="trainableBlocks"/>
+    /// blocks and, when any block trains, <paramref name="after"/> (what follows the blocks: a final norm, a head).
+    /// </summary>
+    protected void FreezeAllBut(int trainableBlocks, IEnumerable<nn.Module> stack, IEnumerable<Parameter> after)
+    {
+        var blocks = stack.ToList();
+        foreach (var p in parameters()) p.requires_grad = trainableBlocks >= blocks.Count;
+        if (trainableBlocks >= blocks.Count) return;
+        for (int i = Math.Max(0, blocks.Count - trainableBlocks); i < blocks.Count; i++)
+            foreach (var p in blocks[i].parameters()) p.requires_grad = true;
+        foreach (var p in after) p.requires_grad = trainableBlocks > 0;
+    }
+
+    /// <summary>
     /// Parameter names (relative to this backbone) that fine-tuning exempts from weight decay besides 1-D
     /// parameters — timm's no_weight_decay(), e.g. the ViT's [CLS] token.
     /// </summary>

@@ -260,14 +260,8 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         return (states.mean([1L]), LogitsAndLoss(states, target, mask).Loss);
     }
 
-    public override void FreezeAllBut(int trainableBlocks)
-    {
-        foreach (var p in parameters()) p.requires_grad = trainableBlocks >= Depth;
-        if (trainableBlocks >= Depth) return;
-        for (int i = Math.Max(0, Depth - trainableBlocks); i < Depth; i++)
-            foreach (var p in blocks[i].parameters()) p.requires_grad = true;
-        foreach (var p in norm.parameters().Concat(head.parameters())) p.requires_grad = trainableBlocks > 0;
-    }
+    /// <summary>The last blocks train with the final norm and the pixel head (the auxiliary loss needs it); embeddings only with every block.</summary>
+    public override void FreezeAllBut(int trainableBlocks) => FreezeAllBut(trainableBlocks, blocks, norm.parameters().Concat(head.parameters()));
 
     /// <summary>Validation bits per pixel (AR: every pixel; BERT: the masked ones) of held-out normalised images.</summary>
     public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)

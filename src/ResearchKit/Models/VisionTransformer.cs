@@ -148,12 +148,5 @@ public sealed class VisionTransformer : Backbone
     }
 
     /// <summary>Only the last <paramref name="trainableBlocks"/> blocks and the final norm stay trainable (MAE §4.3).</summary>
-    public override void FreezeAllBut(int trainableBlocks)
-    {
-        foreach (var p in parameters()) p.requires_grad = trainableBlocks >= Depth;
-        if (trainableBlocks >= Depth) return;
-        for (int i = Math.Max(0, Depth - trainableBlocks); i < Depth; i++)
-            foreach (var p in blocks[i].parameters()) p.requires_grad = true;
-        foreach (var p in norm.parameters()) p.requires_grad = trainableBlocks > 0;
-    }
+    public override void FreezeAllBut(int trainableBlocks) => FreezeAllBut(trainableBlocks, blocks, norm.parameters());
 }

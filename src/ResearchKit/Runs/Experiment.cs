@@ -34,7 +34,9 @@ public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTe
 /// network: fine-tuning every block of it is training from scratch with the same budget.
 /// </summary>
 /// <param name="AuxiliaryWeight">λ of the backbone's own pre-training loss kept while fine-tuning (iGPT §3.5); see <see cref="FineTuneConfig.AuxiliaryWeight"/>.</param>
-public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0, double AuxiliaryWeight = 1.0);
+/// <param name="BaseLearningRate">Fine-tuning's base learning rate (per 256 images), <see cref="FineTuneConfig.BaseLearningRate"/>.</param>
+public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0, double AuxiliaryWeight = 1.0,
+    double BaseLearningRate = 2e-3);
 
 /// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
 public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
@@ -111,14 +113,14 @@ public static class Experiments
     public static FineTuneOutcome FineTune(FineTuneExperiment experiment, string sourceWorkFolder, IProgress<TrainProgress>? progress = null,
         Action<string>? status = null, CancellationToken cancel = default)
     {
-        var (source, blocks, epochs, trainLimit, testLimit, seed, auxiliaryWeight) = experiment;
+        var (source, blocks, epochs, trainLimit, testLimit, seed, auxiliaryWeight, learningRate) = experiment;
         if (blocks < 0) throw new ResearchKitException($"fine-tuning: the number of trainable blocks must be ≥ 0; got {blocks}");
         long trainNeeded = Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit);
         using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, testLimit);
         var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
-        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit, AuxiliaryWeight: auxiliaryWeight), progress, cancel);
+        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, BaseLearningRate: learningRate, Seed: seed, TrainLimit: trainLimit, AuxiliaryWeight: auxiliaryWeight), progress, cancel);
         model.Module.Dispose();
         return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
             result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
