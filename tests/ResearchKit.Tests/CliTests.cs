@@ -298,11 +298,11 @@ public class CliTests
         var dir = Path.Combine(TestData.TempDir(), "bad");
         var (code, _, err) = Cli("pretrain", "--method", "rotnet", "--mask-ratio", "0.5", "--out", dir);
         Assert.Equal(1, code);
-        Assert.Equal("error: rotnet has no option --mask-ratio (it belongs to mae, beit); rotnet's own options: --blocks, --width; see `researchkit pretrain --method rotnet --help`", err.Trim());
+        Assert.Equal("error: rotnet has no option --mask-ratio (it belongs to mae, beit, igpt); rotnet's own options: --blocks, --width; see `researchkit pretrain --method rotnet --help`", err.Trim());
 
         (code, _, err) = Cli("pretrain", "--method", "nope", "--out", dir);
         Assert.Equal(1, code);
-        Assert.Equal("error: unknown method 'nope'; expected one of: mae, rotnet, beit", err.Trim());
+        Assert.Equal("error: unknown method 'nope'; expected one of: mae, rotnet, beit, igpt", err.Trim());
 
         (code, _, err) = Cli("pretrain", "--method", "mae", "--mask-ratio", "NaN", "--out", dir);
         Assert.Equal(1, code);

@@ -197,6 +197,18 @@ public class ImageGptTests
         Assert.Null(new VisionTransformer(ViTConfig.Tiny(28, 1) with { Dim = 16, Depth = 1, Heads = 2 }).FeaturesWithAuxiliaryLoss(images).Auxiliary);   // other backbones: none
     }
 
+    [Fact]
+    public void Fine_tuning_experiments_leave_unset_settings_out_of_their_cache_key()
+    {
+        var source = new Experiment(Small(), new PretrainOptions(), new EvaluationOptions());
+        var plain = new FineTuneExperiment(source, int.MaxValue, 1, 100, 100);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(plain, ResearchKit.Methods.MethodRegistry.Json))!.AsObject();
+        // Results cached before λ and the learning rate were settings keep their keys.
+        Assert.Equal(["source", "blocks", "epochs", "trainLimit", "testLimit", "seed"], json.Select(p => p.Key));
+        Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain), ResearchKit.Reporting.Sweep.Key(plain with { AuxiliaryWeight = 0 }));
+        Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain), ResearchKit.Reporting.Sweep.Key(plain with { BaseLearningRate = 1e-2 }));
+    }
+
     // ---- end to end on real data ---------------------------------------------------------------------------------
 
     [Fact]

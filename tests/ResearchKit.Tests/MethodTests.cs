@@ -108,7 +108,7 @@ public class MethodTests
         Assert.Contains("--mask-ratio", range.Message);
         var missing = Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("rotnet").Option("--mask-ratio"));
         Assert.Equal("rotnet has no option --mask-ratio; its options: --blocks, --width", missing.Message);
-        Assert.Contains("unknown method 'nope'; expected one of: mae, rotnet, beit", Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("nope")).Message);
+        Assert.Contains("unknown method 'nope'; expected one of: mae, rotnet, beit, igpt", Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("nope")).Message);
     }
 
     [Fact]

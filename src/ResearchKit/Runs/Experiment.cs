@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using ResearchKit.Data;
 using ResearchKit.Evaluation;
 using ResearchKit.Methods;
@@ -33,10 +34,12 @@ public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTe
 /// a linear probe by fine-tuning; int.MaxValue: every block). A source with Pretrain.Epochs = 0 is the untrained
 /// network: fine-tuning every block of it is training from scratch with the same budget.
 /// </summary>
-/// <param name="AuxiliaryWeight">λ of the backbone's own pre-training loss kept while fine-tuning (iGPT §3.5); see <see cref="FineTuneConfig.AuxiliaryWeight"/>.</param>
-/// <param name="BaseLearningRate">Fine-tuning's base learning rate (per 256 images), <see cref="FineTuneConfig.BaseLearningRate"/>.</param>
-public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0, double AuxiliaryWeight = 1.0,
-    double BaseLearningRate = 2e-3);
+/// <param name="AuxiliaryWeight">λ of the backbone's own pre-training loss kept while fine-tuning (iGPT §3.5); null: <see cref="FineTuneConfig.AuxiliaryWeight"/>'s default.</param>
+/// <param name="BaseLearningRate">Fine-tuning's base learning rate (per 256 images); null: <see cref="FineTuneConfig.BaseLearningRate"/>'s default.</param>
+/// <remarks>Unset (null) settings are left out of the JSON, so sweep results cached before they existed keep their keys.</remarks>
+public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AuxiliaryWeight = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? BaseLearningRate = null);
 
 /// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
 public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
@@ -120,7 +123,9 @@ public static class Experiments
         var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
-        var result = FineTuning.Run(model.Backbone, data, normalization, new FineTuneConfig(epochs, blocks, BaseLearningRate: learningRate, Seed: seed, TrainLimit: trainLimit, AuxiliaryWeight: auxiliaryWeight), progress, cancel);
+        var recipe = new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit);
+        recipe = recipe with { AuxiliaryWeight = auxiliaryWeight ?? recipe.AuxiliaryWeight, BaseLearningRate = learningRate ?? recipe.BaseLearningRate };
+        var result = FineTuning.Run(model.Backbone, data, normalization, recipe, progress, cancel);
         model.Module.Dispose();
         return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
             result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
