@@ -16,18 +16,21 @@ static class Commands
 {
     static readonly JsonSerializerOptions Line = new() { WriteIndented = false };
 
-    static Option<string> DeviceOption() => new("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
+    internal static Option<string> DeviceOption() => new("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
+
+    internal static Option<string> DatasetOption() =>
+        new("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
 
     /// <summary>Sets the device, then runs the action, turning library errors into one-line messages.</summary>
-    static int Run(string device, Action action) => Run(device, () => { action(); return 0; });
+    internal static int Run(string device, Action action) => Run(device, () => { action(); return 0; });
 
     /// <summary>Counts are checked at the edge, before anything loads or is written: a one-line error naming the option.</summary>
-    static void Positive(string option, long? value)
+    internal static void Positive(string option, long? value)
     {
         if (value is <= 0) throw new ResearchKitException($"{option}: expected a positive whole number; got {value}");
     }
 
-    static int Run(string device, Func<int> action)
+    internal static int Run(string device, Func<int> action)
     {
         Compute.Device = Compute.Choose(device);
         return action();
@@ -40,7 +43,7 @@ static class Commands
     public static Command Pretrain(MethodInfo info)
     {
         var method = new Option<string>("--method") { Description = $"pre-training method: {string.Join(", ", MethodRegistry.Names)}", DefaultValueFactory = _ => "mae" };
-        var dataset = new Option<string>("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
+        var dataset = DatasetOption();
         var preset = new Option<string>("--preset") { Description = $"model size: {string.Join(", ", info.Presets.Keys)}", DefaultValueFactory = _ => "tiny" };
         preset.AcceptOnlyFromAmong([.. info.Presets.Keys]);
         var epochs = new Option<int>("--epochs") { Description = "epochs over the training split", DefaultValueFactory = _ => 1 };
@@ -194,7 +197,7 @@ static class Commands
         return command;
     }
 
-    static Option<int?> EpochOption() => new("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots) instead of the final weights" };
+    internal static Option<int?> EpochOption() => new("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots) instead of the final weights" };
 
     static int[] ParseLayers(string text, int depth)
     {

@@ -14,7 +14,6 @@ namespace ResearchKit.Cli;
 /// <summary>iGPT's commands: `palette fit|info|bench` (the colour tokenizer) and `sample` (images and completions from an AR run).</summary>
 static class ImageGptCommand
 {
-    static Option<string> DatasetOption() => new("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
     static Option<int> SizeOption() => new("--size") { Description = "side the images are down-sampled to before clustering (the iGPT run's --resolution; tiny preset: 14)", DefaultValueFactory = _ => 14 };
     static Option<int> ImagesOption() => new("--images") { Description = "training images whose pixels are clustered", DefaultValueFactory = _ => ImageGptConfig.PaletteImages };
     static Option<int> InitsOption() => new("--inits") { Description = "k-means++ seedings run to convergence, the best kept (scikit-learn's n_init)", DefaultValueFactory = _ => ColorPalette.DefaultInits };
@@ -30,7 +29,7 @@ static class ImageGptCommand
 
     static Command Fit()
     {
-        var dataset = DatasetOption();
+        var dataset = Commands.DatasetOption();
         var k = new Option<int>("--k") { Description = "colours (paper: 512 for RGB; tiny preset: 16 grey levels)", Required = true };
         var size = SizeOption();
         var images = ImagesOption();
@@ -54,12 +53,11 @@ static class ImageGptCommand
     /// <summary>The first <paramref name="images"/> training images' pixels, down-sampled: [N, C] in [0, 1], and the palette fitted to them.</summary>
     static (ColorPalette Palette, Tensor Pixels) FitOn(string dataset, int k, int size, int images, int seed, int inits)
     {
-        if (images < 1) throw new ResearchKitException($"--images: expected a positive whole number; got {images}");
+        Commands.Positive("--images", images);
         using var data = DatasetCatalog.Load(dataset, images, 1);
         if (size < 1 || size > data.Train.Height) throw new ResearchKitException($"--size: expected 1 … {data.Train.Height} (the image side); got {size}");
-        var palette = ColorPalette.FitTo(data.Train.Images, k, size, seed, dataset, inits);
-        var pixels = ColorPalette.PixelsOf(ColorPalette.Downsample(Normalization.ToUnit(data.Train.Images, CPU), size));
-        return (palette, pixels);
+        var pixels = ColorPalette.PixelsAt(data.Train.Images, size);
+        return (ColorPalette.FitPixels(pixels, k, seed, inits).FittedOn(dataset, size, (int)data.Train.Count), pixels);
     }
 
     static Command Info()
@@ -107,7 +105,7 @@ static class ImageGptCommand
 
     static Command Bench()
     {
-        var dataset = DatasetOption();
+        var dataset = Commands.DatasetOption();
         var k = new Option<int>("--k") { DefaultValueFactory = _ => 16 };
         var size = SizeOption();
         var images = ImagesOption();
@@ -121,7 +119,7 @@ static class ImageGptCommand
         command.SetAction(r =>
         {
             int n = r.GetValue(repeats);
-            if (n < 1) throw new ResearchKitException($"--repeats: expected a positive whole number; got {n}");
+            Commands.Positive("--repeats", n);
             var (first, pixels) = FitOn(r.GetValue(dataset)!, r.GetValue(k), r.GetValue(size), r.GetValue(images), r.GetValue(seed), r.GetValue(inits));
             var times = new List<double>();
             ColorPalette ours = first;
@@ -195,17 +193,16 @@ static class ImageGptCommand
         var temperature = new Option<double>("--temperature") { Description = "softmax temperature (1 = the model's distribution)", DefaultValueFactory = _ => 1.0 };
         var topK = new Option<int?>("--top-k") { Description = "sample among the k most likely colours only" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-        var epoch = new Option<int?>("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots)" };
+        var epoch = Commands.EpochOption();
         var outFile = new Option<string>("--out") { Description = "PNG file", Required = true };
-        var device = new Option<string>("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
+        var device = Commands.DeviceOption();
         var command = new Command("sample", "Sample images from an AR iGPT run, or complete test images, with a key/value cache; writes a PNG grid")
             { dir, count, complete, completions, temperature, topK, seed, epoch, outFile, device };
-        command.SetAction(r =>
+        command.SetAction(r => Commands.Run(r.GetValue(device)!, () =>
         {
-            Compute.Device = Compute.Choose(r.GetValue(device)!);
             int n = r.GetValue(count), m = r.GetValue(completions);
-            if (n < 1) throw new ResearchKitException($"--n: expected a positive whole number; got {n}");
-            if (m < 1) throw new ResearchKitException($"--completions: expected a positive whole number; got {m}");
+            Commands.Positive("--n", n);
+            Commands.Positive("--completions", m);
             var path = r.GetValue(outFile)!;
             if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ResearchKitException($"--out: expected a .png file; got '{path}'");
             var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
@@ -213,29 +210,20 @@ static class ImageGptCommand
             var options = new SamplingOptions(r.GetValue(temperature), r.GetValue(topK));
             using var generator = new Generator((ulong)r.GetValue(seed));
             var clock = Stopwatch.StartNew();
-            var grid = r.GetValue(complete)
-                ? Completions(gpt, config, n, m, generator, options)
-                : ImageGrid.FromRows([("samples", gpt.ToPixels(gpt.Sample(n, generator, options)))], scale: 4);
+            var grid = ImageGrid.FromRows(r.GetValue(complete)
+                ? gpt.CompletionRows(TestImages(config, n), m, generator, options)
+                : [("samples", gpt.ToPixels(gpt.Sample(n, generator, options)))], scale: 4);
             AtomicFile.Write(path, s => s.Write(grid.Png));
             Console.WriteLine($"{(r.GetValue(complete) ? $"completed {n} test images ×{m}" : $"sampled {n} images")} at {gpt.Config.Resolution}×{gpt.Config.Resolution} " +
                 $"(temperature {options.Temperature}{(options.TopK is { } t ? $", top-{t}" : "")}) in {clock.Elapsed.TotalSeconds:F1} s; saved to {path}");
-            return 0;
-        });
+        }));
         return command;
     }
 
-    /// <summary>Rows: the quantised original, its top half, then each completion (the paper's Fig. 1 layout, transposed).</summary>
-    static ImageGrid Completions(ImageGpt gpt, RunConfig config, int n, int samples, Generator generator, SamplingOptions options)
+    /// <summary>The run's first <paramref name="n"/> test images, normalised as it was trained.</summary>
+    static Tensor TestImages(RunConfig config, int n)
     {
         using var data = DatasetCatalog.Load(config.Dataset, 1, n);
-        var images = config.Normalization.Apply(data.Test.Images, Compute.Device);
-        int keep = gpt.Config.Resolution / 2;
-        var original = gpt.Tokenize(images);
-        var rows = new List<(string, Tensor)> { ("original", gpt.ToPixels(original)) };
-        var top = gpt.ToPixels(original).clone();
-        top[.., .., keep.., ..] = 0.5f;   // grey where the model draws
-        rows.Add(("top half", top));
-        for (int s = 0; s < samples; s++) rows.Add(($"completion {s + 1}", gpt.ToPixels(gpt.Complete(images, keep, generator, options))));
-        return ImageGrid.FromRows(rows, scale: 4);
+        return config.Normalization.Apply(data.Test.Images, Compute.Device);
     }
 }

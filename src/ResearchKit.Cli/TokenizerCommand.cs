@@ -20,7 +20,7 @@ static class TokenizerCommand
     {
         var kind = new Option<string>("--kind") { Description = "vq (VQ-VAE, EMA codebook) or dvae (Gumbel-softmax, DALL-E's kind)", DefaultValueFactory = _ => "vq" };
         kind.AcceptOnlyFromAmong("vq", "dvae");
-        var dataset = new Option<string>("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
+        var dataset = Commands.DatasetOption();
         var preset = new Option<string>("--preset") { Description = "tiny (patch 4, 256 codes) or paper (patch 16, 8192 codes)", DefaultValueFactory = _ => "tiny" };
         preset.AcceptOnlyFromAmong("tiny", "paper");
         var codes = new Option<int?>("--codes") { Description = "codebook size (default: the preset's)" };
@@ -29,7 +29,7 @@ static class TokenizerCommand
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
         var outDir = new Option<string>("--out") { Description = "tokenizer folder (tokenizer.json, checkpoint.bin, reports.jsonl); rerun to resume", Required = true };
-        var device = new Option<string>("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
+        var device = Commands.DeviceOption();
         var command = new Command("train", "Train a visual tokenizer; reports codebook usage and reconstruction PSNR on held-out images as it goes")
             { kind, dataset, preset, codes, epochs, limit, seed, batch, outDir, device };
         command.SetAction(r =>

@@ -199,13 +199,8 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         return norm.call(x);
     }
 
-    /// <summary>[B, L] masks (1 = masked) with exactly ⌈ratio · L⌉ masked pixels per image, drawn from <paramref name="generator"/>.</summary>
-    public Tensor SampleMask(long batch, Generator? generator, Device device)
-    {
-        long length = Config.Length, count = (long)Math.Ceiling(Config.MaskRatio * length);
-        var order = rand(batch, length, generator: generator).argsort(1);
-        return order.argsort(1).lt(count).to_type(ScalarType.Float32).to(device);
-    }
+    /// <summary>[B, L] masks (1 = masked) drawn from <paramref name="generator"/>, the same number per image: MAE's random masking (<see cref="Masking.Random"/>).</summary>
+    public Tensor SampleMask(long batch, Generator? generator, Device device) => Masking.Random(batch, Config.Length, Config.MaskRatio, generator, device).Mask;
 
     /// <summary>The objective on normalised images: NLL of every pixel given the ones before it (AR), or of the masked pixels (BERT).</summary>
     public ImageGptOutput Forward(Tensor images, Generator? generator)
@@ -347,6 +342,21 @@ public sealed class ImageGpt : Backbone, IPretrainModel
             throw new ResearchKitException($"igpt: rows to keep must be in 1 … {Config.Resolution - 1}; got {keepRows}");
         var known = Tokenize(images);
         return Sample(images.shape[0], generator, options, known.narrow(1, 0, (long)keepRows * Config.Resolution));
+    }
+
+    /// <summary>
+    /// The paper's completion figure (Fig. 1, transposed) as image-grid rows: the quantised originals, their top halves (the
+    /// rest grey), then <paramref name="samples"/> completions of the bottom half.
+    /// </summary>
+    public List<(string Label, Tensor Images)> CompletionRows(Tensor images, int samples, Generator generator, SamplingOptions? options = null)
+    {
+        int keep = Config.Resolution / 2;
+        var original = ToPixels(Tokenize(images));
+        var top = original.clone();
+        top[.., .., keep.., ..] = 0.5f;   // grey where the model draws
+        var rows = new List<(string Label, Tensor Images)> { ("original (quantised)", original), ("top half given", top) };
+        for (int s = 1; s <= samples; s++) rows.Add(($"completion {s}", ToPixels(Complete(images, keep, generator, options))));
+        return rows;
     }
 
     public override Tensor forward(Tensor images) => Features(images);

@@ -58,10 +58,15 @@ public sealed class ColorPalette
     {
         if (resolution < 1) throw new ResearchKitException($"palette: the resolution (--size) must be at least 1; got {resolution}");
         using var scope = NewDisposeScope();
-        var pixels = PixelsOf(Downsample(Normalization.ToUnit(images, CPU), resolution));
-        var palette = FitPixels(pixels, k, seed, inits);
-        return new ColorPalette(palette.Colors, palette.Fit! with { Dataset = dataset, Resolution = resolution, Images = (int)images.shape[0] });
+        return FitPixels(PixelsAt(images, resolution), k, seed, inits).FittedOn(dataset, resolution, (int)images.shape[0]);
     }
+
+    /// <summary>The pixels a palette is fitted on: uint8 images [N, C, H, W] down-sampled to <paramref name="resolution"/>², as [N·R², C] in [0, 1].</summary>
+    public static Tensor PixelsAt(Tensor images, int resolution) => PixelsOf(Downsample(Normalization.ToUnit(images, CPU), resolution));
+
+    /// <summary>This palette with its fit's provenance filled in: the data set, resolution and number of images.</summary>
+    public ColorPalette FittedOn(string dataset, int resolution, int images) =>
+        new(Colors, (Fit ?? throw new InvalidOperationException("the palette was not fitted here")) with { Dataset = dataset, Resolution = resolution, Images = images });
 
     /// <summary>Fits k colours to pixels [N, C] in [0, 1]: k-means over the distinct colours weighted by their counts.</summary>
     public static ColorPalette FitPixels(Tensor pixels, int k, int seed = 0, int inits = DefaultInits)

@@ -58,8 +58,8 @@ public static class KMeans
         {
             iteration++;
             using var step = NewDisposeScope();   // an iteration's [chunk, k] distances are freed at once
-            var (assigned, _) = Assign(x, centers);
-            var updated = Update(x, w, assigned, centers);
+            var (assigned, distances) = Assign(x, centers);
+            var updated = Update(x, w, assigned, distances, centers.shape[0]);
             double shift = (updated - centers).square().sum().item<double>();
             bool unchanged = labels is not null && assigned.eq(labels).all().item<bool>();
             labels?.Dispose();
@@ -67,8 +67,8 @@ public static class KMeans
             labels = assigned.MoveToOuterDisposeScope();
             if (unchanged || shift <= shiftTolerance) break;
         }
-        var (_, distances) = Assign(x, centers);
-        return new KMeansResult(centers, (distances * w).sum().item<double>(), iteration);
+        var (_, final) = Assign(x, centers);   // the last update moved the centres: the inertia is measured at them
+        return new KMeansResult(centers, (final * w).sum().item<double>(), iteration);
     }
 
     /// <summary>Nearest centre of every point and the squared distance to it: ([N] int64, [N] float64).</summary>
@@ -89,17 +89,18 @@ public static class KMeans
         return (cat(labels, 0), cat(distances, 0));
     }
 
-    /// <summary>The weighted mean of each centre's points; a centre left without points moves to the point farthest from its own centre.</summary>
-    static Tensor Update(Tensor x, Tensor w, Tensor labels, Tensor centers)
+    /// <summary>
+    /// The weighted mean of each centre's points; a centre left without points moves to the point that contributes most to
+    /// the inertia (largest weight · squared distance <paramref name="distances"/> to its own centre).
+    /// </summary>
+    static Tensor Update(Tensor x, Tensor w, Tensor labels, Tensor distances, long k)
     {
-        long k = centers.shape[0];
         var sums = zeros(k, x.shape[1], dtype: ScalarType.Float64).index_add_(0, labels, x * w.unsqueeze(1), 1);
         var mass = zeros(k, dtype: ScalarType.Float64).index_add_(0, labels, w, 1);
         var updated = sums / mass.clamp_min(double.Epsilon).unsqueeze(1);
         var empty = mass.eq(0).nonzero().flatten();
         if (empty.numel() > 0)
         {
-            var (_, distances) = Assign(x, centers);
             var farthest = (distances * w).argsort(descending: true).narrow(0, 0, empty.numel());
             updated.index_copy_(0, empty, x.index_select(0, farthest));
         }
