@@ -299,7 +299,7 @@ static class Commands
                     Ratios = report.Points.Select(p => p.PatchSize).Distinct().Select(size => new
                     {
                         PatchSize = size, Speedup = Math.Round(report.Speedup(size), 3), FlopsRatio = Math.Round(report.FlopsRatio(size), 3),
-                        EncoderFlopsRatio = Math.Round(report.FlopsRatio(size, encoderOnly: true), 3),
+                        EncoderSpeedup = Math.Round(report.EncoderSpeedup(size), 3), EncoderFlopsRatio = Math.Round(report.FlopsRatio(size, encoderOnly: true), 3),
                     }),
                 }, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
                 else foreach (var line in report.Lines()) Console.WriteLine(line);

@@ -205,7 +205,8 @@ public class CliTests
         var ratios = report.GetProperty("ratios").EnumerateArray().ToList();
         Assert.Equal(new[] { 4, 7 }, ratios.Select(r => r.GetProperty("patch_size").GetInt32()));
         Assert.All(ratios, r => Assert.True(r.GetProperty("flops_ratio").GetDouble() > 1.5, r.ToString()));
-        Assert.All(ratios, r => Assert.True(r.GetProperty("speedup").GetDouble() > 0, r.ToString()));
+        Assert.All(ratios, r => Assert.True(r.GetProperty("speedup").GetDouble() > 0 && r.GetProperty("encoder_speedup").GetDouble() > 0, r.ToString()));
+        Assert.All(report.GetProperty("points").EnumerateArray(), p => Assert.True(p.GetProperty("encoder_timing").GetProperty("steps").GetInt32() == 1, p.ToString()));
         (code, _, err) = Cli("bench", "--method", "rotnet", "--efficiency");
         Assert.Equal(1, code);
         Assert.Contains("--efficiency: only mae", err);

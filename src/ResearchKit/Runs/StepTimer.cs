@@ -39,10 +39,39 @@ public sealed class StepTimer : IDisposable
     }
 
     /// <summary>One training step; returns its wall time in milliseconds.</summary>
-    public double Step()
+    public double Step() => Time(TrainingStep);
+
+    /// <summary>Runs <paramref name="warmup"/> untimed training steps, then times <paramref name="steps"/>; <paramref name="beforeStep"/> sees the index of each timed step first.</summary>
+    public StepTiming Measure(int steps, int warmup, Action<int>? beforeStep = null) => Measure(TrainingStep, steps, warmup, beforeStep);
+
+    /// <summary>
+    /// Times part of a step instead of all of it (<see cref="MaeEfficiency"/> times the encoder alone): <paramref name="work"/>
+    /// gets the fixed batch and the timer's generator, runs in a dispose scope of its own, and must end by reading a value
+    /// back (<c>item</c>) so that queued device work is counted.
+    /// </summary>
+    public StepTiming Measure(Action<Batch, Generator> work, int steps, int warmup, Action<int>? beforeStep = null)
+    {
+        if (steps < 1) throw new ResearchKitException($"timing needs at least one step; got {steps}");
+        for (int i = 0; i < warmup; i++) Time(work);
+        var times = new List<double>();
+        for (int i = 0; i < steps; i++)
+        {
+            beforeStep?.Invoke(i);
+            times.Add(Time(work));
+        }
+        return Summarise(times);
+    }
+
+    double Time(Action<Batch, Generator> work)
     {
         var clock = Stopwatch.StartNew();
         using var scope = NewDisposeScope();
+        work(batch, generator);
+        return clock.Elapsed.TotalMilliseconds;
+    }
+
+    void TrainingStep(Batch batch, Generator generator)
+    {
         for (int i = 0; i < phases.Count; i++)
         {
             var loss = phases[i].Loss(batch, generator);
@@ -51,21 +80,6 @@ public sealed class StepTimer : IDisposable
             optimizers[i].step();
             loss.item<float>();   // synchronise
         }
-        return clock.Elapsed.TotalMilliseconds;
-    }
-
-    /// <summary>Runs <paramref name="warmup"/> untimed steps, then times <paramref name="steps"/>; <paramref name="beforeStep"/> sees the index of each timed step first.</summary>
-    public StepTiming Measure(int steps, int warmup, Action<int>? beforeStep = null)
-    {
-        if (steps < 1) throw new ResearchKitException($"timing needs at least one step; got {steps}");
-        for (int i = 0; i < warmup; i++) Step();
-        var times = new List<double>();
-        for (int i = 0; i < steps; i++)
-        {
-            beforeStep?.Invoke(i);
-            times.Add(Step());
-        }
-        return Summarise(times);
     }
 
     /// <summary>Median, mean and throughput of step times in milliseconds.</summary>
