@@ -11,7 +11,8 @@ public sealed record KMeansResult(Tensor Centers, double Inertia, int Iterations
 /// does). Weights let a caller fit distinct points with their counts (<see cref="ColorPalette"/>), which gives the same
 /// centres and inertia as fitting every repeated point. Convergence follows scikit-learn's rule: stop when the
 /// assignments no longer change or the centres' total squared shift falls to tolerance × the data's mean variance per
-/// dimension. Computed in float64 on the CPU, in chunks, so memory stays O(chunk · k).
+/// dimension. Computed in float64 on the CPU; assignments run in chunks, so memory stays O(chunk · k + N · (2 + ln k)),
+/// the second term the seeding's distances to its candidates.
 /// </summary>
 public static class KMeans
 {
@@ -38,10 +39,11 @@ public static class KMeans
             double totalWeight = w.sum().item<double>();
             var mean = (x * w.unsqueeze(1)).sum([0L]) / totalWeight;
             double meanVariance = ((x - mean).square() * w.unsqueeze(1)).sum([0L]).div(totalWeight).mean().item<double>();
+            var norms = x.square().sum(1);   // ‖x‖², shared by every distance computation
             KMeansResult? best = null;
             for (int i = 0; i < inits; i++)
             {
-                var fit = Lloyd(x, w, PlusPlus(x, w, k, generator), maxIterations, tolerance * meanVariance);
+                var fit = Lloyd(x, w, norms, PlusPlus(x, w, norms, k, generator), maxIterations, tolerance * meanVariance);
                 if (best is null || fit.Inertia < best.Inertia) best = fit;
             }
             return best! with { Centers = best!.Centers.MoveToOuterDisposeScope() };
@@ -50,7 +52,7 @@ public static class KMeans
     }
 
     /// <summary>Lloyd iterations from <paramref name="centers"/> until the assignments stop changing or the centres move less than the tolerance.</summary>
-    static KMeansResult Lloyd(Tensor x, Tensor w, Tensor centers, int maxIterations, double shiftTolerance)
+    static KMeansResult Lloyd(Tensor x, Tensor w, Tensor norms, Tensor centers, int maxIterations, double shiftTolerance)
     {
         Tensor? labels = null;
         int iteration = 0;
@@ -58,7 +60,7 @@ public static class KMeans
         {
             iteration++;
             using var step = NewDisposeScope();   // an iteration's [chunk, k] distances are freed at once
-            var (assigned, distances) = Assign(x, centers);
+            var (assigned, distances) = Assign(x, norms, centers);
             var updated = Update(x, w, assigned, distances, centers.shape[0]);
             double shift = (updated - centers).square().sum().item<double>();
             bool unchanged = labels is not null && assigned.eq(labels).all().item<bool>();
@@ -67,27 +69,34 @@ public static class KMeans
             labels = assigned.MoveToOuterDisposeScope();
             if (unchanged || shift <= shiftTolerance) break;
         }
-        var (_, final) = Assign(x, centers);   // the last update moved the centres: the inertia is measured at them
+        var (_, final) = Assign(x, norms, centers);   // the last update moved the centres: the inertia is measured at them
         return new KMeansResult(centers, (final * w).sum().item<double>(), iteration);
     }
 
     /// <summary>Nearest centre of every point and the squared distance to it: ([N] int64, [N] float64).</summary>
-    public static (Tensor Labels, Tensor Distances) Assign(Tensor x, Tensor centers)
+    public static (Tensor Labels, Tensor Distances) Assign(Tensor x, Tensor centers) => Assign(x, x.square().sum(1), centers);
+
+    /// <summary><see cref="Assign(Tensor, Tensor)"/> with the points' squared norms [N] computed once by the caller.</summary>
+    static (Tensor Labels, Tensor Distances) Assign(Tensor x, Tensor norms, Tensor centers)
     {
         var labels = new List<Tensor>();
         var distances = new List<Tensor>();
-        var centerNorms = centers.square().sum(1).unsqueeze(0);                       // 1, k
+        var centerNorms = centers.square().sum(1).unsqueeze(0);                              // 1, k
         for (long start = 0; start < x.shape[0]; start += Chunk)
         {
-            var part = x.narrow(0, start, Math.Min(Chunk, x.shape[0] - start));
-            // ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖², clamped at 0 against rounding.
-            var d = (part.square().sum(1, keepdim: true) - 2 * part.mm(centers.t()) + centerNorms).clamp_min(0);
-            var (min, argmin) = d.min(1);
+            long size = Math.Min(Chunk, x.shape[0] - start);
+            // ‖x‖² is the same for every centre, so the nearest centre minimises ‖c‖² − 2 x·c (one fused product) and
+            // ‖x‖² is added to the minimum alone; clamped at 0 against rounding.
+            var (min, argmin) = addmm(centerNorms, x.narrow(0, start, size), centers.t(), beta: 1, alpha: -2).min(1);
             labels.Add(argmin);
-            distances.Add(min);
+            distances.Add((min + norms.narrow(0, start, size)).clamp_min(0));
         }
         return (cat(labels, 0), cat(distances, 0));
     }
+
+    /// <summary>Squared distances [n, m] from points [n, D] (squared norms [n]) to centres [m, D]: ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖², clamped at 0 against rounding.</summary>
+    static Tensor SquaredDistances(Tensor x, Tensor norms, Tensor centers) =>
+        addmm(centers.square().sum(1).unsqueeze(0), x, centers.t(), beta: 1, alpha: -2).add_(norms.unsqueeze(1)).clamp_min_(0);
 
     /// <summary>
     /// The weighted mean of each centre's points; a centre left without points moves to the point that contributes most to
@@ -107,27 +116,25 @@ public static class KMeans
         return updated;
     }
 
-    /// <summary>Greedy k-means++ seeding: each new centre is drawn with probability ∝ weight · D², best of 2 + ⌊ln k⌋ draws.</summary>
-    static Tensor PlusPlus(Tensor x, Tensor w, int k, Generator generator)
+    /// <summary>
+    /// Greedy k-means++ seeding: each new centre is drawn with probability ∝ weight · D², best of 2 + ⌊ln k⌋ draws. The
+    /// draws are scored together, one [N, draws] distance matrix per centre rather than a pass over the points per draw.
+    /// </summary>
+    static Tensor PlusPlus(Tensor x, Tensor w, Tensor norms, int k, Generator generator)
     {
         int trials = 2 + (int)Math.Log(k);
         var centers = new List<Tensor> { x.index_select(0, multinomial(w, 1, generator: generator)) };
-        var closest = Assign(x, centers[0]).Distances;
+        var closest = Assign(x, norms, centers[0]).Distances;
         for (int c = 1; c < k; c++)
         {
-            using var pick = NewDisposeScope();   // the trials' distances are freed once one is kept
+            using var pick = NewDisposeScope();   // the draws' distances are freed once one is kept
             if (!((closest * w).sum().item<double>() > 0))
                 throw new ResearchKitException($"k-means: the points have only {c} distinct values, fewer than k = {k}");
             var candidates = x.index_select(0, multinomial(closest * w, trials, replacement: true, generator: generator));
-            var (best, bestDistances, bestPotential) = (0, (Tensor?)null, double.PositiveInfinity);
-            for (int t = 0; t < trials; t++)
-            {
-                var d = minimum(closest, Assign(x, candidates[t..(t + 1)]).Distances);
-                double p = (d * w).sum().item<double>();
-                if (p < bestPotential) (best, bestDistances, bestPotential) = (t, d, p);
-            }
-            centers.Add(candidates[best..(best + 1)].clone().MoveToOuterDisposeScope());
-            closest = bestDistances!.MoveToOuterDisposeScope();
+            var withCandidate = minimum(closest.unsqueeze(1), SquaredDistances(x, norms, candidates));   // N, trials
+            long best = (withCandidate * w.unsqueeze(1)).sum([0L]).argmin().item<long>();           // lowest potential; the first on a tie
+            centers.Add(candidates.narrow(0, best, 1).clone().MoveToOuterDisposeScope());
+            closest = withCandidate.select(1, best).contiguous().MoveToOuterDisposeScope();
         }
         return cat(centers, 0);
     }
