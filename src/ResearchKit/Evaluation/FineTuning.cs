@@ -25,6 +25,8 @@ public static class FineTuning
     public static FineTuneResult Run(Backbone backbone, DatasetSplits data, Normalization normalization, FineTuneConfig config,
         IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
+        if (!(config.AuxiliaryWeight >= 0) || !double.IsFinite(config.AuxiliaryWeight))
+            throw new ResearchKitException($"fine-tuning: the auxiliary loss weight (--aux-weight) must be ≥ 0; got {config.AuxiliaryWeight}");
         torch.manual_seed(config.Seed);
         var classifier = new Classifier(backbone, data.Train.ClassCount).to(Compute.Device);
         backbone.FreezeAllBut(config.Blocks);
@@ -35,8 +37,6 @@ public static class FineTuning
         var trainConfig = new TrainConfig(config.Epochs, config.BatchSize, optimizer, Seed: config.Seed);
         // Exempt the backbone's own no-weight-decay parameters (e.g. the ViT's [CLS] token), as MAE's fine-tuning does.
         var exempt = backbone.NoWeightDecay.Select(n => "backbone." + n).ToHashSet();
-        if (!(config.AuxiliaryWeight >= 0) || !double.IsFinite(config.AuxiliaryWeight))
-            throw new ResearchKitException($"fine-tuning: the auxiliary loss weight (--aux-weight) must be ≥ 0; got {config.AuxiliaryWeight}");
         var result = new Trainer(trainConfig).Fit(loader, new SingleLoss(classifier, (batch, _) =>
         {
             if (config.AuxiliaryWeight == 0) return nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels);

@@ -202,12 +202,15 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     /// <summary>[B, L] masks (1 = masked) drawn from <paramref name="generator"/>, the same number per image: MAE's random masking (<see cref="Masking.Random"/>).</summary>
     public Tensor SampleMask(long batch, Generator? generator, Device device) => Masking.Random(batch, Config.Length, Config.MaskRatio, generator, device).Mask;
 
+    /// <summary>The objective's mask for tokens [B, L]: a fresh BERT mask (<see cref="SampleMask"/>), or null for AR.</summary>
+    Tensor? ObjectiveMask(Tensor target, Generator? generator) =>
+        Config.Objective == ImageGptObjective.Bert ? SampleMask(target.shape[0], generator, target.device) : null;
+
     /// <summary>The objective on normalised images: NLL of every pixel given the ones before it (AR), or of the masked pixels (BERT).</summary>
     public ImageGptOutput Forward(Tensor images, Generator? generator)
     {
         var target = Tokenize(images);
-        var mask = Config.Objective == ImageGptObjective.Bert ? SampleMask(target.shape[0], generator, images.device) : null;
-        return ForwardTokens(target, mask);
+        return ForwardTokens(target, ObjectiveMask(target, generator));
     }
 
     /// <summary>The objective on palette indices [B, L]; <paramref name="mask"/> [B, L] (1 = masked) for BERT, null for AR.</summary>
@@ -250,7 +253,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     public override (Tensor Features, Tensor? Auxiliary) FeaturesWithAuxiliaryLoss(Tensor images)
     {
         var target = Tokenize(images);
-        var mask = Config.Objective == ImageGptObjective.Bert ? SampleMask(target.shape[0], null, images.device) : null;
+        var mask = ObjectiveMask(target, null);
         var states = Encode(Input(target, mask));
         return (states.mean([1L]), LogitsAndLoss(states, target, mask).Loss);
     }

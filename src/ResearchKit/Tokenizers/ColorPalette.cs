@@ -120,11 +120,7 @@ public sealed class ColorPalette
     public Tensor Encode(Tensor pixels)
     {
         CheckChannels(pixels.shape[1], "images");
-        var colors = Colors.to(pixels.device);
-        var flat = PixelsOf(pixels);
-        // ‖x − c‖² up to the per-pixel ‖x‖², which does not change the argmin.
-        var scores = colors.square().sum(1).unsqueeze(0) - 2 * flat.mm(colors.t());
-        return scores.argmin(1).reshape(pixels.shape[0], -1);
+        return KMeans.Assign(PixelsOf(pixels), Colors.to(pixels.device)).Labels.reshape(pixels.shape[0], -1);
     }
 
     /// <summary>Tokens [B, H·W] → images [B, C, H, W] in [0, 1] (square images; <paramref name="side"/> defaults to √L).</summary>

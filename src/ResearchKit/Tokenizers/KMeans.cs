@@ -73,7 +73,10 @@ public static class KMeans
         return new KMeansResult(centers, (final * w).sum().item<double>(), iteration);
     }
 
-    /// <summary>Nearest centre of every point and the squared distance to it: ([N] int64, [N] float64).</summary>
+    /// <summary>
+    /// Nearest centre of every point and the squared distance to it: ([N] int64, [N] in the points' type), on the points'
+    /// device, in chunks. Also what <see cref="ColorPalette.Encode"/> tokenises with.
+    /// </summary>
     public static (Tensor Labels, Tensor Distances) Assign(Tensor x, Tensor centers) => Assign(x, x.square().sum(1), centers);
 
     /// <summary><see cref="Assign(Tensor, Tensor)"/> with the points' squared norms [N] computed once by the caller.</summary>
