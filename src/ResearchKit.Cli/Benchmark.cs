@@ -12,9 +12,10 @@ namespace ResearchKit.Cli;
 sealed record ContendedResult(int FixedThreads, double FixedThreadsImagesPerS, int AdaptiveThreads, double AdaptiveImagesPerS);
 
 /// <summary>Machine-readable result of `researchkit bench`.</summary>
-sealed record BenchResult(string Method, string Preset, int Batch, int Steps, int Threads, long Parameters, string Device,
-    double ImagesPerS, double MedianStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, double[] RssTraceMb, string Torch,
-    ContendedResult? Contended = null);
+/// <param name="DeviceMemoryMb">CUDA memory in use after the timed steps (context and libtorch's cache included); null on the CPU.</param>
+sealed record BenchResult(string Method, string Preset, int Batch, int Steps, int Threads, long Parameters, string Device, string Precision,
+    double ImagesPerS, double MedianStepMs, double MeanStepMs, double PeakRssMb, double RssAfterWarmupMb, double RssEndMb, double[] RssTraceMb,
+    double? DeviceMemoryMb, string Torch, ContendedResult? Contended = null);
 
 /// <summary>
 /// Times a method's training step (<see cref="StepTimer"/>) on random images and labels, with memory. The PyTorch
@@ -50,13 +51,14 @@ static class Benchmark
             finally
             {
                 busy.Kill();
-                set_num_threads(threads);
+                ThreadPolicy.Set(threads);
             }
         }
         return new BenchResult(method.Name, presetName, batchSize, steps, threads,
-            timer.Model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(),
-            timing.ImagesPerSecond, timing.MedianMs,
-            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], "libtorch " + __version__, contended);
+            timer.Model.Module.parameters().Sum(p => p.numel()), Compute.Device.ToString(), EnumNames.Of(Compute.Precision),
+            timing.ImagesPerSecond, timing.MedianMs, timing.MeanMs,
+            ResidentMb("VmHWM"), rssAfterWarmup, ResidentMb("VmRSS"), [.. trace, ResidentMb("VmRSS")], Compute.DeviceMemoryInUseMb(),
+            "libtorch " + __version__, contended);
     }
 
     /// <summary>A /proc/self/status memory field in MB (Linux); 0 elsewhere.</summary>

@@ -18,6 +18,11 @@ static class Commands
 
     internal static Option<string> DeviceOption() => new("--device") { Description = "auto, cpu, cuda or cuda:N", DefaultValueFactory = _ => "auto" };
 
+    internal static Option<string?> PrecisionOption() => new("--precision")
+    {
+        Description = "fp32, tf32 or bf16 (default: tf32 on CUDA, fp32 on the CPU; pretrain records it in config.json and a resumed run keeps its own)",
+    };
+
     internal static Option<string> DatasetOption() =>
         new("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
 
@@ -30,11 +35,17 @@ static class Commands
         if (value is <= 0) throw new ResearchKitException($"{option}: expected a positive whole number; got {value}");
     }
 
-    internal static int Run(string device, Func<int> action)
+    internal static int Run(string device, Func<int> action) => Run(device, null, action);
+
+    /// <summary>Sets the device and, when given, the precision (<see cref="Compute.Precision"/>), then runs the action.</summary>
+    internal static int Run(string device, string? precision, Func<int> action)
     {
         Compute.Device = Compute.Choose(device);
+        if (precision is not null) Compute.Precision = Compute.ParsePrecision(precision, Compute.Device);
         return action();
     }
+
+    internal static int Run(string device, string? precision, Action action) => Run(device, precision, () => { action(); return 0; });
 
     /// <summary>
     /// `pretrain --method NAME`: the common options plus the options NAME declares (its <see cref="MethodInfo.Options"/>),
@@ -59,15 +70,17 @@ static class Commands
         var snapshots = new Option<bool>("--snapshots") { Description = "keep the weights of every epoch end as snapshots/epoch-NNN.bin (probe or finetune them with --epoch N: accuracy against training length from one run)" };
         var outDir = new Option<string>("--out") { Description = "run folder (checkpoint, config.json, metrics.jsonl); rerun to resume", Required = true };
         var device = DeviceOption();
+        var precision = PrecisionOption();
         var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
-            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, snapshots, outDir, device };
+            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, snapshots, outDir, device, precision };
         var configure = AddMethodOptions(command, info, method, preset);
-        command.SetAction(r => Run(r.GetValue(device)!, () =>
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             var config = configure(r);
             var options = new PretrainOptions(r.GetValue(dataset)!, r.GetValue(epochs), r.GetValue(limit), r.GetValue(seed), r.GetValue(batch),
                 r.GetValue(lr) is { } lrText ? MethodOption.ParseNumber("--lr", lrText) : null,
-                r.GetResult(augment) is null ? AugmentKind.None : ParseAugment(r.GetValue(augment)));
+                r.GetResult(augment) is null ? AugmentKind.None : ParseAugment(r.GetValue(augment)),
+                r.GetValue(precision) is null ? null : Compute.Precision);
             using var progress = new TerminalProgress("pretrain");
             using var stop = new GracefulStop();
             PretrainRun run;
@@ -175,9 +188,10 @@ static class Commands
         var json = new Option<bool>("--json") { Description = "one JSON object per layer per line" };
         var epoch = EpochOption();
         var device = DeviceOption();
+        var precision = PrecisionOption();
         var command = new Command("probe", "Linear probe (BatchNorm without affine + linear, MAE's recipe) and kNN on frozen features of every layer")
-            { dir, layer, dataset, trainLimit, testLimit, json, epoch, device };
-        command.SetAction(r => Run(r.GetValue(device)!, () =>
+            { dir, layer, dataset, trainLimit, testLimit, json, epoch, device, precision };
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             Positive("--train-limit", r.GetValue(trainLimit));
             Positive("--test-limit", r.GetValue(testLimit));
@@ -217,9 +231,10 @@ static class Commands
         var json = new Option<bool>("--json");
         var epoch = EpochOption();
         var device = DeviceOption();
+        var precision = PrecisionOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, epoch, device };
-        command.SetAction(r => Run(r.GetValue(device)!, () =>
+            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, epoch, device, precision };
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             Positive("--epochs", r.GetValue(epochs));
             Positive("--train-limit", r.GetValue(trainLimit));
@@ -269,23 +284,24 @@ static class Commands
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
         var imageSize = new Option<int>("--image-size") { DefaultValueFactory = _ => 28 };
         var channels = new Option<int>("--channels") { DefaultValueFactory = _ => 1 };
-        var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice)" };
+        var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice; the default count given explicitly costs nothing)" };
         var contention = new Option<bool>("--contention") { Description = "also time the step beside one busy process: fixed threads, and the adaptive thread policy" };
         var efficiency = new Option<bool>("--efficiency") { Description = "mae only: time the visible-only encoder against mask tokens in the encoder at each --patch-sizes, with FLOPs and ratios (MAE §3, Table 1c)" };
         var patchSizes = new Option<string>("--patch-sizes") { Description = "with --efficiency: patch sizes to time, comma-separated (each divides --image-size)", DefaultValueFactory = _ => "7,4,2" };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
+        var precision = PrecisionOption();
         var command = new Command("bench", "Time a method's training step (forward, backward, optimizer) on random images; report images/s and memory")
-            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, efficiency, patchSizes, json, device };
+            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, efficiency, patchSizes, json, device, precision };
         var configure = AddMethodOptions(command, info, method, preset);
-        command.SetAction(r => Run(r.GetValue(device)!, () =>
+        command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             var config = configure(r);
             foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", r.GetValue(imageSize)), ("--channels", r.GetValue(channels)) })
                 Positive(name, value);
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
             Positive("--threads", r.GetValue(threads));
-            if (r.GetValue(threads) is { } t) set_num_threads(t);
+            if (r.GetValue(threads) is { } t) ThreadPolicy.Set(t);
             if (r.GetValue(efficiency))
             {
                 if (config is not MaeConfig mae) throw new ResearchKitException($"--efficiency: only mae has an encoder that skips the removed patches; got --method {info.Name}");

@@ -196,9 +196,10 @@ static class ImageGptCommand
         var epoch = Commands.EpochOption();
         var outFile = new Option<string>("--out") { Description = "PNG file", Required = true };
         var device = Commands.DeviceOption();
+        var precision = Commands.PrecisionOption();
         var command = new Command("sample", "Sample images from an AR iGPT run, or complete test images, with a key/value cache; writes a PNG grid")
-            { dir, count, complete, completions, temperature, topK, seed, epoch, outFile, device };
-        command.SetAction(r => Commands.Run(r.GetValue(device)!, () =>
+            { dir, count, complete, completions, temperature, topK, seed, epoch, outFile, device, precision };
+        command.SetAction(r => Commands.Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             int n = r.GetValue(count), m = r.GetValue(completions);
             Commands.Positive("--n", n);

@@ -3,6 +3,11 @@ using ResearchKit;
 using ResearchKit.Cli;
 
 // One-line errors and a non-zero exit on failure; usage on bad arguments (System.CommandLine).
+if (NativeLibraries.TorchSharpError() is { } unloadable)
+{
+    Console.Error.WriteLine($"error: {unloadable}");
+    return 1;
+}
 try
 {
     // `pretrain` takes the options of the method it trains, so its command is built for that method.
@@ -16,6 +21,11 @@ try
     if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens, args[0]) is { } unknown)
         throw new ResearchKitException(unknown);
     return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (Exception e) when (NativeLibraries.Describe(e) is { } native)
+{
+    Console.Error.WriteLine($"error: {native}");
+    return 1;
 }
 catch (Exception e) when (e is ResearchKitException || e.InnerException is ResearchKitException)
 {

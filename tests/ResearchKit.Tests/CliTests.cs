@@ -5,8 +5,7 @@ namespace ResearchKit.Tests;
 /// <summary>The `researchkit` command line, run as a separate process like a user runs it.</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) Cli(params string[] args) =>
-        TestData.RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), .. args]);
+    static (int Code, string Out, string Err) Cli(params string[] args) => TestData.Cli(args);
 
     [Fact]
     public void Pretrain_probe_and_finetune_write_and_read_a_run_folder()
@@ -323,14 +322,14 @@ public class CliTests
     public async Task SIGTERM_saves_a_checkpoint_at_the_current_step_and_the_rerun_continues_the_uninterrupted_curve()
     {
         var root = TestData.TempDir();
-        string[] Args(string dir) => [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "pretrain", "--method", "mae", "--dataset", "fashion-mnist",
-            "--train-limit", "3000", "--batch", "64", "--epochs", "2", "--out", dir];
-        var (code, _, err) = TestData.RunProcess("dotnet", Args(Path.Combine(root, "whole")));
+        string[] Args(string dir) => ["pretrain", "--method", "mae", "--dataset", "fashion-mnist", "--train-limit", "3000", "--batch", "64", "--epochs", "2", "--out", dir];
+        var (code, _, err) = Cli(Args(Path.Combine(root, "whole")));
         Assert.True(code == 0, err);
 
         var dir = Path.Combine(root, "stopped");
         var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in Args(dir)) start.ArgumentList.Add(a);
+        foreach (var a in Args(dir).Prepend(Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"))) start.ArgumentList.Add(a);
+        foreach (var (name, value) in TestData.Guarded) start.Environment[name] = value;
         using var process = System.Diagnostics.Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
         var metrics = Path.Combine(dir, "metrics.jsonl");
@@ -345,7 +344,7 @@ public class CliTests
         Assert.Matches(@"stopped at step (\d+) of 92; the checkpoint in .* holds that step; run the same command again to resume", message);
         Assert.True(File.Exists(Path.Combine(dir, "checkpoint.bin")));
 
-        (code, var output, err) = TestData.RunProcess("dotnet", Args(dir));
+        (code, var output, err) = Cli(Args(dir));
         Assert.True(code == 0, err);
         Assert.Contains("(resumed)", output);
         // The interrupted-and-resumed run logged exactly the uninterrupted run's curve: same steps, same losses.

@@ -17,6 +17,16 @@ static class TestData
     /// <summary>Real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist); fails with the catalog's how-to when missing.</summary>
     public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
 
+    /// <summary>
+    /// The environment every `researchkit` process of the tests runs in: under the device guard (<see cref="Compute.GuardEnabled"/>),
+    /// so each command-line test is also a device test: a tensor, module or generator made without a device fails it.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> Guarded = new Dictionary<string, string> { ["RESEARCHKIT_DEVICE_GUARD"] = "1" };
+
+    /// <summary>Runs `researchkit ARGS` (the CLI built beside the tests) under the device guard, to completion (2 minutes at most).</summary>
+    public static (int Code, string Out, string Err) Cli(params string[] args) =>
+        RunProcess("dotnet", [Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), .. args], Guarded, TimeSpan.FromMinutes(2));
+
     /// <summary>Runs a program to completion (2 minutes at most); returns its exit code and output.</summary>
     public static (int Code, string Out, string Err) RunProcess(string file, params string[] args) =>
         RunProcess(file, args, new Dictionary<string, string>(), TimeSpan.FromMinutes(2));

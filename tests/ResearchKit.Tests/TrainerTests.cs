@@ -44,8 +44,10 @@ public class TrainerTests
         var trainer = new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16, Lr(1e-3)));
         trainer.Fit(loader, model, Loss(model), new CallbackProgress<TrainProgress>(_ => counts.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount)));
         Assert.Equal(20, counts.Count);
-        // After the optimizer has created its state (step 2), nothing accumulates.
-        Assert.Equal(counts[2], counts[^1]);
+        // Losses wait on the device until they are read every LogEvery (10) steps, so the count rises within a logging
+        // window and falls at each read; at the reads (steps 10 and 20) it is the same: nothing accumulates.
+        Assert.Equal(counts[9], counts[19]);
+        Assert.True(counts.Skip(2).Max() <= counts[9] + 10, $"more live tensors than one window of losses: {string.Join(", ", counts)}");
     }
 
     [Fact]

@@ -120,7 +120,7 @@ public static class KernelSpecs
         using var bitmap = new SKBitmap(size, size);
         using var canvas = new SKCanvas(bitmap);
         canvas.Clear(new SKColor(0x4a, 0x7b, 0xd0));
-        using var font = new SKFont(SKTypeface.FromFamilyName("DejaVu Sans", SKFontStyle.Bold) ?? SKTypeface.Default, size * 0.45f);
+        using var font = new SKFont(ResearchKit.Reporting.Typefaces.DejaVuSans(bold: true), size * 0.45f);
         using var paint = new SKPaint { Color = SKColors.White, IsAntialias = true };
         canvas.DrawText("C#", size / 2f, size * 0.66f, SKTextAlign.Center, font, paint);
         using var data = bitmap.Encode(SKEncodedImageFormat.Png, 100);

@@ -11,6 +11,14 @@ public sealed record Batch(Tensor Images, Tensor Labels)
 /// <summary>Per-channel normalisation x ↦ (x/255 − mean) / std, and its inverse for display.</summary>
 public sealed record Normalization(float[] Mean, float[] Std)
 {
+    /// <summary>
+    /// [1, C, 1, 1] mean and std on <paramref name="device"/>, uploaded once per array and device rather than at every
+    /// batch (each upload from ordinary memory would wait for the device). Kept beside the arrays, not in the record, so
+    /// equality and `with` see only the numbers.
+    /// </summary>
+    (Tensor Mean, Tensor Std) Statistics(Device device) =>
+        (DeviceCopy.Of(Mean, [1, Mean.Length, 1, 1], device), DeviceCopy.Of(Std, [1, Std.Length, 1, 1], device));
+
     public static Normalization Of(ImageDataset train)
     {
         var (mean, std) = train.ChannelStatistics();
@@ -26,15 +34,15 @@ public sealed record Normalization(float[] Mean, float[] Std)
     /// <summary>pixel values in [0, 1] → normalised: (x − mean) / std per channel.</summary>
     public Tensor Standardize(Tensor unit)
     {
-        var c = Mean.Length;
-        return (unit - tensor(Mean, device: unit.device).reshape(1, c, 1, 1)) / tensor(Std, device: unit.device).reshape(1, c, 1, 1);
+        var (mean, std) = Statistics(unit.device);
+        return (unit - mean) / std;
     }
 
     /// <summary>normalised [B, C, H, W] → pixel values in [0, 1].</summary>
     public Tensor Invert(Tensor x)
     {
-        var c = Mean.Length;
-        return (x * tensor(Std, device: x.device).reshape(1, c, 1, 1) + tensor(Mean, device: x.device).reshape(1, c, 1, 1)).clamp(0, 1);
+        var (mean, std) = Statistics(x.device);
+        return (x * std + mean).clamp(0, 1);
     }
 }
 
@@ -96,11 +104,11 @@ public sealed record Augmentation(bool RandomResizedCrop = true, double MinScale
         var output = images;
         if (crop || HorizontalFlip)
         {
-            var grid = nn.functional.affine_grid(tensor(theta, new[] { B, 2, 3 }, device: images.device), images.shape, align_corners: false);
+            var grid = nn.functional.affine_grid(Compute.Upload(theta, [B, 2, 3], images.device), images.shape, align_corners: false);
             output = nn.functional.grid_sample(images, grid, mode: GridSampleMode.Bilinear, padding_mode: GridSamplePaddingMode.Border, align_corners: false);
         }
         if (Brightness == 0 && Contrast == 0) return output;
-        var f = tensor(factors, new[] { B, 2L, 1, 1 }, device: images.device);
+        var f = Compute.Upload(factors, [B, 2, 1, 1], images.device);
         // Brightness scales the intensities; contrast blends with the image's mean grey level (torchvision's order when both are drawn first).
         output = (output * f[.., 0..1]).clamp(0, 1);
         var grey = output.mean(new long[] { 1, 2, 3 }, keepdim: true);
@@ -169,13 +177,17 @@ public sealed class DataLoader
         }
     }
 
-    /// <summary>Materialises a batch on the device: augmented in pixel space with its own seeded draw, then normalised.</summary>
+    /// <summary>
+    /// Materialises a batch on the device: gathered from the split's copy there (<see cref="ImageDataset.On"/>; only the
+    /// indices are uploaded, asynchronously), augmented in pixel space with its own seeded draw, then normalised.
+    /// </summary>
     public Batch Load(BatchIndices indices)
     {
-        var index = tensor(indices.Indices);
-        var pixels = Normalization.ToUnit(Data.Images.index_select(0, index), device);
+        var (images, labels) = Data.On(device);
+        var index = Compute.Upload(indices.Indices, device);
+        var pixels = Normalization.ToUnit(images.index_select(0, index), device);
         pixels = Augmentation.Apply(pixels, new Random(Seeds.Mix(seed, indices.Epoch, indices.Number, 0xa06)));
-        return new Batch(Normalization.Standardize(pixels), Data.Labels.index_select(0, index).to(device));
+        return new Batch(Normalization.Standardize(pixels), labels.index_select(0, index));
     }
 
     /// <summary>Every example once, in order, without augmentation: for evaluation.</summary>

@@ -256,8 +256,8 @@ public static class DatasetCatalog
         }
         var (all, allLabels, names) = ImageFolderReader.Read(root, imageSize, channels);
         long n = all.shape[0];
-        var testIndex = TorchSharp.torch.arange(0, n, 6);
-        var trainMask = TorchSharp.torch.ones(n, dtype: TorchSharp.torch.ScalarType.Bool);
+        var testIndex = TorchSharp.torch.arange(0, n, 6, device: TorchSharp.torch.CPU);
+        var trainMask = TorchSharp.torch.ones(n, dtype: TorchSharp.torch.ScalarType.Bool, device: TorchSharp.torch.CPU);
         trainMask[testIndex] = false;
         return new DatasetSplits(
             new ImageDataset(name, "train", all[trainMask], allLabels[trainMask], names, root),

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ResearchKit.Data;
@@ -36,6 +37,32 @@ public sealed class ImageDataset : IDisposable
         Labels = labels.to_type(ScalarType.Int64).DetachFromDisposeScope();
     }
 
+    (Device Device, Tensor Images, Tensor Labels)? resident;   // a copy on the compute device, made on first use
+
+    /// <summary>
+    /// The images and labels on <paramref name="device"/>: the host tensors themselves on the CPU; elsewhere a copy made on
+    /// first use (one upload, kept until the split is disposed), so batches are gathered on the device instead of
+    /// uploaded every step. Fashion-MNIST's training split is 47 MB.
+    /// </summary>
+    public (Tensor Images, Tensor Labels) On(Device device)
+    {
+        if (device.type == DeviceType.CPU) return (Images, Labels);
+        if (resident is not { } r || r.Device.type != device.type || r.Device.index != device.index)
+        {
+            DisposeResident();
+            resident = (device, Images.to(device).DetachFromDisposeScope(), Labels.to(device).DetachFromDisposeScope());
+        }
+        return (resident.Value.Images, resident.Value.Labels);
+    }
+
+    void DisposeResident()
+    {
+        if (resident is not { } r) return;
+        r.Images.Dispose();
+        r.Labels.Dispose();
+        resident = null;
+    }
+
     public long Count => Images.shape[0];
     public int Channels => (int)Images.shape[1];
     public int Height => (int)Images.shape[2];
@@ -70,6 +97,7 @@ public sealed class ImageDataset : IDisposable
 
     public void Dispose()
     {
+        DisposeResident();
         Images.Dispose();
         Labels.Dispose();
     }

@@ -14,14 +14,14 @@ public static class IdxReader
     public static Tensor ReadImages(string path)
     {
         var (dims, data) = Read(path, ImagesMagic, 3);
-        return tensor(data, new long[] { dims[0], 1, dims[1], dims[2] });
+        return tensor(data, new long[] { dims[0], 1, dims[1], dims[2] }, device: CPU);
     }
 
     /// <summary>Labels [N] uint8.</summary>
     public static Tensor ReadLabels(string path)
     {
         var (dims, data) = Read(path, LabelsMagic, 1);
-        return tensor(data, new long[] { dims[0] });
+        return tensor(data, new long[] { dims[0] }, device: CPU);
     }
 
     static (int[] Dims, byte[] Data) Read(string path, int expectedMagic, int rank)
@@ -115,7 +115,7 @@ public static class Cifar10Reader
             }
         }
         long n = labels.Count;
-        return (tensor(images.ToArray(), new long[] { n, 3, 32, 32 }), tensor(labels.ToArray(), new long[] { n }));
+        return (tensor(images.ToArray(), new long[] { n, 3, 32, 32 }, device: CPU), tensor(labels.ToArray(), new long[] { n }, device: CPU));
     }
 
     public static string[] ReadClassNames(string directory)
@@ -150,7 +150,8 @@ public static class ImageFolderReader
         }
         if (labels.Count == 0) throw new DataFormatException(root, $"no images found (extensions: {string.Join(", ", Extensions)})");
         long n = labels.Count;
-        return (tensor(pixels.ToArray(), new long[] { n, channels, imageSize, imageSize }), tensor(labels.ToArray(), new long[] { n }), classes.ToArray());
+        return (tensor(pixels.ToArray(), new long[] { n, channels, imageSize, imageSize }, device: CPU), tensor(labels.ToArray(), new long[] { n }, device: CPU),
+            classes.ToArray());
     }
 
     /// <summary>One image → channels planes of imageSize² bytes (C, H, W order).</summary>

@@ -28,7 +28,7 @@ public static class ShapesDataset
             labels[i] = (byte)label;
             Render(label, random, imageSize, pixels.AsSpan(i * 3 * imageSize * imageSize, 3 * imageSize * imageSize));
         });
-        return (tensor(pixels, new long[] { count, 3, imageSize, imageSize }), tensor(labels, new long[] { count }));
+        return (tensor(pixels, new long[] { count, 3, imageSize, imageSize }, device: CPU), tensor(labels, new long[] { count }, device: CPU));
     }
 
     static void Render(int label, Random random, int size, Span<byte> chw)

@@ -23,7 +23,7 @@ public sealed record LayerFeatures(Tensor[] Layers, Tensor Labels) : IDisposable
             foreach (var indices in DataLoader.Sequential(data.Count, batchSize))
             {
                 using var scope = NewDisposeScope();
-                var images = normalization.Apply(data.Images.index_select(0, tensor(indices.Indices)), device);
+                var images = normalization.Apply(data.On(device).Images.narrow(0, indices.Indices[0], indices.Indices.Length), device);   // batches are contiguous ranges
                 var layers = backbone.LayerFeatures(images);
                 for (int l = 0; l < layers.Length; l++) perLayer[l].Add(layers[l].cpu().MoveToOuterDisposeScope());
             }

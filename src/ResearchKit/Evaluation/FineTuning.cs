@@ -28,7 +28,7 @@ public static class FineTuning
         if (!(config.AuxiliaryWeight >= 0) || !double.IsFinite(config.AuxiliaryWeight))
             throw new ResearchKitException($"fine-tuning: the auxiliary loss weight (--aux-weight) must be ≥ 0; got {config.AuxiliaryWeight}");
         torch.manual_seed(config.Seed);
-        var classifier = new Classifier(backbone, data.Train.ClassCount).to(Compute.Device);
+        var classifier = Compute.Build(() => new Classifier(backbone, data.Train.ClassCount));
         backbone.FreezeAllBut(config.Blocks);
         long trainable = classifier.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
         var train = data.Train.Take(config.TrainLimit);
@@ -58,9 +58,10 @@ public static class FineTuning
             foreach (var indices in DataLoader.Sequential(test.Count, batchSize))
             {
                 using var scope = NewDisposeScope();
-                var index = tensor(indices.Indices);
-                var logits = classifier.call(normalization.Apply(test.Images.index_select(0, index), Compute.Device));
-                correct += logits.argmax(1).eq(test.Labels.index_select(0, index).to(Compute.Device)).sum().item<long>();
+                var (images, labels) = test.On(Compute.Device);
+                long start = indices.Indices[0], count = indices.Indices.Length;   // batches are contiguous ranges
+                var logits = classifier.call(normalization.Apply(images.narrow(0, start, count), Compute.Device));
+                correct += logits.argmax(1).eq(labels.narrow(0, start, count)).sum().item<long>();
             }
         return (double)correct / test.Count;
     }

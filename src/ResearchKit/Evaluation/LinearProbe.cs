@@ -65,7 +65,7 @@ public static class LinearProbe
             return (value, gradient);
         }
         var solution = Lbfgs.Minimize(Objective, zeros(K * D + K, device: device), config.MaxIterations);
-        var head = Linear(D, K).to(device);
+        var head = Linear(D, K, device: device);
         using (no_grad())
         {
             head.weight.copy_(solution[..(int)(K * D)].reshape(K, D));
@@ -114,7 +114,7 @@ public static class Knn
             long end = Math.Min(n, start + chunk);
             var queries = functional.normalize(testX.narrow(0, start, end - start).to_type(ScalarType.Float32), dim: 1);   // Q, D
             var (similarity, neighbours) = queries.mm(bank.T).topk((int)Math.Min(k, bank.shape[0]), dim: 1);  // Q, k
-            var votes = zeros(end - start, classes).scatter_add_(1, trainY[neighbours], (similarity / temperature).exp());
+            var votes = zeros(end - start, classes, device: queries.device).scatter_add_(1, trainY.to(queries.device)[neighbours], (similarity / temperature).exp());
             correct += votes.argmax(1).eq(testY.narrow(0, start, end - start)).sum().item<long>();
         }
         return (double)correct / n;

@@ -45,6 +45,6 @@ public static class PositionalEmbedding
                 values[(t + offset) * dim + i] = (float)byColumn[t, i];
                 values[(t + offset) * dim + half + i] = (float)byRow[t, i];
             }
-        return tensor(values, new long[] { 1, length + offset, dim });
+        return tensor(values, new long[] { 1, length + offset, dim }, device: CPU);   // a module buffer: built on the host, moved with the module
     }
 }

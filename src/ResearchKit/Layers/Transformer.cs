@@ -5,7 +5,7 @@ using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Layers;
 
-/// <summary>Multi-head self-attention over [B, T, D] with one fused qkv projection.</summary>
+/// <summary>Multi-head self-attention over [B, T, D] with one fused qkv projection (bfloat16 products under <see cref="Precision.Bf16"/>: <see cref="Mixed"/>).</summary>
 public sealed class SelfAttention : Module<Tensor, Tensor>
 {
     readonly Linear qkv;
@@ -27,15 +27,15 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
     (Tensor Q, Tensor K, Tensor V) SplitHeads(Tensor x)
     {
         var (B, T, D) = (x.shape[0], x.shape[1], x.shape[2]);
-        var qkvHeads = qkv.call(x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);   // 3, B, H, T, Dh
+        var qkvHeads = Mixed.Linear(qkv, x).reshape(B, T, 3, heads, D / heads).permute(2, 0, 3, 1, 4);   // 3, B, H, T, Dh
         return (qkvHeads[0], qkvHeads[1], qkvHeads[2]);
     }
 
     public override Tensor forward(Tensor x)
     {
         var (q, k, v) = SplitHeads(x);
-        var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: causal);     // B, H, T, Dh
-        return proj.call(attended.transpose(1, 2).reshape(x.shape));
+        var attended = Mixed.Attention(q, k, v, causal: causal);                               // B, H, T, Dh
+        return Mixed.Linear(proj, attended.transpose(1, 2).reshape(x.shape));
     }
 
     /// <summary>
@@ -49,20 +49,21 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         long past = cache.Length, count = x.shape[1];
         var (keys, values) = cache.Append(k, v);
         Tensor attended;
-        if (count == 1) attended = functional.scaled_dot_product_attention(q, keys, values);   // the newest position sees everything
+        if (count == 1) attended = Mixed.Attention(q, keys, values);                          // the newest position sees everything
         else
         {
             // True = may attend: new position i sees positions 0 … past + i.
             var allowed = ones(count, past + count, dtype: ScalarType.Bool, device: x.device).tril(past);
-            attended = functional.scaled_dot_product_attention(q, keys, values, allowed);
+            attended = Mixed.Attention(q, keys, values, allowed);
         }
-        return proj.call(attended.transpose(1, 2).reshape(x.shape));
+        return Mixed.Linear(proj, attended.transpose(1, 2).reshape(x.shape));
     }
 
     /// <summary>Attention probabilities [B, H, T, T], for attention-map figures.</summary>
     public Tensor Weights(Tensor x)
     {
         var (q, k, _) = SplitHeads(x);
+        (q, k) = (q.to_type(ScalarType.Float32), k.to_type(ScalarType.Float32));   // probabilities for figures: float32 at any precision
         var scores = q.matmul(k.transpose(-2, -1)) / Math.Sqrt(q.shape[^1]);
         long T = x.shape[1];
         if (causal) scores = scores.masked_fill(ones(T, T, dtype: ScalarType.Bool, device: x.device).triu(1), double.NegativeInfinity);
@@ -117,7 +118,7 @@ public sealed class FeedForward : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => fc2.call(act.call(fc1.call(x)));
+    public override Tensor forward(Tensor x) => Mixed.Linear(fc2, act.call(Mixed.Linear(fc1, x)));
 }
 
 /// <summary>Pre-norm transformer block (ViT §3.1): x + Attn(LN(x)), then x + MLP(LN(x)).</summary>

@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -87,12 +88,12 @@ public sealed class Classifier : Module<Tensor, Tensor>
         init.zeros_(head.bias!);
     }
 
-    public override Tensor forward(Tensor images) => head.call(norm.call(backbone.Features(images)));
+    public override Tensor forward(Tensor images) => Mixed.Head(head, norm.call(backbone.Features(images)));
 
     /// <summary>Logits and the backbone's auxiliary loss (null when it has none), from one forward pass.</summary>
     public (Tensor Logits, Tensor? Auxiliary) ForwardWithAuxiliary(Tensor images)
     {
         var (features, auxiliary) = backbone.FeaturesWithAuxiliaryLoss(images);
-        return (head.call(norm.call(features)), auxiliary);
+        return (Mixed.Head(head, norm.call(features)), auxiliary);
     }
 }

@@ -137,14 +137,17 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
     public void UseTokenizer(LoadedTokenizer loaded) => tokenTarget.Use(loaded);
 
-    /// <summary>[B, L] corruption masks (1 = replaced by [MASK]), drawn from <paramref name="generator"/>.</summary>
+    /// <summary>
+    /// [B, L] corruption masks (1 = replaced by [MASK]), drawn on the host from <paramref name="generator"/> (BEiT's blockwise
+    /// algorithm is sequential) and uploaded to <paramref name="device"/> without waiting for it.
+    /// </summary>
     public Tensor SampleMask(long batch, Generator? generator, Device device)
     {
         var e = Config.Encoder;
-        var random = Masking.SamplerFrom(generator);
+        var random = Draws.Host(generator);
         var mask = Masking.BlockwiseBatch(batch, e.GridSize, e.GridSize, Config.MaskRatio, random, Config.MinBlock);
         if (Config.Masking == BeitMasking.Random) mask = Masking.RandomLike(mask, random);
-        return mask.to(device);
+        return Compute.Upload(mask, device);
     }
 
     /// <summary>The corrupted sequence the encoder sees: [MASK] at masked positions, patch embeddings elsewhere, positions added; [B, L, D].</summary>
@@ -174,7 +177,7 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     public Tensor Predict(Tensor images, Tensor mask, List<Tensor>? hidden = null)
     {
         var tokens = encoder.Encode(encoder.PrependCls(EmbedMasked(images, mask)), hidden);
-        return head.call(tokens[.., 1..]);
+        return Mixed.Head(head, tokens[.., 1..]);
     }
 
     public override BeitOutput forward(Tensor images, Generator? generator)

@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -44,7 +45,11 @@ public sealed class NinBlock : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => layers.call(x);
+    public override Tensor forward(Tensor x)
+    {
+        foreach (var layer in layers.children()) x = layer is Conv2d conv ? Mixed.Conv(conv, x) : ((Module<Tensor, Tensor>)layer).call(x);
+        return x;
+    }
 }
 
 /// <summary>

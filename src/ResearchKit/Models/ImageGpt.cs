@@ -230,7 +230,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     (Tensor Logits, Tensor Loss) LogitsAndLoss(Tensor states, Tensor target, Tensor? mask)
     {
         long length = Config.Length;
-        var logits = head.call(mask is null ? states.narrow(1, 0, length) : states.narrow(1, 1, length));
+        var logits = Mixed.Head(head, mask is null ? states.narrow(1, 0, length) : states.narrow(1, 1, length));
         var perPixel = functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction: Reduction.None).reshape(target.shape);
         var loss = mask is null ? perPixel.mean() : (perPixel * mask).sum() / mask.sum().clamp_min(1);
         return (logits, loss);
@@ -290,7 +290,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
             throw new ResearchKitException("igpt: sampling needs an autoregressive model (--objective ar); this one was trained with the bert objective");
         var x = tokens.call(input) + positions.narrow(1, caches[0].Length, input.shape[1]);
         for (int i = 0; i < blocks.Count; i++) x = blocks[i].ForwardCached(x, caches[i]);
-        return head.call(norm.call(x));
+        return Mixed.Head(head, norm.call(x));
     }
 
     /// <summary>
@@ -325,7 +325,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
                     var threshold = logits.topk(top, 1).values.narrow(1, top - 1, 1);
                     logits = logits.masked_fill(logits.lt(threshold), double.NegativeInfinity);
                 }
-                var next = multinomial(logits.softmax(1).cpu(), 1, generator: generator).to(device);   // [N, 1]; the generator lives on the CPU
+                var next = Draws.Multinomial(generator, logits.softmax(1), 1);                        // [N, 1], drawn on the device
                 result.narrow(1, position, 1).copy_(next);
                 input = next.MoveToOuterDisposeScope();
             }
@@ -356,7 +356,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         int keep = Config.Resolution / 2;
         var original = ToPixels(Tokenize(images));
         var top = original.clone();
-        top[.., .., keep.., ..] = 0.5f;   // grey where the model draws
+        top.narrow(2, keep, top.shape[2] - keep).fill_(0.5f);   // grey where the model draws
         var rows = new List<(string Label, Tensor Images)> { ("original (quantised)", original), ("top half given", top) };
         for (int s = 1; s <= samples; s++) rows.Add(($"completion {s}", ToPixels(Complete(images, keep, generator, options))));
         return rows;

@@ -224,19 +224,38 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         if (encoderMaskToken is not null) init.normal_(encoderMaskToken, std: 0.02);
     }
 
-    /// <summary>Draws the mask for a batch of B images: keep/restore indices and [B, L] mask (1 = removed).</summary>
+    /// <summary>
+    /// Draws the mask for a batch of B images: keep/restore indices and [B, L] mask (1 = removed), on <paramref name="device"/>
+    /// with no wait for it: random masks are drawn there; block masks are drawn on the host (BEiT's algorithm is sequential)
+    /// and uploaded asynchronously; the grid is uploaded once.
+    /// </summary>
     public PatchMask SampleMask(long batch, Generator? generator, Device device)
     {
         var e = Config.Encoder;
+        int keep = Masking.KeptCount(e.Length, Config.MaskRatio);
         switch (Config.Sampling)
         {
             case MaskSampling.Grid:
-                return Masking.FromMask(Masking.GridExact(e.GridSize, e.GridSize, Config.MaskRatio).reshape(1, -1).expand(batch, -1).to(device));
+                return Masking.FromMask(GridMask(device).expand(batch, -1), keep);
             case MaskSampling.Block:
-                return Masking.FromMask(Masking.BlockwiseExact(batch, e.GridSize, e.GridSize, Config.MaskRatio, Masking.SamplerFrom(generator), Config.MinBlock).to(device));
+                var blocks = Masking.BlockwiseExact(batch, e.GridSize, e.GridSize, Config.MaskRatio, Draws.Host(generator), Config.MinBlock);
+                return Masking.FromMask(Compute.Upload(blocks, device), keep);
             default:
                 return Masking.Random(batch, e.Length, Config.MaskRatio, generator, device);
         }
+    }
+
+    Tensor? gridMask;   // [1, L] on the device the model last ran on: the same for every image and step
+
+    Tensor GridMask(Device device)
+    {
+        if (gridMask is null || gridMask.device.type != device.type || gridMask.device.index != device.index)
+        {
+            var e = Config.Encoder;
+            gridMask?.Dispose();
+            gridMask = Compute.Upload(Masking.GridExact(e.GridSize, e.GridSize, Config.MaskRatio).reshape(1, -1), device).DetachFromDisposeScope();
+        }
+        return gridMask;
     }
 
     /// <summary>
@@ -259,7 +278,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     /// <summary>latent → predictions [B, L, PredictionDim] in target space; mask tokens fill removed positions, order restored.</summary>
     public Tensor ForwardDecoder(Tensor latent, PatchMask mask)
     {
-        var x = decoderEmbed.call(latent);                                             // B, 1 + K, Dd
+        var x = Mixed.Head(decoderEmbed, latent);                                      // B, 1 + K, Dd (float32: joins the mask tokens)
         if (encoderMaskToken is null)
         {
             var (B, L) = (x.shape[0], mask.Restore.shape[1]);
@@ -270,7 +289,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         }
         x = x + decoderPos;
         foreach (var block in decoderBlocks) x = block.call(x);
-        return decoderPred.call(decoderNorm.call(x))[.., 1..];                         // drop [CLS]
+        return Mixed.Head(decoderPred, decoderNorm.call(x))[.., 1..];                  // drop [CLS]
     }
 
     /// <summary>Pixels normalised by each patch's own mean and (unbiased) variance, and those statistics: the norm-pixel target.</summary>

@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using ResearchKit.Data;
 using ResearchKit.Methods;
 using ResearchKit.Training;
@@ -91,7 +92,7 @@ public sealed class RotNet : Module<Tensor, RotNetOutput>, IPretrainModel
     public override RotNetOutput forward(Tensor images)
     {
         var (rotated, labels) = RotateAll(images);
-        var logits = head.call(backbone.Features(rotated));                              // 4B, 4
+        var logits = Mixed.Head(head, backbone.Features(rotated));                       // 4B, 4
         return new RotNetOutput(functional.cross_entropy(logits, labels), logits, labels);
     }
 

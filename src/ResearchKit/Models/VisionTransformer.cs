@@ -82,7 +82,7 @@ public sealed class VisionTransformer : Backbone
 
     /// <summary>images [B, C, H, W] → patch tokens with positions [B, L, D] (no [CLS]).</summary>
     public Tensor EmbedPatches(Tensor images) =>
-        patchEmbed.call(Patches.Patchify(images, Config.PatchSize)) + PatchPositions;
+        Mixed.Linear(patchEmbed, Patches.Patchify(images, Config.PatchSize)) + PatchPositions;
 
     /// <summary>
     /// A corrupted input (BEiT §2.3; MAE's mask-token-in-encoder ablation): patch embeddings where <paramref name="mask"/>
@@ -90,7 +90,7 @@ public sealed class VisionTransformer : Backbone
     /// </summary>
     public Tensor EmbedPatches(Tensor images, Tensor mask, Tensor maskToken)
     {
-        var embedded = patchEmbed.call(Patches.Patchify(images, Config.PatchSize));                // B, L, D
+        var embedded = Mixed.Head(patchEmbed, Patches.Patchify(images, Config.PatchSize));         // B, L, D (float32: blended below)
         if (mask.dim() != 2 || mask.shape[0] != embedded.shape[0] || mask.shape[1] != embedded.shape[1])
             throw new ArgumentException($"mask must be [B, L] = [{embedded.shape[0]}, {embedded.shape[1]}]; got [{string.Join(", ", mask.shape)}]", nameof(mask));
         var m = mask.unsqueeze(-1).to_type(embedded.dtype);

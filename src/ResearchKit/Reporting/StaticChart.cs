@@ -9,8 +9,7 @@ namespace ResearchKit.Reporting;
 /// <summary>The one typeface and text drawing of the static pictures (chart PNGs, image-grid row labels).</summary>
 internal static class ChartText
 {
-    // DejaVu ships with most Linux images; elsewhere Skia's default face (it may lack some glyphs, it never throws).
-    static readonly SKTypeface Face = SKTypeface.FromFamilyName("DejaVu Sans") ?? SKTypeface.Default;
+    static readonly SKTypeface Face = Typefaces.DejaVuSans(bold: false);
 
     public static float Width(string text, float size)
     {
@@ -26,6 +25,26 @@ internal static class ChartText
         using var paint = new SKPaint { Color = color, IsAntialias = true };
         if (middle) y -= (font.Metrics.Ascent + font.Metrics.Descent) / 2;
         canvas.DrawText(text, x, y, align, font, paint);
+    }
+}
+
+/// <summary>
+/// DejaVu Sans, read from its file. The kit's Skia build has no fontconfig (SkiaSharp.NativeAssets.Linux.NoDependencies:
+/// libfontconfig.so.1 is missing on bare servers, containers and GPU machines), so faces are not found by family name;
+/// the font files of Debian's fonts-dejavu-core are looked for in the usual folders, and where none is, Skia's default
+/// face is used (it never throws; it may draw no glyphs).
+/// </summary>
+public static class Typefaces
+{
+    static readonly string[] Folders = ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF", "/usr/local/share/fonts",
+        "/Library/Fonts", "C:/Windows/Fonts"];
+
+    public static SKTypeface DejaVuSans(bool bold)
+    {
+        var file = bold ? "DejaVuSans-Bold.ttf" : "DejaVuSans.ttf";
+        foreach (var folder in Folders)
+            if (File.Exists(Path.Combine(folder, file)) && SKTypeface.FromFile(Path.Combine(folder, file)) is { } face) return face;
+        return SKTypeface.FromFamilyName("DejaVu Sans", bold ? SKFontStyle.Bold : SKFontStyle.Normal) ?? SKTypeface.Default;
     }
 }
 

@@ -81,11 +81,10 @@ public static class MaeEfficiency
                 var mae = (MaskedAutoencoder)timer.Model;
                 var encoderAlone = timer.Measure((batch, generator) =>
                 {
-                    mae.zero_grad();
+                    timer.ZeroGrad();   // the optimizer's own zeroing: Module.zero_grad would drop its flat gradients
                     var images = batch.Images;
                     var sum = mae.ForwardEncoder(images, mae.SampleMask(images.shape[0], generator, images.device)).sum();
                     sum.backward();
-                    sum.item<float>();   // synchronise
                 }, steps, warmup);
                 points.Add(new EfficiencyPoint(size, variant.Encoder.Length, maskTokens, flops.EncoderTokens, flops.Encoder / 1e9, flops.Total / 1e9,
                     step, encoderAlone));

@@ -12,9 +12,14 @@ namespace ResearchKit.Runs;
 /// What every method's pre-training shares: data, length, batch, seed. The method's own settings live in its
 /// <see cref="MethodConfig"/>. <paramref name="BaseLearningRate"/> overrides the method's recipe when given.
 /// </summary>
+/// <param name="Precision">How matrix products are computed; null: a resumed run's own, else <see cref="Compute.Precision"/>
+/// (TF32 on CUDA, fp32 on the CPU, unless set). The run records it. Left out of the JSON when null, so sweep results cached
+/// before precisions existed keep their keys.</param>
 public sealed record PretrainOptions(
     string Dataset = "fashion-mnist", int Epochs = 1, long? TrainLimit = null, int Seed = 0, int BatchSize = 256,
-    double? BaseLearningRate = null, AugmentKind Augment = AugmentKind.None)
+    double? BaseLearningRate = null, AugmentKind Augment = AugmentKind.None,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    Precision? Precision = null)
 {
     public void Validate()
     {
@@ -55,14 +60,16 @@ public static class Pretraining
     }
 
     /// <summary>The run configuration for a method, options and training split: validated, nothing written.</summary>
-    public static RunConfig Configure(MethodConfig method, PretrainOptions options, ImageDataset train)
+    /// <param name="recorded">The precision of the run being resumed, if any: kept unless the options name another.</param>
+    public static RunConfig Configure(MethodConfig method, PretrainOptions options, ImageDataset train, Precision? recorded = null)
     {
         options.Validate();   // TrainConfig.Validate below adds that a run needs at least one epoch (0 is for floors only)
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the backbones need square images");
         var normalization = Normalization.Of(train);
         var sized = Sized(method, train, normalization);
         var optimizer = options.BaseLearningRate is { } lr ? sized.Optimizer with { BaseLearningRate = lr } : sized.Optimizer;
-        var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed);
+        var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed,
+            Precision: options.Precision ?? recorded ?? Compute.Precision);
         training.Validate();
         return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, normalization, options.Augment,
             Version: RunConfig.CurrentVersion);
@@ -82,7 +89,7 @@ public static class Pretraining
     public static PretrainRun Run(MethodConfig method, PretrainOptions options, ImageDataset train, string directory,
         IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, IEnumerable<ITrainerCallback>? callbacks = null)
     {
-        var config = Configure(method, options, train);   // validation first: nothing is written for a rejected run
+        var config = Configure(method, options, train, RecordedPrecision(directory));   // validation first: nothing is written for a rejected run
         var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
             augmentation: Augmentation.Of(options.Augment));
         if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
@@ -96,13 +103,23 @@ public static class Pretraining
         return new PretrainRun(directory, config, model, result);
     }
 
-    /// <summary>A method's model initialised from <paramref name="seed"/>, on the compute device.</summary>
+    /// <summary>A method's model initialised from <paramref name="seed"/> on the host (the same weights on every device), on the compute device.</summary>
     public static IPretrainModel Build(MethodConfig config, int seed)
     {
         Compute.Seed(seed);
-        var model = config.Build();
+        IPretrainModel model;
+        using (Compute.OnHost()) model = config.Build();
         model.Module.to(Compute.Device);
         return model;
+    }
+
+    /// <summary>The precision a run folder's training was recorded with (fp32 for runs from before precisions), or null without one.</summary>
+    static Precision? RecordedPrecision(string directory)
+    {
+        bool hasTraining = File.Exists(Path.Combine(directory, Trainer.CheckpointFile)) || File.Exists(Path.Combine(directory, Trainer.MetricsFile));
+        if (!hasTraining || !File.Exists(Path.Combine(directory, ConfigFile))) return null;
+        try { return ReadConfig(directory).Train.Precision ?? Precision.Fp32; }
+        catch (ResearchKitException) { return null; }   // PrepareFolder names what is wrong with the folder
     }
 
     /// <summary>
@@ -116,7 +133,8 @@ public static class Pretraining
         bool hasTraining = File.Exists(Path.Combine(directory, Trainer.CheckpointFile)) || File.Exists(Path.Combine(directory, Trainer.MetricsFile));
         if (File.Exists(configPath) && hasTraining)
         {
-            static JsonNode? WithoutEpochs(RunConfig c) => JsonNode.Parse(Serialize(c with { Train = c.Train with { Epochs = 0 } }));
+            // A run from before precisions existed was trained in fp32.
+            static JsonNode? WithoutEpochs(RunConfig c) => JsonNode.Parse(Serialize(c with { Train = c.Train with { Epochs = 0, Precision = c.Train.Precision ?? Precision.Fp32 } }));
             var (previous, current) = (WithoutEpochs(ReadConfig(directory)), WithoutEpochs(config));
             if (JsonDifference.First(previous, current) is { } difference)
                 throw new ResearchKitException($"{directory} holds a run with other settings ({difference}); choose a new --out folder or repeat the same settings (only --epochs may change)");
@@ -170,9 +188,10 @@ public static class Pretraining
                     : $"snapshots kept after epochs {string.Join(", ", kept)}"));
             }
         }
-        var model = config.Method.Build();
-        Trainer.LoadWeights(model.Module, weights);
+        IPretrainModel model;
+        using (Compute.OnHost()) model = config.Method.Build();
         model.Module.to(Compute.Device).eval();
+        Trainer.LoadWeights(model.Module, weights);   // in place, on the device
         return (config, model);
     }
 }

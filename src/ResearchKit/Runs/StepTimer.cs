@@ -8,20 +8,22 @@ using static TorchSharp.torch;
 
 namespace ResearchKit.Runs;
 
-/// <summary>Timing of a training step: the median and mean over the timed steps, and the throughput the mean gives.</summary>
+/// <summary>Timing of a training step: the median over timed windows of the mean step time, the overall mean, and the throughput the mean gives.</summary>
 public sealed record StepTiming(int Steps, double MedianMs, double MeanMs, double ImagesPerSecond);
 
 /// <summary>
 /// Times a method's training step — every update phase's forward, backward and optimizer step, as the trainer runs
-/// them — on one fixed batch of random images and labels, so data loading is not timed. Used by `researchkit bench`
-/// and by the efficiency measurements (<see cref="MaeEfficiency"/>).
+/// them — on one fixed batch of random images and labels, so data loading is not timed. Steps run back to back as in
+/// training, with no read-back inside a step; the device is synchronised only at the end of each of up to five timing
+/// windows, so on a GPU the host's launch work overlaps the device's. Used by `researchkit bench` and by the efficiency
+/// measurements (<see cref="MaeEfficiency"/>).
 /// </summary>
 public sealed class StepTimer : IDisposable
 {
     public IPretrainModel Model { get; }
     public int BatchSize { get; }
     readonly IReadOnlyList<UpdatePhase> phases;
-    readonly OptimizerHelper[] optimizers;
+    readonly FlatOptimizer[] optimizers;
     readonly Batch batch;
     readonly Generator generator = new(0);
 
@@ -34,40 +36,61 @@ public sealed class StepTimer : IDisposable
         Model.Module.train();
         phases = Model.Phases();
         optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, batchSize)).ToArray();
-        batch = new Batch(randn(new long[] { batchSize, channels, imageSize, imageSize }, device: Compute.Device).DetachFromDisposeScope(),
-            randint(0, 10, new long[] { batchSize }, device: Compute.Device).DetachFromDisposeScope());
+        using var host = new Generator((ulong)seed);
+        batch = new Batch(Draws.Normal(host, [batchSize, channels, imageSize, imageSize], Compute.Device).DetachFromDisposeScope(),
+            Draws.Integers(host, 0, 10, [batchSize], Compute.Device).DetachFromDisposeScope());
     }
-
-    /// <summary>One training step; returns its wall time in milliseconds.</summary>
-    public double Step() => Time(TrainingStep);
 
     /// <summary>Runs <paramref name="warmup"/> untimed training steps, then times <paramref name="steps"/>; <paramref name="beforeStep"/> sees the index of each timed step first.</summary>
     public StepTiming Measure(int steps, int warmup, Action<int>? beforeStep = null) => Measure(TrainingStep, steps, warmup, beforeStep);
 
     /// <summary>
     /// Times part of a step instead of all of it (<see cref="MaeEfficiency"/> times the encoder alone): <paramref name="work"/>
-    /// gets the fixed batch and the timer's generator, runs in a dispose scope of its own, and must end by reading a value
-    /// back (<c>item</c>) so that queued device work is counted.
+    /// gets the fixed batch and the timer's generator and runs in a dispose scope of its own.
     /// </summary>
     public StepTiming Measure(Action<Batch, Generator> work, int steps, int warmup, Action<int>? beforeStep = null)
     {
         if (steps < 1) throw new ResearchKitException($"timing needs at least one step; got {steps}");
-        for (int i = 0; i < warmup; i++) Time(work);
-        var times = new List<double>();
-        for (int i = 0; i < steps; i++)
+        for (int i = 0; i < warmup; i++) Run(work);
+        Synchronize();
+        int windows = Math.Min(steps, 5), done = 0;
+        var means = new List<double>();
+        double totalMs = 0;
+        for (int w = 0; w < windows; w++)
         {
-            beforeStep?.Invoke(i);
-            times.Add(Time(work));
+            int count = steps * (w + 1) / windows - steps * w / windows;
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; i < count; i++)
+            {
+                beforeStep?.Invoke(done++);
+                Run(work);
+            }
+            Synchronize();
+            double ms = clock.Elapsed.TotalMilliseconds;
+            means.Add(ms / count);
+            totalMs += ms;
         }
-        return Summarise(times);
+        means.Sort();
+        double mean = totalMs / steps;
+        return new StepTiming(steps, Math.Round(means[means.Count / 2], 2), Math.Round(mean, 2), Math.Round(BatchSize / (mean / 1000), 1));
     }
 
-    double Time(Action<Batch, Generator> work)
+    void Run(Action<Batch, Generator> work)
     {
-        var clock = Stopwatch.StartNew();
         using var scope = NewDisposeScope();
         work(batch, generator);
-        return clock.Elapsed.TotalMilliseconds;
+    }
+
+    /// <summary>Waits for the device's queued work (nothing to wait for on the CPU).</summary>
+    static void Synchronize()
+    {
+        if (Compute.OnCuda) cuda.synchronize(Compute.Device);
+    }
+
+    /// <summary>Zeroes the gradients of every phase's parameters.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var optimizer in optimizers) optimizer.ZeroGrad();
     }
 
     void TrainingStep(Batch batch, Generator generator)
@@ -75,24 +98,16 @@ public sealed class StepTimer : IDisposable
         for (int i = 0; i < phases.Count; i++)
         {
             var loss = phases[i].Loss(batch, generator);
-            optimizers[i].zero_grad();
+            optimizers[i].ZeroGrad();
             loss.backward();
-            optimizers[i].step();
-            loss.item<float>();   // synchronise
+            optimizers[i].Step();
         }
-    }
-
-    /// <summary>Median, mean and throughput of step times in milliseconds.</summary>
-    public StepTiming Summarise(IReadOnlyList<double> times)
-    {
-        var sorted = times.Order().ToList();
-        double mean = times.Average();
-        return new StepTiming(times.Count, Math.Round(sorted[sorted.Count / 2], 1), Math.Round(mean, 1), Math.Round(BatchSize / (mean / 1000), 1));
     }
 
     public void Dispose()
     {
         generator.Dispose();
+        foreach (var optimizer in optimizers) optimizer.Dispose();
         batch.Images.Dispose();
         batch.Labels.Dispose();
         Model.Module.Dispose();

@@ -120,7 +120,7 @@ public sealed class ColorPalette
     public Tensor Encode(Tensor pixels)
     {
         CheckChannels(pixels.shape[1], "images");
-        return KMeans.Assign(PixelsOf(pixels), Colors.to(pixels.device)).Labels.reshape(pixels.shape[0], -1);
+        return KMeans.Assign(PixelsOf(pixels), DeviceCopy.Of(Colors, pixels.device)).Labels.reshape(pixels.shape[0], -1);
     }
 
     /// <summary>Tokens [B, H·W] → images [B, C, H, W] in [0, 1] (square images; <paramref name="side"/> defaults to √L).</summary>
@@ -131,7 +131,7 @@ public sealed class ColorPalette
         if ((long)s * s != length) throw new ResearchKitException($"palette: {length} tokens are not a square image of side {s}");
         if (tokens.numel() > 0 && (tokens.min().item<long>() < 0 || tokens.max().item<long>() >= K))
             throw new ResearchKitException($"palette: tokens must be in 0 … {K - 1}");
-        return Colors.to(tokens.device).index_select(0, tokens.flatten()).reshape(tokens.shape[0], s, s, Channels).permute(0, 3, 1, 2).contiguous();
+        return DeviceCopy.Of(Colors, tokens.device).index_select(0, tokens.flatten()).reshape(tokens.shape[0], s, s, Channels).permute(0, 3, 1, 2).contiguous();
     }
 
     /// <summary>Quantisation PSNR (dB, peak 1) of images [B, C, H, W] in [0, 1]: how much of the image survives the palette.</summary>
@@ -177,7 +177,7 @@ public sealed class ColorPalette
             throw new ResearchKitException($"{what}: colours must be at least 2 rows of the same non-zero length");
         if (rows.SelectMany(r => r).Any(v => !float.IsFinite(v) || v < -1e-3f || v > 1 + 1e-3f))
             throw new ResearchKitException($"{what}: colours must be pixel values in [0, 1]");
-        return new ColorPalette(tensor(rows.SelectMany(r => r).ToArray()).reshape(rows.Length, rows[0].Length));
+        return new ColorPalette(tensor(rows.SelectMany(r => r).ToArray(), device: CPU).reshape(rows.Length, rows[0].Length));
     }
 
     /// <summary>Reads a palette file, with a one-line error naming the file and what is wrong.</summary>

@@ -1,3 +1,4 @@
+using ResearchKit.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,7 +14,7 @@ namespace ResearchKit.Tokenizers;
 /// <see cref="TokenizerConfig.KlWeight"/> over the same steps (DALL-E warms β up from 0; the KL term also keeps codes in
 /// use). Tokens are the arg-max codes, as BEiT takes them.
 /// </summary>
-public sealed class DiscreteVae : VisualTokenizer
+public sealed class DiscreteVae : VisualTokenizer, IWeightsLoaded
 {
     readonly Parameter embedding;   // K, D: code vectors the decoder sees
     readonly Tensor steps;          // 1 (int64): training steps taken, for the annealing schedules
@@ -35,7 +36,11 @@ public sealed class DiscreteVae : VisualTokenizer
     public double KlWeightAt(long step) => Config.KlWeight * Anneal(step);
 
     /// <summary>Training steps taken so far (saved with the weights, so a resumed run continues the schedules).</summary>
-    public long Steps => steps.item<long>();
+    public long Steps => stepsTaken ??= steps.item<long>();
+
+    long? stepsTaken;   // the steps buffer, mirrored on the host so that a step reads nothing back from the device
+
+    public void OnWeightsLoaded() => stepsTaken = null;
 
     /// <summary>Encoder logits [B, K, h, w].</summary>
     public Tensor Logits(Tensor images) => RunEncoder(images);
@@ -56,9 +61,10 @@ public sealed class DiscreteVae : VisualTokenizer
         if (training)
         {
             // Gumbel(0, 1) noise from the step's generator: −log(−log U); U kept away from 0 and 1.
-            var u = rand(logits.shape, generator: generator, device: logits.device).clamp(1e-6, 1 - 1e-6);
+            var u = Draws.Uniform(generator, logits.shape, logits.device).clamp(1e-6, 1 - 1e-6);
             soft = ((logits - (-u.log()).log()) / Temperature(step)).softmax(1);
             using (no_grad()) steps.add_(1);
+            stepsTaken = step + 1;
         }
         else soft = functional.one_hot(logits.argmax(1), Config.Codes).permute(0, 3, 1, 2).to_type(logits.dtype);
         var z = einsum("bkhw,kd->bdhw", soft, embedding);
@@ -67,8 +73,6 @@ public sealed class DiscreteVae : VisualTokenizer
         // KL(q ‖ uniform) per position = Σ q log q + log K, averaged over positions.
         var kl = (logQ.exp() * logQ).sum(1).mean() + Math.Log(Config.Codes);
         var loss = functional.mse_loss(reconstruction, images) + KlWeightAt(step) * kl / (Config.PatchSize * Config.PatchSize * Config.Channels);
-        var codes = logits.argmax(1).reshape(-1);
-        var usage = bincount(codes, minlength: Config.Codes).to_type(ScalarType.Float32) / codes.shape[0];
-        return new TokenizerOutput(loss, reconstruction, usage);
+        return new TokenizerOutput(loss, reconstruction, Usage(logits.argmax(1).reshape(-1), Config.Codes));
     }
 }

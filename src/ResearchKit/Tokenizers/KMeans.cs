@@ -34,7 +34,7 @@ public static class KMeans
             if (x.dim() != 2) throw new ResearchKitException($"k-means: points must be [N, D]; got [{string.Join(", ", x.shape)}]");
             long n = x.shape[0];
             if (k < 1 || k > n) throw new ResearchKitException($"k-means: k must be in 1 … {n} (the number of points); got {k}");
-            var w = weights is null ? ones(n, dtype: ScalarType.Float64) : weights.detach().to(CPU).to_type(ScalarType.Float64);
+            var w = weights is null ? ones(n, dtype: ScalarType.Float64, device: CPU) : weights.detach().to(CPU).to_type(ScalarType.Float64);
             using var generator = new Generator((ulong)seed);
             double totalWeight = w.sum().item<double>();
             var mean = (x * w.unsqueeze(1)).sum([0L]) / totalWeight;
@@ -107,8 +107,8 @@ public static class KMeans
     /// </summary>
     static Tensor Update(Tensor x, Tensor w, Tensor labels, Tensor distances, long k)
     {
-        var sums = zeros(k, x.shape[1], dtype: ScalarType.Float64).index_add_(0, labels, x * w.unsqueeze(1), 1);
-        var mass = zeros(k, dtype: ScalarType.Float64).index_add_(0, labels, w, 1);
+        var sums = zeros(k, x.shape[1], dtype: ScalarType.Float64, device: x.device).index_add_(0, labels, x * w.unsqueeze(1), 1);
+        var mass = zeros(k, dtype: ScalarType.Float64, device: x.device).index_add_(0, labels, w, 1);
         var updated = sums / mass.clamp_min(double.Epsilon).unsqueeze(1);
         var empty = mass.eq(0).nonzero().flatten();
         if (empty.numel() > 0)
@@ -126,14 +126,14 @@ public static class KMeans
     static Tensor PlusPlus(Tensor x, Tensor w, Tensor norms, int k, Generator generator)
     {
         int trials = 2 + (int)Math.Log(k);
-        var centers = new List<Tensor> { x.index_select(0, multinomial(w, 1, generator: generator)) };
+        var centers = new List<Tensor> { x.index_select(0, Draws.Multinomial(generator, w, 1)) };
         var closest = Assign(x, norms, centers[0]).Distances;
         for (int c = 1; c < k; c++)
         {
             using var pick = NewDisposeScope();   // the draws' distances are freed once one is kept
             if (!((closest * w).sum().item<double>() > 0))
                 throw new ResearchKitException($"k-means: the points have only {c} distinct values, fewer than k = {k}");
-            var candidates = x.index_select(0, multinomial(closest * w, trials, replacement: true, generator: generator));
+            var candidates = x.index_select(0, Draws.Multinomial(generator, closest * w, trials, replacement: true));
             var withCandidate = minimum(closest.unsqueeze(1), SquaredDistances(x, norms, candidates));   // N, trials
             long best = (withCandidate * w.unsqueeze(1)).sum([0L]).argmin().item<long>();           // lowest potential; the first on a tie
             centers.Add(candidates.narrow(0, best, 1).clone().MoveToOuterDisposeScope());

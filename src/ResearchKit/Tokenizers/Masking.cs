@@ -32,17 +32,11 @@ public static class Masking
     }
 
     /// <summary>
-    /// A <see cref="System.Random"/> for the CPU-side mask samplers (blockwise, random-like), seeded by one integer drawn
-    /// from the step's generator, so their masks are deterministic for a seed as the tensor samplers are.
-    /// </summary>
-    public static System.Random SamplerFrom(Generator? generator) => new((int)randint(0, int.MaxValue, 1, generator: generator).item<long>());
-
-    /// <summary>
-    /// MAE random masking: per sample, argsort uniform noise; the K smallest are kept.
-    /// Exactly <see cref="KeptCount"/> patches are kept in every sample.
+    /// MAE random masking: per sample, argsort uniform noise drawn on <paramref name="device"/> (<see cref="Draws"/>); the K
+    /// smallest are kept. Exactly <see cref="KeptCount"/> patches are kept in every sample.
     /// </summary>
     public static PatchMask Random(long batch, int length, double maskRatio, Generator? generator = null, Device? device = null) =>
-        FromNoise(rand(new[] { batch, (long)length }, generator: generator).to(device ?? CPU), maskRatio);
+        FromNoise(Draws.Uniform(generator, [batch, length], device ?? CPU), maskRatio);
 
     /// <summary>MAE's random masking from given noise [B, L]: argsort per sample, the <see cref="KeptCount"/> smallest are kept.</summary>
     public static PatchMask FromNoise(Tensor noise, double maskRatio)
@@ -52,13 +46,21 @@ public static class Masking
         return FromShuffle(shuffle, keep);
     }
 
-    /// <summary>A mask given as [B, L] (1 = removed) with the same number removed per row → keep/restore indices.</summary>
+    /// <summary>
+    /// A mask given as [B, L] (1 = removed) with the same number removed per row → keep/restore indices. Reads the counts
+    /// to check them (a wait on a GPU); a sampler that knows its count uses <see cref="FromMask(Tensor, int)"/>.
+    /// </summary>
     public static PatchMask FromMask(Tensor mask)
     {
         var removed = mask.sum(1);
         if (removed.min().item<float>() != removed.max().item<float>())
             throw new ArgumentException("every sample must remove the same number of patches to build keep indices", nameof(mask));
-        int keep = (int)(mask.shape[1] - removed[0].item<float>());
+        return FromMask(mask, (int)(mask.shape[1] - removed[0].item<float>()));
+    }
+
+    /// <summary>A mask [B, L] (1 = removed) that keeps exactly <paramref name="keep"/> patches per row → keep/restore indices, on the mask's device.</summary>
+    public static PatchMask FromMask(Tensor mask, int keep)
+    {
         // Stable sort puts kept (0) before removed (1), each group in raster order.
         var shuffle = mask.sort(dim: 1, stable: true).Indices;
         return FromShuffle(shuffle, keep);
@@ -69,7 +71,7 @@ public static class Masking
         var restore = shuffle.argsort(dim: 1);                                     // B, L
         var kept = shuffle[.., ..keep];                                            // B, K
         var mask = ones(shuffle.shape, device: shuffle.device);
-        mask[.., ..keep] = 0;
+        mask.narrow(1, 0, keep).fill_(0);
         mask = mask.gather(1, restore);                                            // back to raster order
         return new PatchMask(kept, restore, mask);
     }
@@ -82,8 +84,8 @@ public static class Masking
     {
         // A slice step of 0 aborts the process inside TorchSharp's native indexing rather than throwing.
         if (stride < 1) throw new ArgumentOutOfRangeException(nameof(stride), stride, "grid masking needs a stride of at least 1");
-        var mask = ones(gridHeight, gridWidth);
-        mask[TensorIndex.Slice(0, null, stride), TensorIndex.Slice(0, null, stride)] = 0;
+        var mask = ones(gridHeight, gridWidth, device: CPU);
+        mask[TensorIndex.Slice(0, null, stride), TensorIndex.Slice(0, null, stride)].fill_(0);   // a view: fills in place
         return mask;
     }
 
@@ -110,13 +112,13 @@ public static class Masking
         // Even out the remainder: flip |excess| cells of the surplus kind, spread evenly over the raster order.
         var surplus = Enumerable.Range(0, length).Where(k => kept[k] == excess > 0).ToList();
         for (int n = 0; n < Math.Abs(excess); n++) kept[surplus[(int)((n + 0.5) * surplus.Count / Math.Abs(excess))]] = excess < 0;
-        return tensor(kept.Select(k => k ? 0f : 1f).ToArray(), new long[] { gridHeight, gridWidth });
+        return tensor(kept.Select(k => k ? 0f : 1f).ToArray(), new long[] { gridHeight, gridWidth }, device: CPU);
     }
 
     /// <summary>
     /// Blockwise masks (<see cref="Blockwise"/>) trimmed to exactly ⌈ratio·L⌉ = L − <see cref="KeptCount"/> removed patches
     /// per image, for MAE's visible-only encoder (MAE Table 1f "block"): a draw that overshoots un-masks the surplus
-    /// from its last block, so the region stays made of blocks. [B, L] float, 1 = removed.
+    /// from its last block, so the region stays made of blocks. [B, L] float on the CPU, 1 = removed.
     /// </summary>
     public static Tensor BlockwiseExact(long batch, int gridHeight, int gridWidth, double maskRatio, System.Random random, int minBlock = 16)
     {
@@ -147,7 +149,7 @@ public static class Masking
                 for (int j = 0; j < gridWidth; j++)
                     values[b * length + i * gridWidth + j] = mask[i, j] ? 1f : 0f;
         }
-        return tensor(values, new[] { batch, (long)length });
+        return tensor(values, new[] { batch, (long)length }, device: CPU);
     }
 
     /// <summary>
@@ -193,7 +195,7 @@ public static class Masking
         return (mask, blocks);
     }
 
-    /// <summary>Blockwise masks for a batch as a [B, L] float tensor (1 = removed).</summary>
+    /// <summary>Blockwise masks for a batch as a [B, L] float tensor on the CPU (1 = removed).</summary>
     public static Tensor BlockwiseBatch(long batch, int gridHeight, int gridWidth, double maskRatio, System.Random random, int minBlock = 16)
     {
         var values = new float[batch * gridHeight * gridWidth];
@@ -204,7 +206,7 @@ public static class Masking
                 for (int j = 0; j < gridWidth; j++)
                     values[(b * gridHeight + i) * gridWidth + j] = mask[i, j] ? 1f : 0f;
         }
-        return tensor(values, new[] { batch, (long)gridHeight * gridWidth });
+        return tensor(values, new[] { batch, (long)gridHeight * gridWidth }, device: CPU);
     }
 
     /// <summary>

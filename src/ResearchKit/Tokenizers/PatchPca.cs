@@ -1,3 +1,4 @@
+using ResearchKit.Training;
 using static TorchSharp.torch;
 
 namespace ResearchKit.Tokenizers;
@@ -8,13 +9,20 @@ namespace ResearchKit.Tokenizers;
 /// are buffers, so a checkpoint carries the fitted basis. With every component, <see cref="Decode"/> ∘ <see cref="Encode"/>
 /// is the identity up to float rounding; with fewer it is the best rank-k reconstruction in squared error.
 /// </summary>
-public sealed class PatchPca : nn.Module
+public sealed class PatchPca : nn.Module, IWeightsLoaded
 {
     public int Components { get; }
     public int PatchDim { get; }
 
-    /// <summary>Whether <see cref="Fit"/> has run (a buffer, so a loaded checkpoint knows).</summary>
-    public bool IsFitted => fitted.item<float>() > 0;
+    /// <summary>
+    /// Whether <see cref="Fit"/> has run (a buffer, so a loaded checkpoint knows). Read from the device once, then kept on
+    /// the host: the MAE step asks every time.
+    /// </summary>
+    public bool IsFitted => isFitted ??= fitted.item<float>() > 0;
+
+    bool? isFitted;
+
+    public void OnWeightsLoaded() => isFitted = null;
 
     readonly Tensor mean;       // [D]
     readonly Tensor basis;      // [D, k]: column i is the i-th principal direction
@@ -53,6 +61,7 @@ public sealed class PatchPca : nn.Module
         basis.copy_(directions[.., ..Components].to_type(ScalarType.Float32));
         variance.copy_(values.index_select(0, order).clamp_min(0).to_type(ScalarType.Float32));
         fitted.fill_(1);
+        isFitted = true;
     }
 
     static Tensor Signed(Tensor directions)

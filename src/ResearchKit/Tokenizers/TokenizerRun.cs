@@ -94,7 +94,8 @@ public static class TokenizerRun
         manifest = PrepareFolder(directory, manifest);   // a resumed folder keeps its earlier report and training time
 
         Compute.Seed(options.Seed);
-        var tokenizer = config.Build();
+        VisualTokenizer tokenizer;
+        using (Compute.OnHost()) tokenizer = config.Build();
         tokenizer.Module.to(Compute.Device);
         var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), normalization, shuffle: true, seed: options.Seed);
         var held = normalization.Apply(data.Test.Images, Compute.Device);
@@ -229,9 +230,10 @@ public static class TokenizerRun
         manifest.RequireShape(directory, imageSize, patchSize, channels);
         var checkpoint = Path.Combine(directory, Trainer.CheckpointFile);
         if (!File.Exists(checkpoint)) throw new ResearchKitException($"{checkpoint}: not found; the tokenizer in {directory} was never trained (or its training was stopped before the first checkpoint)");
-        var tokenizer = manifest.Tokenizer.Build();
-        Trainer.LoadWeights(tokenizer, checkpoint);
+        VisualTokenizer tokenizer;
+        using (Compute.OnHost()) tokenizer = manifest.Tokenizer.Build();
         tokenizer.Module.to(Compute.Device).eval();
+        Trainer.LoadWeights(tokenizer, checkpoint);   // in place, on the device
         // A model may load its tokenizer lazily inside a training step's dispose scope; its weights must outlive that step.
         foreach (var state in tokenizer.state_dict().Values) state.DetachFromDisposeScope();
         return new LoadedTokenizer(directory, manifest, tokenizer);

@@ -121,6 +121,14 @@ public abstract class VisualTokenizer : Module<Tensor, Generator?, TokenizerOutp
         return encoder.call(images);
     }
 
+    /// <summary>
+    /// The share of positions assigned to each code, [K] float32, from codes [N]. Counted with index_add_ of ones (whole
+    /// numbers, so exact and deterministic even with CUDA's atomic adds) rather than bincount, which waits for the device
+    /// to size its output.
+    /// </summary>
+    protected static Tensor Usage(Tensor codes, int K) =>
+        zeros(K, dtype: ScalarType.Float32, device: codes.device).index_add_(0, codes, ones_like(codes, dtype: ScalarType.Float32), 1) / codes.shape[0];
+
     /// <summary>exp(entropy) of a usage distribution [Codes]: the effective number of codes in use (Codes when uniform).</summary>
     public static double Perplexity(Tensor usage)
     {

@@ -1,3 +1,4 @@
+using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
@@ -13,7 +14,7 @@ namespace ResearchKit.Tokenizers;
 /// so codes start as encoder outputs of the first batch, and every <see cref="TokenizerConfig.RestartEvery"/> steps the
 /// codes whose EMA share fell below <see cref="TokenizerConfig.DeadUsage"/> × 1/K restart at poorly represented outputs.
 /// </summary>
-public sealed class VqTokenizer : VisualTokenizer
+public sealed class VqTokenizer : VisualTokenizer, IWeightsLoaded
 {
     // EMA state: buffers (registered by RegisterComponents, saved with the weights), updated in place, never by the optimizer.
     readonly Tensor codebook;      // K, D
@@ -67,15 +68,20 @@ public sealed class VqTokenizer : VisualTokenizer
         var straight = rows + (quantized - rows).detach();                          // straight-through estimator
         var reconstruction = decoder.call(straight.reshape(B, H, W, Config.CodeDim).permute(0, 3, 1, 2));
         var loss = functional.mse_loss(reconstruction, images) + Config.Commitment * functional.mse_loss(rows, quantized);
-        var usage = bincount(codes, minlength: Config.Codes).to_type(ScalarType.Float32) / codes.shape[0];
-        return new TokenizerOutput(loss, reconstruction, usage);
+        return new TokenizerOutput(loss, reconstruction, Usage(codes, Config.Codes));
     }
+
+    long? stepsTaken;   // the steps buffer, mirrored on the host: read once (after building or loading), then counted here
+
+    public void OnWeightsLoaded() => stepsTaken = null;
 
     /// <summary>
     /// One EMA step (VQ-VAE Appendix A.1, Laplace-smoothed counts). The first step sets every code to an encoder output
     /// of this batch; every RestartEvery steps the dead codes restart at outputs drawn with probability ∝ squared
     /// distance to their nearest code (k-means++'s rule): uniform draws would mostly pick the background patches that
-    /// dominate small grey images, where restarted codes die again.
+    /// dominate small grey images, where restarted codes die again. Nothing here waits for the device: the step count is
+    /// kept on the host, assignments are summed by a matrix product (deterministic on CUDA, where index_add_ is not), and
+    /// a restart draws one candidate per code and keeps it where the code is dead.
     /// </summary>
     void UpdateCodebook(Tensor rows, Generator? generator)
     {
@@ -83,46 +89,44 @@ public sealed class VqTokenizer : VisualTokenizer
         using var _ = no_grad();
         var z = rows.detach();
         long K = Config.Codes, N = z.shape[0];
-        if (steps.item<long>() == 0)
+        long step = stepsTaken ??= steps.item<long>();
+        if (step == 0)
         {
             var first = Spread(z, K, generator);
             codebook.copy_(first);
             embedSum.copy_(first);
             clusterSize.fill_(1);
         }
-        var codes = Nearest(z);
-        var counts = bincount(codes, minlength: (int)K).to_type(z.dtype);
-        var sums = zeros(K, Config.CodeDim, dtype: z.dtype, device: z.device).index_add_(0, codes, z, 1);
+        var assigned = functional.one_hot(Nearest(z), K).to_type(z.dtype);       // N, K
         double d = Config.Decay;
-        clusterSize.mul_(d).add_(counts, alpha: 1 - d);
-        embedSum.mul_(d).add_(sums, alpha: 1 - d);
+        clusterSize.mul_(d).add_(assigned.sum(dim: 0), alpha: 1 - d);
+        embedSum.mul_(d).add_(assigned.T.mm(z), alpha: 1 - d);
         var total = clusterSize.sum();
         var smoothed = (clusterSize + 1e-5) / (total + K * 1e-5) * total;
         codebook.copy_(embedSum / smoothed.unsqueeze(1));
         steps.add_(1);
-        if (steps.item<long>() % Config.RestartEvery != 0) return;
-        var dead = clusterSize.lt(Config.DeadUsage * total / K).nonzero().squeeze(1);
-        long count = dead.shape[0];
-        if (count == 0) return;
+        stepsTaken = ++step;
+        if (step % Config.RestartEvery != 0) return;
+        var dead = clusterSize.lt(Config.DeadUsage * total / K).unsqueeze(1);      // K, 1
         var distance = (z - codebook.index_select(0, Nearest(z))).square().sum(1) + 1e-12;
-        var fresh = z.index_select(0, distance.multinomial(count, replacement: count > N, generator: generator));
-        codebook.index_copy_(0, dead, fresh);
-        embedSum.index_copy_(0, dead, fresh);
-        clusterSize.index_fill_(0, dead, 1.0);
+        var fresh = z.index_select(0, Draws.Multinomial(generator, distance, K, replacement: K > N));   // K candidates
+        codebook.copy_(where(dead, fresh, codebook));
+        embedSum.copy_(where(dead, fresh, embedSum));
+        clusterSize.masked_fill_(dead.squeeze(1), 1.0);
     }
 
-    /// <summary>K rows of z spread out by k-means++ seeding (distinct outputs, not K copies of the background).</summary>
+    /// <summary>K rows of z spread out by k-means++ seeding (distinct outputs, not K copies of the background); all on z's device.</summary>
     static Tensor Spread(Tensor z, long K, Generator? generator)
     {
         long N = z.shape[0];
-        var chosen = new List<long> { randint(0, N, 1, generator: generator, device: z.device).item<long>() };
-        var nearest = (z - z[chosen[0]]).square().sum(1);
+        var chosen = new List<Tensor> { Draws.Integers(generator, 0, N, [1], z.device) };
+        var nearest = (z - z.index_select(0, chosen[0])).square().sum(1);
         for (long k = 1; k < K; k++)
         {
-            long next = (nearest + 1e-12).multinomial(1, generator: generator).item<long>();
+            var next = Draws.Multinomial(generator, nearest + 1e-12, 1);
             chosen.Add(next);
-            nearest = minimum(nearest, (z - z[next]).square().sum(1));
+            nearest = minimum(nearest, (z - z.index_select(0, next)).square().sum(1));
         }
-        return z.index_select(0, tensor(chosen.ToArray(), device: z.device));
+        return z.index_select(0, cat(chosen));
     }
 }

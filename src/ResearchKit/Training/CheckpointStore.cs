@@ -11,7 +11,9 @@ namespace ResearchKit.Training;
 /// every phase's optimizer state, the method's extra state, and a trailer: the SHA-256 of everything before it.
 /// One file, written to a temporary name and renamed, so a crash never leaves a half-written checkpoint; on load,
 /// the trailer catches truncation or damage anywhere, the per-tensor checksums name the damaged tensor, and
-/// non-finite weights are refused.
+/// non-finite weights are refused. Weights are checked on the host as read and then copied into the model's own tensors
+/// in place (<see cref="ModuleState"/>), so a checkpoint loads on any device, and an optimizer built before the load keeps
+/// updating the model's parameters.
 /// </summary>
 public sealed class CheckpointStore(string directory)
 {
@@ -27,25 +29,26 @@ public sealed class CheckpointStore(string directory)
     sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, List<string> Phases, bool HasState,
         Dictionary<string, string> Weights);
 
-    static Dictionary<string, string> Checksums(nn.Module model) =>
-        model.state_dict().ToDictionary(kv => kv.Key, kv =>
+    static Dictionary<string, string> Checksums(IEnumerable<(string Name, Tensor Value)> tensors) =>
+        tensors.ToDictionary(kv => kv.Name, kv =>
         {
-            using var cpu = kv.Value.detach().cpu().contiguous();
+            using var cpu = kv.Value.detach().to(CPU).contiguous();
             return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(cpu.bytes));
         });
 
     static List<string> Describe(IReadOnlyList<UpdatePhase> phases) => phases.Select(p => $"{p.Name}/{p.Every}").ToList();
 
-    public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
+    public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<FlatOptimizer> optimizers,
         ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
         var body = new MemoryStream();
+        var weights = ModuleState.Of(model);
         using (var writer = new BinaryWriter(body, System.Text.Encoding.UTF8, leaveOpen: true))
         {
             writer.Write(Magic);
-            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null, Checksums(model))));
-            model.save(writer);
-            foreach (var optimizer in optimizers) optimizer.save_state_dict(writer);
+            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null, Checksums(weights))));
+            ModuleState.Write(writer, weights);
+            foreach (var optimizer in optimizers) optimizer.Save(writer);
             state?.Save(writer);
         }
         var bytes = body.ToArray();
@@ -57,7 +60,7 @@ public sealed class CheckpointStore(string directory)
     }
 
     /// <summary>Restores weights, optimizers, extra state and the loss history; returns the step to continue from.</summary>
-    public long Load(TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<OptimizerHelper> optimizers,
+    public long Load(TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<FlatOptimizer> optimizers,
         ICheckpointState? state, Dictionary<string, List<double>> losses)
     {
         var (body, intact) = Verified(Path);
@@ -68,18 +71,13 @@ public sealed class CheckpointStore(string directory)
         if (!saved.Phases.SequenceEqual(Describe(phases)) || saved.HasState != (state is not null))
             throw new ResearchKitException($"{Path}: holds update phases {string.Join(", ", saved.Phases)}{(saved.HasState ? " and method state" : "")}, " +
                 $"but the method now has {string.Join(", ", Describe(phases))}{(state is not null ? " and method state" : "")}; use a new output folder");
-        try { model.load(reader, strict: true); }
-        catch (Exception e) when (e is not ResearchKitException)
-        {
-            throw intact ? new DataFormatException(Path, $"written for another model: {e.Message}") : Truncated(Path, e);
-        }
-        CheckWeights(model, saved, Path);
+        LoadWeights(model, reader, saved, intact, Path, "written for another model");
         var damagedState = new DataFormatException(Path,
             "damaged checkpoint: the weights are intact but the optimizer or method state after them is not (its checksum does not match); probing still works, resuming does not");
         if (!intact) throw damagedState;
         try
         {
-            foreach (var optimizer in optimizers) optimizer.load_state_dict(reader);
+            foreach (var optimizer in optimizers) optimizer.Load(reader);
             state?.Load(reader);
         }
         catch (Exception e) when (e is not ResearchKitException)
@@ -94,8 +92,9 @@ public sealed class CheckpointStore(string directory)
         return saved.Step;
     }
 
-    // Epochs may grow on resume.
-    static System.Text.Json.Nodes.JsonNode? Comparable(TrainConfig c) => JsonSerializer.SerializeToNode(c with { Epochs = 0 });
+    // Epochs may grow on resume; a checkpoint from before precisions existed was trained in fp32.
+    static System.Text.Json.Nodes.JsonNode? Comparable(TrainConfig c) =>
+        JsonSerializer.SerializeToNode(c with { Epochs = 0, Precision = c.Precision ?? ResearchKit.Precision.Fp32 });
 
     /// <summary>
     /// The checkpoint's bytes without the trailer, and whether the trailer is their SHA-256. When it is not, reading
@@ -113,16 +112,33 @@ public sealed class CheckpointStore(string directory)
     static DataFormatException Truncated(string path, Exception e) =>
         new(path, $"truncated or damaged checkpoint: its checksum does not match and its weights cannot be read ({e.Message.ReplaceLineEndings(" ")})");
 
-    /// <summary>Every weight tensor matches its checksum and is finite; otherwise an error naming the tensor.</summary>
-    static void CheckWeights(nn.Module model, TrainerState saved, string path)
+    /// <summary>
+    /// Reads the weights into host tensors, checks each against its checksum and for non-finite values (an error naming
+    /// the tensor), then copies them into <paramref name="model"/> in place.
+    /// </summary>
+    static void LoadWeights(nn.Module model, BinaryReader reader, TrainerState saved, bool intact, string path, string mismatch)
     {
-        var now = Checksums(model);
-        foreach (var (name, sum) in now)
-            if (!saved.Weights.TryGetValue(name, out var expected) || expected != sum)
-                throw new DataFormatException(path, $"weight tensor '{name}' is damaged (its checksum does not match)");
-        foreach (var (name, tensor) in model.state_dict())
-            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
-                throw new DataFormatException(path, $"weight tensor '{name}' holds NaN or infinite values");
+        List<(string Name, Tensor Value)> weights;
+        try { weights = ModuleState.Read(reader); }
+        catch (Exception e) when (e is not ResearchKitException)
+        {
+            throw intact ? new DataFormatException(path, $"{mismatch}: {e.Message}") : Truncated(path, e);
+        }
+        try
+        {
+            foreach (var (name, sum) in Checksums(weights))
+                if (!saved.Weights.TryGetValue(name, out var expected) || expected != sum)
+                    throw new DataFormatException(path, $"weight tensor '{name}' is damaged (its checksum does not match)");
+            foreach (var (name, tensor) in weights)
+                if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+                    throw new DataFormatException(path, $"weight tensor '{name}' holds NaN or infinite values");
+            try { ModuleState.CopyInto(model, weights); }
+            catch (ArgumentException e) { throw new DataFormatException(path, $"{mismatch}: {e.Message}"); }
+        }
+        finally
+        {
+            foreach (var (_, tensor) in weights) tensor.Dispose();
+        }
     }
 
     static TrainerState ReadHeader(BinaryReader reader, string path)
@@ -157,11 +173,7 @@ public sealed class CheckpointStore(string directory)
         var (body, intact) = Verified(checkpointPath);
         using var reader = new BinaryReader(body);
         var saved = ReadHeader(reader, checkpointPath);
-        try { model.load(reader, strict: true); }
-        catch (Exception e) when (e is not ResearchKitException)
-        {
-            throw intact ? new DataFormatException(checkpointPath, $"weights do not fit the model in config.json: {e.Message}") : Truncated(checkpointPath, e);
-        }
-        CheckWeights(model, saved, checkpointPath);   // per-tensor checksums: the weights may be intact even when later sections are not
+        // Per-tensor checksums: the weights may be intact even when later sections are not.
+        LoadWeights(model, reader, saved, intact, checkpointPath, "weights do not fit the model in config.json");
     }
 }

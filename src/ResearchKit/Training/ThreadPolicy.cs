@@ -29,7 +29,7 @@ public sealed class ThreadPolicy
         if (adaptive is null && int.TryParse(setting, out var n))
         {
             if (n < 1) throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
-            if (n != get_num_threads()) set_num_threads(n);
+            Set(n);
         }
         else if (adaptive is null && !string.IsNullOrEmpty(setting) && setting != "auto")
             throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
@@ -59,8 +59,29 @@ public sealed class ThreadPolicy
     {
         if (!adaptive) return get_num_threads();
         int threads = Math.Clamp((int)Math.Round(cores - OthersLoad()), 1, ceiling);
-        if (threads != get_num_threads()) set_num_threads(threads);
+        Set(threads);
         return threads;
+    }
+
+    /// <summary>
+    /// Sets libtorch's intra-op thread count for this thread, and does nothing when the count is already that. Why not
+    /// torch.set_num_threads: libtorch's set_num_threads also switches MKL to a fixed thread count with its dynamic
+    /// adjustment off (mkl_set_num_threads_local, mkl_set_dynamic(false)), and once it has been called every thread that
+    /// enters a parallel region repeats that. MKL then splits even tiny matrix products across threads: the tiny MAE step
+    /// ran 1.65× slower after set_num_threads(2) on a machine whose default was already 2, and restoring MKL's two
+    /// settings brought it back (measured, environment.md). OpenMP's count and MKL's thread-local count are set instead;
+    /// libtorch reads OpenMP's. Where the OpenMP or MKL entry points cannot be found, it falls back to set_num_threads.
+    /// </summary>
+    public static void Set(int threads)
+    {
+        if (threads < 1) throw new ResearchKitException($"thread count must be positive; got {threads}");
+        if (threads == get_num_threads()) return;
+        if (NativeThreads.OmpSetNumThreads is { } omp)
+        {
+            omp(threads);
+            NativeThreads.MklSetNumThreadsLocal?.Invoke(threads == processDefault ? 0 : threads);   // 0: MKL follows OpenMP again
+        }
+        else set_num_threads(threads);
     }
 
     // /proc/stat's first line: aggregate jiffies (user nice system idle iowait irq softirq steal …); /proc/self/stat
@@ -73,5 +94,30 @@ public sealed class ThreadPolicy
         var fields = self[(self.LastIndexOf(')') + 2)..].Split(' ');   // after "pid (comm) "; field 3 is fields[0]
         long own = long.Parse(fields[11]) + long.Parse(fields[12]);
         return (total - idle, total, own);
+    }
+}
+
+/// <summary>OpenMP's and MKL's thread setters in the libraries libtorch loaded (found by path in /proc/self/maps), or null.</summary>
+static class NativeThreads
+{
+    [System.Runtime.InteropServices.UnmanagedFunctionPointer(System.Runtime.InteropServices.CallingConvention.Cdecl)]
+    public delegate void IntSetter(int value);
+
+    public static readonly IntSetter? OmpSetNumThreads = Find(name => name.StartsWith("libgomp") || name.StartsWith("libiomp"), "omp_set_num_threads");
+    public static readonly IntSetter? MklSetNumThreadsLocal = Find(name => name == "libtorch_cpu.so", "MKL_Set_Num_Threads_Local");
+
+    static IntSetter? Find(Func<string, bool> library, string symbol)
+    {
+        try
+        {
+            _ = get_num_threads();   // libtorch is loaded
+            if (!File.Exists("/proc/self/maps")) return null;
+            var path = File.ReadLines("/proc/self/maps").Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries).LastOrDefault())
+                .FirstOrDefault(p => p is not null && p.StartsWith('/') && library(Path.GetFileName(p)));
+            if (path is null || !System.Runtime.InteropServices.NativeLibrary.TryLoad(path, out var handle)) return null;
+            return System.Runtime.InteropServices.NativeLibrary.TryGetExport(handle, symbol, out var address)
+                ? System.Runtime.InteropServices.Marshal.GetDelegateForFunctionPointer<IntSetter>(address) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or DllNotFoundException) { return null; }
     }
 }

@@ -33,26 +33,20 @@ public sealed record OptimizerConfig(
     /// <summary>
     /// Builds the optimizer over named parameters: two groups, with and without weight decay. By default 1-D
     /// parameters (biases, norm scales) are not decayed — timm's add_weight_decay, which MAE's pre-training uses
-    /// (so its [CLS] and mask tokens are decayed); <paramref name="noDecay"/> adds names to exempt.
+    /// (so its [CLS] and mask tokens are decayed); <paramref name="noDecay"/> adds names to exempt. The parameters are
+    /// re-pointed into the optimizer's flat buffers (<see cref="FlatOptimizer"/>): build it after the model is on its device.
     /// </summary>
-    public OptimizerHelper Create(IReadOnlyList<(string Name, Parameter Parameter)> parameters, int batchSize, Func<string, bool>? noDecay = null)
+    public FlatOptimizer Create(IReadOnlyList<(string Name, Parameter Parameter)> parameters, int batchSize, Func<string, bool>? noDecay = null)
     {
         Validate();
         bool Exempt((string Name, Parameter Parameter) p) => p.Parameter.dim() <= 1 || (noDecay?.Invoke(p.Name) ?? false);
-        var decay = parameters.Where(p => !Exempt(p)).Select(p => p.Parameter).ToList();
-        var exempt = parameters.Where(Exempt).Select(p => p.Parameter).ToList();
-        double lr = PeakLearningRate(batchSize);
-        if (Kind == OptimizerKind.AdamW)
+        var groups = new (IReadOnlyList<Parameter>, double)[]
         {
-            var groups = new List<AdamW.ParamGroup>();
-            if (decay.Count > 0) groups.Add(new(decay, new AdamW.Options { weight_decay = WeightDecay }));
-            if (exempt.Count > 0) groups.Add(new(exempt, new AdamW.Options { weight_decay = 0 }));
-            return torch.optim.AdamW(groups, lr, Beta1, Beta2, weight_decay: WeightDecay);
-        }
-        var sgdGroups = new List<SGD.ParamGroup>();
-        if (decay.Count > 0) sgdGroups.Add(new(decay, new SGD.Options { weight_decay = WeightDecay, momentum = Momentum, nesterov = Nesterov }));
-        if (exempt.Count > 0) sgdGroups.Add(new(exempt, new SGD.Options { weight_decay = 0, momentum = Momentum, nesterov = Nesterov }));
-        return torch.optim.SGD(sgdGroups, lr, Momentum, nesterov: Nesterov, weight_decay: WeightDecay);
+            (parameters.Where(p => !Exempt(p)).Select(p => p.Parameter).ToList(), WeightDecay),
+            (parameters.Where(Exempt).Select(p => p.Parameter).ToList(), 0),
+        };
+        double lr = PeakLearningRate(batchSize);
+        return Kind == OptimizerKind.AdamW ? new FlatAdamW(groups, lr, Beta1, Beta2) : new FlatSgd(groups, lr, Momentum, Nesterov);
     }
 }
 
@@ -71,7 +65,7 @@ public sealed record UpdatePhase(
     public OptimizerConfig SettingsOr(OptimizerConfig run) => Optimizer ?? run;
 
     /// <summary>This phase's optimizer over its parameters, with its weight-decay exemptions.</summary>
-    public OptimizerHelper CreateOptimizer(OptimizerConfig run, int batchSize) => SettingsOr(run).Create(Parameters, batchSize, NoWeightDecay);
+    public FlatOptimizer CreateOptimizer(OptimizerConfig run, int batchSize) => SettingsOr(run).Create(Parameters, batchSize, NoWeightDecay);
 
     /// <summary>The trainable (requires_grad) named parameters of a module.</summary>
     public static IReadOnlyList<(string Name, Parameter Parameter)> TrainableOf(nn.Module module) =>
@@ -120,7 +114,7 @@ public static class TensorIO
         var shape = new long[reader.ReadInt64()];
         for (int i = 0; i < shape.Length; i++) shape[i] = reader.ReadInt64();
         var bytes = reader.ReadBytes(reader.ReadInt32());
-        var result = empty(shape, dtype);
+        var result = empty(shape, dtype, device: CPU);
         result.bytes = bytes;
         return result;
     }

@@ -12,9 +12,13 @@ namespace ResearchKit.Training;
 /// A run's training settings. The optimizer settings are the method's recipe (<see cref="OptimizerConfig"/>;
 /// null means MAE's defaults).
 /// </summary>
+/// <param name="Precision">How matrix products are computed (<see cref="ResearchKit.Precision"/>); null: <see cref="Compute.Precision"/> as it is.
+/// Pre-training records its precision in config.json.</param>
 public sealed record TrainConfig(
     int Epochs = 1, int BatchSize = 256, OptimizerConfig? Optimizer = null, double ClipGradNorm = 0,
-    int Seed = 0, int LogEvery = 10, int CheckpointEvery = 200)
+    int Seed = 0, int LogEvery = 10, int CheckpointEvery = 200,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    Precision? Precision = null)
 {
     public OptimizerConfig Optimizer { get; init; } = Optimizer ?? new OptimizerConfig();
 
@@ -24,13 +28,15 @@ public sealed record TrainConfig(
         if (BatchSize < 1) throw new ResearchKitException($"batch size (--batch) must be at least 1; got {BatchSize}");
         if (!(ClipGradNorm >= 0)) throw new ResearchKitException($"gradient clipping norm must be ≥ 0; got {ClipGradNorm}");
         if (LogEvery < 1 || CheckpointEvery < 1) throw new ResearchKitException($"log and checkpoint intervals must be positive; got {LogEvery}, {CheckpointEvery}");
+        if (Precision is { } p && !Enum.IsDefined(p)) throw new ResearchKitException($"precision must be fp32, tf32 or bf16; got {p}");
         Optimizer.Validate();
     }
 }
 
 /// <summary>A snapshot for progress displays (terminal bar, notebook line) and callbacks.</summary>
-/// <param name="Loss">The first phase's loss (the method's main loss).</param>
-/// <param name="Losses">Every phase's latest loss by name (one entry for single-loss methods).</param>
+/// <param name="Loss">The first phase's loss (the method's main loss) at the last step whose losses were read back: losses are
+/// read every <see cref="TrainConfig.LogEvery"/> steps, not every step, so that a step never waits for the device.</param>
+/// <param name="Losses">Every phase's latest read loss by name (one entry for single-loss methods).</param>
 public sealed record TrainProgress(long Step, long TotalSteps, int Epoch, int Epochs, double Loss, double LearningRate, double ImagesPerSecond,
     TimeSpan Elapsed, IReadOnlyDictionary<string, double>? Losses = null, int Threads = 0)
 {
@@ -87,7 +93,9 @@ public sealed class Trainer
 
     /// <summary>
     /// Trains for config.Epochs over <paramref name="loader"/>. With a directory holding a checkpoint, resumes
-    /// from it and continues the same loss curves.
+    /// from it and continues the same loss curves. A step never waits for the device: its losses stay there and are
+    /// read back together every <see cref="TrainConfig.LogEvery"/> steps (and at the first step, at checkpoints, at
+    /// epoch ends and at the end), which is also when a non-finite loss is caught — before any checkpoint keeps it.
     /// </summary>
     public TrainResult Fit(DataLoader loader, ITrainable trainable, IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
@@ -102,8 +110,20 @@ public sealed class Trainer
         if (phases.Select(p => p.Name).Distinct().Count() != phases.Count)
             throw new ResearchKitException($"update phases need distinct names; got {string.Join(", ", phases.Select(p => p.Name))}");
         if (directory is not null) Directory.CreateDirectory(directory);
+        var previousPrecision = Compute.Precision;
+        if (config.Precision is { } precision) Compute.Precision = precision;
         var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, config.BatchSize)).ToArray();
+        try { return Run(loader, trainable, model, phases, optimizers, progress, cancel); }
+        finally
+        {
+            Compute.Precision = previousPrecision;
+            foreach (var optimizer in optimizers) optimizer.Dispose();
+        }
+    }
 
+    TrainResult Run(DataLoader loader, ITrainable trainable, nn.Module model, IReadOnlyList<UpdatePhase> phases, FlatOptimizer[] optimizers,
+        IProgress<TrainProgress>? progress, CancellationToken cancel)
+    {
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = 0;
@@ -123,77 +143,122 @@ public sealed class Trainer
         var window = Stopwatch.StartNew();
         long windowImages = 0, stepsThisRun = 0;
         double imagesPerSecond = 0;
-        // Each phase's latest loss (a phase that runs every n-th step keeps its last value in between), restored on resume.
+        // Each phase's latest read loss (a phase that runs every n-th step keeps its last value in between), restored on resume.
         var latest = losses.Where(kv => kv.Value.Count > 0).ToDictionary(kv => kv.Key, kv => kv.Value[^1]);
+        var pending = new PendingLosses(phases, losses, latest, directory);
         model.train();
-        for (int epoch = (int)(step / perEpoch); epoch < config.Epochs; epoch++)
+        try
         {
-            foreach (var indices in loader.Epoch(epoch, skip: (int)(step % perEpoch)))
+            for (int epoch = (int)(step / perEpoch); epoch < config.Epochs; epoch++)
             {
-                if (cancel.IsCancellationRequested)
+                foreach (var indices in loader.Epoch(epoch, skip: (int)(step % perEpoch)))
                 {
-                    if (checkpoint is not null && stepsThisRun > 0) Save(step);
-                    cancel.ThrowIfCancellationRequested();
-                }
-                double lr = 0;
-                using (var scope = NewDisposeScope())
-                {
-                    var batch = loader.Load(indices);
-                    for (int i = 0; i < phases.Count; i++)
+                    if (cancel.IsCancellationRequested)
                     {
-                        var phase = phases[i];
-                        if (step % phase.Every != 0) continue;
-                        var settings = phase.SettingsOr(config.Optimizer);
-                        double phaseLr = LearningRateSchedule.WarmupCosine(step, total, (long)Math.Round(total * settings.WarmupFraction), settings.PeakLearningRate(config.BatchSize));
-                        if (i == 0) lr = phaseLr;
-                        foreach (var group in optimizers[i].ParamGroups) group.LearningRate = phaseLr;
-                        // The first phase keeps the single-loss seed, so a method's curve does not depend on how many phases exist.
-                        using var generator = new Generator((ulong)(i == 0 ? Seeds.Mix(config.Seed, step, 0x57e9) : Seeds.Mix(config.Seed, step, 0x57e9, i)));
-                        var loss = phase.Loss(batch, generator);
-                        double value = loss.item<float>();
-                        if (!double.IsFinite(value))
-                            throw new TrainingDivergedException(
-                                $"{(phases.Count > 1 ? $"phase '{phase.Name}': " : "")}loss became {value} at step {step} (epoch {epoch}, lr {phaseLr:g3}); " +
-                                (checkpoint?.Exists == true ? $"the last checkpoint in {directory} is kept; " : "") +
-                                "lower the learning rate or set gradient clipping");
-                        optimizers[i].zero_grad();
-                        loss.backward();
-                        if (config.ClipGradNorm > 0) nn.utils.clip_grad_norm_(phase.Parameters.Select(p => p.Parameter), config.ClipGradNorm);
-                        optimizers[i].step();
-                        losses[phase.Name].Add(value);
-                        latest[phase.Name] = value;
+                        if (checkpoint is not null && stepsThisRun > 0) Save(step);
+                        cancel.ThrowIfCancellationRequested();
                     }
-                    windowImages += batch.Size;
-                }
-                step++; stepsThisRun++;
-                if (window.Elapsed.TotalSeconds >= 2 || stepsThisRun <= 2 || step == total)
-                {
-                    imagesPerSecond = windowImages / Math.Max(1e-9, window.Elapsed.TotalSeconds);
-                    window.Restart(); windowImages = 0;
-                }
-                double main = latest[phases[0].Name];
-                if (metrics is not null && (step % config.LogEvery == 0 || step == total || step == 1))
-                    metrics.Append(new StepMetrics(epoch, step, main, lr, Math.Round(imagesPerSecond, 1), phases.Count > 1 ? new Dictionary<string, double>(latest) : null));
-                var snapshot = new TrainProgress(step, total, epoch, config.Epochs, main, lr, imagesPerSecond, clock.Elapsed,
-                    new Dictionary<string, double>(latest), get_num_threads());
-                progress?.Report(snapshot);
-                foreach (var callback in Callbacks) callback.OnStepEnd(snapshot);
-                bool epochEnd = step % perEpoch == 0;
-                if (checkpoint is not null && (step % config.CheckpointEvery == 0 || epochEnd)) Save(step);
-                if (epochEnd)
-                {
-                    threads.Choose();
-                    foreach (var callback in Callbacks) callback.OnEpochEnd(epoch, step);
+                    double lr = 0;
+                    using (var scope = NewDisposeScope())
+                    {
+                        var batch = loader.Load(indices);
+                        for (int i = 0; i < phases.Count; i++)
+                        {
+                            var phase = phases[i];
+                            if (step % phase.Every != 0) continue;
+                            var settings = phase.SettingsOr(config.Optimizer);
+                            double phaseLr = LearningRateSchedule.WarmupCosine(step, total, (long)Math.Round(total * settings.WarmupFraction), settings.PeakLearningRate(config.BatchSize));
+                            if (i == 0) lr = phaseLr;
+                            optimizers[i].LearningRate = phaseLr;
+                            // The first phase keeps the single-loss seed, so a method's curve does not depend on how many phases exist.
+                            // A host generator: Draws turns it into draws on the batch's device.
+                            using var generator = new Generator((ulong)(i == 0 ? Seeds.Mix(config.Seed, step, 0x57e9) : Seeds.Mix(config.Seed, step, 0x57e9, i)));
+                            var loss = phase.Loss(batch, generator);
+                            pending.Add(phase.Name, loss, step, epoch, phaseLr);
+                            optimizers[i].ZeroGrad();
+                            loss.backward();
+                            if (config.ClipGradNorm > 0) optimizers[i].ClipGradNorm(config.ClipGradNorm);
+                            optimizers[i].Step();
+                        }
+                        windowImages += batch.Size;
+                    }
+                    step++; stepsThisRun++;
+                    bool epochEnd = step % perEpoch == 0, checkpointDue = checkpoint is not null && (step % config.CheckpointEvery == 0 || epochEnd);
+                    bool logged = step % config.LogEvery == 0 || step == total || step == 1;
+                    if (logged || checkpointDue || epochEnd || stepsThisRun == 1) pending.Read();   // the first step of a run: a loss to show early
+                    if (window.Elapsed.TotalSeconds >= 2 || stepsThisRun <= 2 || step == total)
+                    {
+                        imagesPerSecond = windowImages / Math.Max(1e-9, window.Elapsed.TotalSeconds);
+                        window.Restart(); windowImages = 0;
+                    }
+                    double main = latest.GetValueOrDefault(phases[0].Name, double.NaN);
+                    if (metrics is not null && logged)
+                        metrics.Append(new StepMetrics(epoch, step, main, lr, Math.Round(imagesPerSecond, 1), phases.Count > 1 ? new Dictionary<string, double>(latest) : null));
+                    var snapshot = new TrainProgress(step, total, epoch, config.Epochs, main, lr, imagesPerSecond, clock.Elapsed,
+                        new Dictionary<string, double>(latest), get_num_threads());
+                    progress?.Report(snapshot);
+                    foreach (var callback in Callbacks) callback.OnStepEnd(snapshot);
+                    if (checkpointDue) Save(step);
+                    if (epochEnd)
+                    {
+                        threads.Choose();
+                        foreach (var callback in Callbacks) callback.OnEpochEnd(epoch, step);
+                    }
                 }
             }
+            pending.Read();
         }
+        finally { pending.Dispose(); }
         model.eval();
         return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, resumed, losses);
 
         void Save(long at)
         {
+            pending.Read();
             checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses);
             foreach (var callback in Callbacks) callback.OnCheckpoint(at, checkpoint.Path);
+        }
+    }
+
+    /// <summary>
+    /// Losses of the steps since the last read, still on the device; <see cref="Read"/> brings them to the host in one
+    /// transfer, appends them to the loss curves and stops training at the first non-finite one.
+    /// </summary>
+    sealed class PendingLosses(IReadOnlyList<UpdatePhase> phases, Dictionary<string, List<double>> curves, Dictionary<string, double> latest,
+        string? directory) : IDisposable
+    {
+        readonly List<(string Phase, Tensor Loss, long Step, int Epoch, double LearningRate)> entries = [];
+
+        public void Add(string phase, Tensor loss, long step, int epoch, double learningRate) =>
+            entries.Add((phase, loss.detach().to_type(ScalarType.Float32).DetachFromDisposeScope(), step, epoch, learningRate));
+
+        public void Read()
+        {
+            if (entries.Count == 0) return;
+            float[] values;
+            using (var scope = NewDisposeScope()) values = stack(entries.Select(e => e.Loss).ToArray()).to(CPU).data<float>().ToArray();
+            try
+            {
+                for (int i = 0; i < entries.Count; i++)
+                {
+                    var (phase, _, step, epoch, lr) = entries[i];
+                    double value = values[i];
+                    if (!double.IsFinite(value))
+                        throw new TrainingDivergedException(
+                            $"{(phases.Count > 1 ? $"phase '{phase}': " : "")}loss became {value} at step {step} (epoch {epoch}, lr {lr:g3}); " +
+                            (directory is not null && File.Exists(Path.Combine(directory, CheckpointFile)) ? $"the last checkpoint in {directory} is kept; " : "") +
+                            "lower the learning rate or set gradient clipping");
+                    curves[phase].Add(value);
+                    latest[phase] = value;
+                }
+            }
+            finally { Dispose(); }
+        }
+
+        public void Dispose()
+        {
+            foreach (var e in entries) e.Loss.Dispose();
+            entries.Clear();
         }
     }
 
