@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `researchkit bench --method mae --preset tiny`: the same tiny MAE
-(ViT dim 128, depth 6, 4 heads, patch 4; decoder dim 64, depth 2, 4 heads; mask ratio 0.75),
-the same step (forward + backward + AdamW), batch, image size and threads. Prints one JSON line.
-Run with Debian's PyTorch: /usr/bin/python3 bench/mae_reference.py (see bench/README.md).
+"""PyTorch reference for `researchkit bench --method mae`: the same MAE (--preset tiny: ViT dim 128, depth 6, 4 heads,
+patch 4, decoder dim 64, depth 2, 4 heads, 28×28×1; --preset vit-base: ViT-B/16 with the paper's decoder, 512 wide,
+8 deep, 16 heads, 224×224×3), mask ratio 0.75, the same step (forward + backward + AdamW), batch and threads, on the CPU
+or CUDA, in fp32, TF32 or bf16 autocast. Steps run back to back; the device is synchronised at the end of each timing
+window, as ResearchKit's StepTimer does. Prints one JSON line.
+Run with Debian's PyTorch: /usr/bin/python3 bench/mae_reference.py (see bench/README.md); bench/gpu.sh runs it on CUDA.
 mae_crosscheck.py reuses TinyMae, piece by piece, to check ResearchKit's MAE numerically."""
 import argparse, json, math, resource, statistics, time
 import torch
@@ -66,12 +68,12 @@ class TinyMae(nn.Module):
         x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(B, (H // p) * (W // p), p * p * C)
 
-    def random_masking(self, B, L, noise=None):
-        """noise [B, L] uniform (drawn when None) → keep [B, K] indices, restore [B, L], mask [B, L] (1 is remove)."""
+    def random_masking(self, B, L, noise=None, device="cpu"):
+        """noise [B, L] uniform (drawn on the device when None) → keep [B, K] indices, restore [B, L], mask [B, L] (1 is remove)."""
         keep = int(L * (1 - self.ratio))
-        shuffle = (torch.rand(B, L) if noise is None else noise).argsort(1)   # small noise is kept
+        shuffle = (torch.rand(B, L, device=device) if noise is None else noise).argsort(1)   # small noise is kept
         restore = shuffle.argsort(1)
-        mask = torch.ones(B, L)
+        mask = torch.ones(B, L, device=shuffle.device)
         mask[:, :keep] = 0
         return shuffle[:, :keep], restore, mask.gather(1, restore)
 
@@ -109,44 +111,83 @@ class TinyMae(nn.Module):
 
     def forward(self, images, noise=None):
         patches = self.patchify(images)
-        keep, restore, mask = self.random_masking(*patches.shape[:2], noise)
+        keep, restore, mask = self.random_masking(*patches.shape[:2], noise, device=images.device)
         prediction = self.forward_decoder(self.forward_encoder(patches, keep), restore)
         return self.forward_loss(patches, prediction, mask)
 
 
+PRESETS = {   # image size, channels, patch, encoder (dim, depth, heads), decoder (dim, depth, heads)
+    "tiny": dict(size=28, channels=1, patch=4, dim=128, depth=6, heads=4, ddim=64, ddepth=2, dheads=4),
+    "vit-base": dict(size=224, channels=3, patch=16, dim=768, depth=12, heads=12, ddim=512, ddepth=8, dheads=16),
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=28)
-    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--channels", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                        help="fp32; tf32 matmuls and convolutions; bf16 autocast around the forward pass")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+    preset = dict(PRESETS[args.preset])
+    preset["size"] = args.image_size or preset["size"]
+    preset["channels"] = args.channels or preset["channels"]
     torch.manual_seed(0)
-    model = TinyMae(args.image_size, args.channels)
+    model = TinyMae(**preset).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
-    images = torch.randn(args.batch, args.channels, args.image_size, args.image_size)
-    times = []
-    for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        loss = model(images)
+    images = torch.randn(args.batch, preset["channels"], preset["size"], preset["size"], device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = model(images)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        loss.item()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    print(json.dumps({
-        "implementation": f"pytorch {torch.__version__}",
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        step()
+    synchronize()
+    windows, total, means = min(args.steps, 5), 0.0, []
+    for w in range(windows):
+        count = args.steps * (w + 1) // windows - args.steps * w // windows
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        synchronize()
+        elapsed = time.perf_counter() - start
+        means.append(elapsed / count)
+        total += elapsed
+    mean = total / args.steps
+    result = {
+        "implementation": f"pytorch {torch.__version__}", "preset": args.preset, "device": str(device), "precision": args.precision,
         "batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "images_per_s": round(args.batch / (sum(times) / len(times)), 1),
-        "median_step_ms": round(1000 * statistics.median(times), 1),
+        "images_per_s": round(args.batch / mean, 1),
+        "median_step_ms": round(1000 * statistics.median(means), 2),
+        "mean_step_ms": round(1000 * mean, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    }
+    if device.type == "cuda":
+        free, total_memory = torch.cuda.mem_get_info()
+        result["device_memory_mb"] = round((total_memory - free) / 1048576, 1)
+        result["peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 1048576, 1)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
