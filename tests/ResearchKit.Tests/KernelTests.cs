@@ -128,13 +128,17 @@ public class KernelTests
     }
 
     [Fact]
-    public void Every_notebook_executes_through_the_kernel_with_nbconvert_in_its_smoke_configuration()
+    public void Two_notebooks_execute_through_the_kernel_with_nbconvert_in_their_smoke_configuration()
     {
+        // CI runs every notebook through the engine (.ci/run); here two go through Jupyter's own client and our kernel: a CNN
+        // probed by block, and MAE fine-tuning with probes along training (the one a freed TorchSharp Scalar once broke
+        // in the kernel, whose messaging threads allocate while a cell computes: ScalarLifetimeTests).
         var (name, environment) = InstallKernel();
-        var notebooks = Directory.GetFiles(Path.Combine(Repository, "notebooks"), "*.ipynb").Order().ToArray();
-        Assert.NotEmpty(notebooks);
-        // Each notebook takes 0.5–1.5 minutes in smoke mode on an idle machine; the guard allows 10 for each.
-        var hangGuard = TimeSpan.FromMinutes(10 * notebooks.Length);
+        var notebooks = new[] { "rotnet-probe-by-block.ipynb", "mae-finetune-schedule.ipynb" }
+            .Select(n => Path.Combine(Repository, "notebooks", n)).ToArray();
+        Assert.All(notebooks, n => Assert.True(File.Exists(n), n));
+        // Only there to end a hung run, never a speed requirement: each takes under a minute on an idle machine.
+        var hangGuard = TimeSpan.FromMinutes(30 * notebooks.Length);
         var lines = Python("execute_notebooks.py", environment, hangGuard, [name, TestData.TempDir(), .. notebooks])
             .Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(notebooks.Select(Path.GetFileName), lines.Select(l => l.Split('\t')[0]));
