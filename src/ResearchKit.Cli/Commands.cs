@@ -68,11 +68,12 @@ static class Commands
             Arity = ArgumentArity.ZeroOrOne,
         };
         var snapshots = new Option<bool>("--snapshots") { Description = "keep the weights of every epoch end as snapshots/epoch-NNN.bin (probe or finetune them with --epoch N: accuracy against training length from one run)" };
+        var snapshotSteps = new Option<long?>("--snapshot-steps") { Description = "also keep the weights after every N steps as snapshots/step-NNNNNNN.bin (probe or finetune them with --step)" };
         var outDir = new Option<string>("--out") { Description = "run folder (checkpoint, config.json, metrics.jsonl); rerun to resume", Required = true };
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("pretrain", $"Pre-train a model self-supervised with {info.Name} ({info.Paper}); rerunning with the same --out resumes")
-            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, snapshots, outDir, device, precision };
+            { method, dataset, preset, epochs, limit, seed, batch, lr, augment, snapshots, snapshotSteps, outDir, device, precision };
         var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
@@ -86,8 +87,10 @@ static class Commands
             PretrainRun run;
             try
             {
-                run = Pretraining.Run(config, options, r.GetValue(outDir)!, stop.Track(progress), stop.Token,
-                    r.GetValue(snapshots) ? [new EpochSnapshots(r.GetValue(outDir)!)] : null);
+                var keepers = new List<ITrainerCallback>();
+                if (r.GetValue(snapshots)) keepers.Add(new EpochSnapshots(r.GetValue(outDir)!));
+                if (r.GetValue(snapshotSteps) is { } every) keepers.Add(new StepSnapshots(r.GetValue(outDir)!, every));
+                run = Pretraining.Run(config, options, r.GetValue(outDir)!, stop.Track(progress), stop.Token, keepers);
             }
             catch (OperationCanceledException) when (stop.ExitCode != 0)
             {
@@ -186,16 +189,16 @@ static class Commands
         var trainLimit = new Option<long?>("--train-limit") { Description = "training images for the probe", DefaultValueFactory = _ => 10_000 };
         var testLimit = new Option<long?>("--test-limit") { Description = "test images to score (default: all)" };
         var json = new Option<bool>("--json") { Description = "one JSON object per layer per line" };
-        var epoch = EpochOption();
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("probe", "Linear probe (BatchNorm without affine + linear, MAE's recipe) and kNN on frozen features of every layer")
-            { dir, layer, dataset, trainLimit, testLimit, json, epoch, device, precision };
+            { dir, layer, dataset, trainLimit, testLimit, json, device, precision };
+        var snapshot = new SnapshotChoice(command);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             Positive("--train-limit", r.GetValue(trainLimit));
             Positive("--test-limit", r.GetValue(testLimit));
-            var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
+            var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
             var layers = ParseLayers(r.GetValue(layer)!, model.Backbone.Depth);
             using var data = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
             var clock = Stopwatch.StartNew();
@@ -211,7 +214,17 @@ static class Commands
         return command;
     }
 
-    internal static Option<int?> EpochOption() => new("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots) instead of the final weights" };
+    /// <summary>--epoch N and --step N: which of a run's snapshots to load instead of its final weights.</summary>
+    internal sealed class SnapshotChoice
+    {
+        readonly Option<int?> epoch = new("--epoch") { Description = "use the snapshot after epoch N (a run pre-trained with --snapshots) instead of the final weights" };
+        readonly Option<long?> step = new("--step") { Description = "use the snapshot after step N (a run pre-trained with --snapshot-steps)" };
+
+        public SnapshotChoice(Command command) { command.Add(epoch); command.Add(step); }
+
+        public (RunConfig Config, IPretrainModel Model) Load(ParseResult r, string directory) =>
+            Pretraining.Load(directory, r.GetValue(epoch), r.GetValue(step));
+    }
 
     static int[] ParseLayers(string text, int depth)
     {
@@ -229,17 +242,17 @@ static class Commands
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
         var auxWeight = new Option<double>("--aux-weight") { Description = "weight of the backbone's pre-training loss kept while fine-tuning (igpt: L_CLF + λ·L_GEN, §3.5; 0 = off; others have none)", DefaultValueFactory = _ => 1.0 };
         var json = new Option<bool>("--json");
-        var epoch = EpochOption();
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, epoch, device, precision };
+            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, device, precision };
+        var snapshot = new SnapshotChoice(command);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             Positive("--epochs", r.GetValue(epochs));
             Positive("--train-limit", r.GetValue(trainLimit));
             if (!(r.GetValue(lr) > 0 && double.IsFinite(r.GetValue(lr)))) throw new ResearchKitException($"--lr: expected a positive finite number; got {r.GetValue(lr)}");
-            var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
+            var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
             var blockText = r.GetValue(blocks)!;
             int depth = model.Backbone.Depth;
             int k = blockText == "all" ? int.MaxValue

@@ -193,12 +193,12 @@ static class ImageGptCommand
         var temperature = new Option<double>("--temperature") { Description = "softmax temperature (1 = the model's distribution)", DefaultValueFactory = _ => 1.0 };
         var topK = new Option<int?>("--top-k") { Description = "sample among the k most likely colours only" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-        var epoch = Commands.EpochOption();
         var outFile = new Option<string>("--out") { Description = "PNG file", Required = true };
         var device = Commands.DeviceOption();
         var precision = Commands.PrecisionOption();
         var command = new Command("sample", "Sample images from an AR iGPT run, or complete test images, with a key/value cache; writes a PNG grid")
-            { dir, count, complete, completions, temperature, topK, seed, epoch, outFile, device, precision };
+            { dir, count, complete, completions, temperature, topK, seed, outFile, device, precision };
+        var snapshot = new Commands.SnapshotChoice(command);
         command.SetAction(r => Commands.Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             int n = r.GetValue(count), m = r.GetValue(completions);
@@ -206,7 +206,7 @@ static class ImageGptCommand
             Commands.Positive("--completions", m);
             var path = r.GetValue(outFile)!;
             if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ResearchKitException($"--out: expected a .png file; got '{path}'");
-            var (config, model) = Pretraining.Load(r.GetValue(dir)!, r.GetValue(epoch));
+            var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
             if (model is not ImageGpt gpt) throw new ResearchKitException($"{r.GetValue(dir)}: a {config.Method.GetType().Name[..^"Config".Length]} run; sampling needs an iGPT run (--method igpt)");
             var options = new SamplingOptions(r.GetValue(temperature), r.GetValue(topK));
             using var generator = new Generator((ulong)r.GetValue(seed));

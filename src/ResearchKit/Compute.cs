@@ -158,7 +158,11 @@ public static class Compute
     /// touches fails loudly — the bugs that only a second device would otherwise show. CI runs the notebooks and every
     /// method's command line under it (tests/ResearchKit.Tests/DeviceGuard).
     /// </summary>
+    // CA2255 warns against module initialisers in libraries; this one must run before any user code makes a tensor,
+    // which only a module initialiser guarantees for notebooks and tests alike.
+#pragma warning disable CA2255
     [System.Runtime.CompilerServices.ModuleInitializer]
+#pragma warning restore CA2255
     internal static void ApplyDeviceGuard()
     {
         if (GuardEnabled) set_default_device(META);

@@ -171,27 +171,28 @@ public static class Pretraining
 
     /// <summary>
     /// Rebuilds a run's model from config.json by its method's name and loads its checkpoint's weights (eval mode) — or,
-    /// with <paramref name="epoch"/>, the snapshot kept at the end of that epoch (<see cref="EpochSnapshots"/>).
+    /// with <paramref name="epoch"/>, the snapshot kept at the end of that epoch (<see cref="EpochSnapshots"/>), or with
+    /// <paramref name="step"/> the one kept after that many steps (<see cref="StepSnapshots"/>).
     /// </summary>
-    public static (RunConfig Config, IPretrainModel Model) Load(string directory, int? epoch = null)
+    public static (RunConfig Config, IPretrainModel Model) Load(string directory, int? epoch = null, long? step = null)
     {
+        if (epoch is not null && step is not null) throw new ResearchKitException("--epoch and --step: give one snapshot, not both");
         var config = ReadConfig(directory);
         var weights = Path.Combine(directory, Trainer.CheckpointFile);
         if (epoch is { } e)
-        {
-            weights = EpochSnapshots.PathOf(directory, e);
-            if (!File.Exists(weights))
-            {
-                var kept = EpochSnapshots.Kept(directory);
-                throw new ResearchKitException($"{weights}: not found; " + (kept.Count == 0
-                    ? "this run kept no snapshots (pre-train with --snapshots to keep one per epoch)"
-                    : $"snapshots kept after epochs {string.Join(", ", kept)}"));
-            }
-        }
+            weights = Snapshot(EpochSnapshots.PathOf(directory, e), EpochSnapshots.Kept(directory).Select(k => (long)k).ToList(),
+                "epochs", "--snapshots to keep one per epoch");
+        if (step is { } s)
+            weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory), "steps", "--snapshot-steps N to keep one every N steps");
         IPretrainModel model;
         using (Compute.OnHost()) model = config.Method.Build();
         model.Module.to(Compute.Device).eval();
         Trainer.LoadWeights(model.Module, weights);   // in place, on the device
         return (config, model);
+
+        static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string howToKeep) => File.Exists(path) ? path
+            : throw new ResearchKitException($"{path}: not found; " + (kept.Count == 0
+                ? $"this run kept no snapshots after {unit} (pre-train with {howToKeep})"
+                : $"snapshots kept after {unit} {string.Join(", ", kept)}"));
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using TorchSharp;
 using TorchSharp.Modules;
 using ResearchKit.Data;
@@ -17,8 +18,22 @@ public sealed record OptimizerConfig(
     OptimizerKind Kind = OptimizerKind.AdamW, double BaseLearningRate = 1.5e-4, double WeightDecay = 0.05,
     double Beta1 = 0.9, double Beta2 = 0.95, double Momentum = 0.9, bool Nesterov = false, double WarmupFraction = 0.05)
 {
-    /// <summary>Peak learning rate for a batch size: base × batch / 256 (the linear scaling rule MAE uses).</summary>
-    public double PeakLearningRate(int batchSize) => BaseLearningRate * batchSize / 256;
+    /// <summary>The schedule after warmup; null (the default, and every run before schedules existed): warmup-cosine.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ScheduleConfig? Schedule { get; init; }
+
+    /// <summary>The base rate is the rate itself, not scaled by batch/256 (GAN recipes give fixed Adam rates).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool AbsoluteLearningRate { get; init; }
+
+    /// <summary>Peak learning rate for a batch size: base × batch / 256 (the linear scaling rule MAE uses), or the base rate
+    /// itself when <see cref="AbsoluteLearningRate"/>.</summary>
+    public double PeakLearningRate(int batchSize) => AbsoluteLearningRate ? BaseLearningRate : BaseLearningRate * batchSize / 256;
+
+    /// <summary>The rate at 0-based <paramref name="step"/> of a phase that runs <paramref name="steps"/> steps: warmup over
+    /// <see cref="WarmupFraction"/> of them, then <see cref="Schedule"/>.</summary>
+    public double LearningRateAt(long step, long steps, int batchSize) =>
+        LearningRateSchedule.At(Schedule, step, steps, (long)Math.Round(steps * WarmupFraction), PeakLearningRate(batchSize));
 
     public void Validate(string owner = "optimizer")
     {
@@ -28,6 +43,7 @@ public sealed record OptimizerConfig(
         if (WarmupFraction is < 0 or >= 1 || double.IsNaN(WarmupFraction)) throw new ResearchKitException($"{owner}: warmup fraction must be in [0, 1); got {WarmupFraction}");
         if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ResearchKitException($"{owner}: betas must be in [0, 1); got ({Beta1}, {Beta2})");
         if (Momentum is < 0 or >= 1) throw new ResearchKitException($"{owner}: momentum must be in [0, 1); got {Momentum}");
+        Schedule?.Validate(owner);
     }
 
     /// <summary>
@@ -51,18 +67,59 @@ public sealed record OptimizerConfig(
 }
 
 /// <summary>
+/// The steps of a run in which a phase trains, [From, Until): fractions of the run's steps by default, or step numbers
+/// (<see cref="Steps"/>). Phases with windows one after another are stages in sequence (Go-Wide-Then-Narrow trains
+/// the wide network, then the narrow one); a phase's warmup and schedule run over its own window.
+/// </summary>
+public sealed record StepWindow(double From, double Until, bool InSteps = false)
+{
+    public static StepWindow Fraction(double from, double until) => new(from, until);
+    public static StepWindow Steps(long from, long until) => new(from, until, InSteps: true);
+
+    /// <summary>The window's first step and the step after its last, in a run of <paramref name="total"/> steps.</summary>
+    public (long Start, long End) In(long total) => InSteps
+        ? (Math.Min((long)From, total), Math.Min((long)Until, total))
+        : ((long)Math.Round(From * total), (long)Math.Round(Until * total));
+
+    public void Validate(string phase)
+    {
+        bool valid = InSteps ? From >= 0 && Until > From && From == Math.Floor(From) && Until == Math.Floor(Until)
+                             : From >= 0 && Until > From && Until <= 1;
+        if (!valid)
+            throw new ResearchKitException($"phase '{phase}': its window must be " +
+                (InSteps ? $"whole steps with 0 ≤ from < until; got [{From}, {Until})" : $"fractions with 0 ≤ from < until ≤ 1; got [{From}, {Until})"));
+    }
+}
+
+/// <summary>
 /// One update of a training step: a loss over a batch, the parameters it trains, and their optimizer.
 /// A GAN has two (discriminator, then generator); most methods have one. <paramref name="Every"/> &gt; 1 runs
 /// the phase only on every n-th step (e.g. a generator updated once per n discriminator steps).
 /// </summary>
-/// <param name="Optimizer">null: the run's <see cref="TrainConfig.Optimizer"/>.</param>
+/// <param name="Optimizer">null: the run's <see cref="TrainConfig.Optimizer"/>. Its rate and schedule are this phase's.</param>
 /// <param name="NoWeightDecay">Names (from <paramref name="Parameters"/>) exempt from weight decay besides 1-D parameters.</param>
+/// <param name="Window">The steps in which the phase trains (null: all); <paramref name="Every"/> counts from its start.</param>
 public sealed record UpdatePhase(
     string Name, Func<Batch, Generator, Tensor> Loss, IReadOnlyList<(string Name, Parameter Parameter)> Parameters,
-    OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null)
+    OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null, StepWindow? Window = null)
 {
     /// <summary>This phase's optimizer settings: its own, or the run's.</summary>
     public OptimizerConfig SettingsOr(OptimizerConfig run) => Optimizer ?? run;
+
+    /// <summary>This phase's steps in a run of <paramref name="total"/>: [Start, End).</summary>
+    public (long Start, long End) StepsIn(long total) => Window?.In(total) ?? (0, total);
+
+    /// <summary>
+    /// The phase's learning rate at 0-based run step <paramref name="step"/>, or null when it does not train then (outside
+    /// its window, or not an <see cref="Every"/>-th step of it). The schedule runs over the window, so a later stage warms up
+    /// at its own start.
+    /// </summary>
+    public double? LearningRateAt(long step, long total, OptimizerConfig run, int batchSize)
+    {
+        var (start, end) = StepsIn(total);
+        if (step < start || step >= end || (step - start) % Every != 0) return null;
+        return SettingsOr(run).LearningRateAt(step - start, end - start, batchSize);
+    }
 
     /// <summary>This phase's optimizer over its parameters, with its weight-decay exemptions.</summary>
     public FlatOptimizer CreateOptimizer(OptimizerConfig run, int batchSize) => SettingsOr(run).Create(Parameters, batchSize, NoWeightDecay);

@@ -49,6 +49,10 @@ public interface ITrainerCallback
     void OnStepEnd(TrainProgress progress) { }
     void OnEpochEnd(int epoch, long step) { }
     void OnCheckpoint(long step, string path) { }
+
+    /// <summary>Asks for a checkpoint after <paramref name="step"/> (1-based: steps done) besides the configured ones
+    /// (<see cref="StepSnapshots"/> keeps one every N steps).</summary>
+    bool WantsCheckpointAt(long step) => false;
 }
 
 /// <summary>What a finished <see cref="Trainer.Fit(DataLoader, ITrainable, IProgress{TrainProgress}?, CancellationToken)"/> returns.</summary>
@@ -106,6 +110,8 @@ public sealed class Trainer
         {
             if (phase.Parameters.Count == 0) throw new ResearchKitException($"phase '{phase.Name}' has no trainable parameters");
             if (phase.Every < 1) throw new ResearchKitException($"phase '{phase.Name}': Every must be at least 1; got {phase.Every}");
+            phase.Window?.Validate(phase.Name);
+            phase.Optimizer?.Validate($"phase '{phase.Name}'");
         }
         if (phases.Select(p => p.Name).Distinct().Count() != phases.Count)
             throw new ResearchKitException($"update phases need distinct names; got {string.Join(", ", phases.Select(p => p.Name))}");
@@ -125,6 +131,7 @@ public sealed class Trainer
         IProgress<TrainProgress>? progress, CancellationToken cancel)
     {
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
+        CheckWindowsCover(phases, total);
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = 0;
         bool resumed = false;
@@ -165,10 +172,8 @@ public sealed class Trainer
                         for (int i = 0; i < phases.Count; i++)
                         {
                             var phase = phases[i];
-                            if (step % phase.Every != 0) continue;
-                            var settings = phase.SettingsOr(config.Optimizer);
-                            double phaseLr = LearningRateSchedule.WarmupCosine(step, total, (long)Math.Round(total * settings.WarmupFraction), settings.PeakLearningRate(config.BatchSize));
-                            if (i == 0) lr = phaseLr;
+                            if (phase.LearningRateAt(step, total, config.Optimizer, config.BatchSize) is not { } phaseLr) continue;
+                            if (lr == 0) lr = phaseLr;   // progress shows the rate of the first phase that trains at this step
                             optimizers[i].LearningRate = phaseLr;
                             // The first phase keeps the single-loss seed, so a method's curve does not depend on how many phases exist.
                             // A host generator: Draws turns it into draws on the batch's device.
@@ -183,7 +188,8 @@ public sealed class Trainer
                         windowImages += batch.Size;
                     }
                     step++; stepsThisRun++;
-                    bool epochEnd = step % perEpoch == 0, checkpointDue = checkpoint is not null && (step % config.CheckpointEvery == 0 || epochEnd);
+                    bool epochEnd = step % perEpoch == 0, checkpointDue = checkpoint is not null
+                        && (step % config.CheckpointEvery == 0 || epochEnd || Callbacks.Any(c => c.WantsCheckpointAt(step)));
                     bool logged = step % config.LogEvery == 0 || step == total || step == 1;
                     if (logged || checkpointDue || epochEnd || stepsThisRun == 1) pending.Read();   // the first step of a run: a loss to show early
                     if (window.Elapsed.TotalSeconds >= 2 || stepsThisRun <= 2 || step == total)
@@ -218,6 +224,22 @@ public sealed class Trainer
             checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses);
             foreach (var callback in Callbacks) callback.OnCheckpoint(at, checkpoint.Path);
         }
+    }
+
+    /// <summary>Every step must train some phase: windows that leave a gap would spend steps (and data) on nothing.</summary>
+    static void CheckWindowsCover(IReadOnlyList<UpdatePhase> phases, long total)
+    {
+        if (phases.All(p => p.Window is null)) return;
+        var windows = phases.Select(p => p.StepsIn(total)).Where(w => w.End > w.Start).OrderBy(w => w.Start).ToList();
+        long covered = 0;
+        foreach (var (start, end) in windows)
+        {
+            if (start > covered) break;
+            covered = Math.Max(covered, end);
+        }
+        if (covered < total)
+            throw new ResearchKitException($"no phase trains at step {covered} of {total}: the phases' windows " +
+                $"({string.Join(", ", phases.Select(p => $"{p.Name} [{p.StepsIn(total).Start}, {p.StepsIn(total).End})"))}) leave a gap");
     }
 
     /// <summary>
