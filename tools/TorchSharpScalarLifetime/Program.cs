@@ -55,7 +55,7 @@ static bool KeepHandlesAlive(MethodBody body, MethodReference keepAlive)
         var local = new VariableDefinition(body.Method.Module.TypeSystem.Object);
         body.Variables.Add(local);
         held.Add(local);
-        var original = read.Operand is FieldReference field ? il.Create(OpCodes.Ldfld, field) : il.Create(read.OpCode, (MethodReference)read.Operand);
+        var original = read.Operand is FieldReference field ? il.Create(OpCodes.Ldfld, field) : il.Create(read.OpCode, (MethodReference)read.Operand!);
         read.OpCode = OpCodes.Dup;
         read.Operand = null;
         il.InsertAfter(read, original);

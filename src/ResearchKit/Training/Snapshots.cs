@@ -27,7 +27,7 @@ public sealed class EpochSnapshots(string runDirectory, int every = 1) : ITraine
 }
 
 /// <summary>
-/// Keeps the weights after every <paramref name="every"/>-th step as snapshots/step-NNNNNNN.bin (SSGAN's forgetting
+/// Keeps the weights after every N-th step as snapshots/step-NNNNNNN.bin (SSGAN's forgetting
 /// curve, Chen et al. 2019 Fig. 2: a probe every few thousand steps, not per epoch). It asks the trainer for a checkpoint
 /// at those steps, so no checkpoint interval has to line up with it.
 /// </summary>
