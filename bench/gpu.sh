@@ -5,7 +5,7 @@
 #      and resumed and probed on CUDA;
 #   2. determinism on CUDA: the same run twice gives the same loss curve (fp32/TF32 and bf16), and bf16 against TF32;
 #   3. the speed table: ResearchKit against PyTorch eager on the same MAE step (tiny at batch 256 and 1024, ViT-B/16 at
-#      224² batch 64) in fp32, TF32 and bf16, with device memory; and `bench --efficiency`.
+#      224² batch 64) in fp32, TF32 and bf16, with device memory; and `bench --study efficiency`.
 # With --notebooks it also runs every notebook in smoke mode on CUDA (on `shapes`), three at a time beside the checks.
 # Writes results.jsonl and logs under $RK_OUT (default /tmp/rk-out); prints a summary and exits non-zero on any failure.
 #   bash bench/gpu.sh [--notebooks] [--quick] [--only checks|speed|notebooks]
@@ -78,7 +78,7 @@ PY
   check deterministic-igpt same_curve igar igar2
   check resume-igpt    researchkit pretrain --method igpt $D --objective ar --epochs 2 --out igar --device $dev
   check finetune-igpt  researchkit finetune igar --blocks 1 --epochs 1 --train-limit 1024 --json --device $dev
-  check sample         researchkit sample igar --n 4 --complete --completions 2 --out samples.png --device $dev
+  check sample         researchkit show igar --what completions --n 4 --completions 2 --out samples.png --device $dev
   check igpt-bert      researchkit pretrain --method igpt $D --objective bert --out igbert --device $dev
 ) & chains+=($!)
 (   # RotNet, the dVAE tokenizer, a palette; a run trained on the CPU resumed and probed on CUDA
@@ -139,7 +139,7 @@ bench_pair tiny-1024-fp32 tiny 1024 fp32
 bench_pair vitb-64-fp32 vit-base 64 fp32 224 3
 bench_pair vitb-64-tf32 vit-base 64 tf32 224 3
 bench_pair vitb-64-bf16 vit-base 64 bf16 224 3
-check efficiency researchkit bench --method mae --efficiency --patch-sizes 7,4,2 --batch 64 --steps 10 --warmup 3 --device $dev --json
+check efficiency researchkit bench --method mae --study efficiency --patch-sizes 7,4,2 --batch 64 --steps 10 --warmup 3 --device $dev --json
 cp "$W/efficiency.log" "$O/efficiency.json" 2>/dev/null
 fi
 

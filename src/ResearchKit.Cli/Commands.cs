@@ -299,13 +299,20 @@ static class Commands
         var channels = new Option<int>("--channels") { DefaultValueFactory = _ => 1 };
         var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice; the default count given explicitly costs nothing)" };
         var contention = new Option<bool>("--contention") { Description = "also time the step beside one busy process: fixed threads, and the adaptive thread policy" };
-        var efficiency = new Option<bool>("--efficiency") { Description = "mae only: time the visible-only encoder against mask tokens in the encoder at each --patch-sizes, with FLOPs and ratios (MAE §3, Table 1c)" };
-        var patchSizes = new Option<string>("--patch-sizes") { Description = "with --efficiency: patch sizes to time, comma-separated (each divides --image-size)", DefaultValueFactory = _ => "7,4,2" };
+        var study = new Option<string?>("--study")
+        {
+            Description = "run one of the method's own benchmarks instead of timing its step: " +
+                (info.Studies.Count == 0 ? $"{info.Name} offers none" : string.Join("; ", info.Studies.Select(s => $"{s.Name} ({s.Description})"))),
+        };
+        // The studies' options, like the method's: declared by the method, so --help lists them.
+        var studyOptions = info.Studies.SelectMany(s => s.Options).DistinctBy(o => o.Name)
+            .ToDictionary(o => o.Name, o => new Option<string?>(o.Name) { Description = $"with --study: {o.Description}" + (o.Default is { } d ? $" (default {d})" : "") });
         var json = new Option<bool>("--json");
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("bench", "Time a method's training step (forward, backward, optimizer) on random images; report images/s and memory")
-            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, efficiency, patchSizes, json, device, precision };
+            { method, preset, batch, steps, warmup, imageSize, channels, threads, contention, study, json, device, precision };
+        foreach (var option in studyOptions.Values) command.Options.Add(option);
         var configure = AddMethodOptions(command, info, method, preset);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
@@ -315,23 +322,16 @@ static class Commands
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
             Positive("--threads", r.GetValue(threads));
             if (r.GetValue(threads) is { } t) ThreadPolicy.Set(t);
-            if (r.GetValue(efficiency))
+            if (r.GetValue(study) is { } studyName)
             {
-                if (config is not MaeConfig mae) throw new ResearchKitException($"--efficiency: only mae has an encoder that skips the removed patches; got --method {info.Name}");
-                var sizes = r.GetValue(patchSizes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                    .Select(text => int.TryParse(text, out var v) && v > 0 ? v : throw new ResearchKitException($"--patch-sizes: expected positive whole numbers separated by commas; got '{text}'")).ToArray();
-                var sized = (MaeConfig)mae.ForInput(r.GetValue(imageSize), r.GetValue(channels));
-                var report = MaeEfficiency.Measure(sized, sizes, r.GetValue(batch), r.GetValue(steps), r.GetValue(warmup), r.GetValue(json) ? null : Console.Error.WriteLine);
-                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new
-                {
-                    report.ImageSize, report.MaskRatio, report.BatchSize, report.Points,
-                    Ratios = report.Points.Select(p => p.PatchSize).Distinct().Select(size => new
-                    {
-                        PatchSize = size, Speedup = Math.Round(report.Speedup(size), 3), FlopsRatio = Math.Round(report.FlopsRatio(size), 3),
-                        EncoderSpeedup = Math.Round(report.EncoderSpeedup(size), 3), EncoderFlopsRatio = Math.Round(report.FlopsRatio(size, encoderOnly: true), 3),
-                    }),
-                }, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
-                else foreach (var line in report.Lines()) Console.WriteLine(line);
+                var chosen = info.Study(studyName);
+                var given = studyOptions.Where(o => r.GetValue(o.Value) is not null).ToDictionary(o => o.Key, o => r.GetValue(o.Value)!);
+                if (given.Keys.FirstOrDefault(k => chosen.Options.All(o => o.Name != k)) is { } foreign)
+                    throw new ResearchKitException($"{foreign}: not an option of the {chosen.Name} study");
+                var report = chosen.Run(new StudyRequest(config, r.GetValue(imageSize), r.GetValue(channels), r.GetValue(batch), r.GetValue(steps),
+                    r.GetValue(warmup), new OptionValues(chosen.Options, given), r.GetValue(json) ? null : Console.Error.WriteLine));
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(report.Json, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+                else foreach (var line in report.Lines) Console.WriteLine(line);
                 return;
             }
             var result = Benchmark.Run(info, config, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),

@@ -13,7 +13,7 @@ public class CliTests
     {
         var dir = Path.Combine(TestData.TempDir(), "run");
         var (code, _, err) = Cli("pretrain", "--method", "mae", "--dataset", "fashion-mnist", "--preset", "tiny", "--epochs", "1", "--train-limit", "512", "--batch", "128",
-            "--mask-ratio", "0.6", "--out", dir);
+            "--mask-ratio", "0.6", "--snapshot-steps", "2", "--out", dir);
         Assert.True(code == 0, err);
         var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json"))).RootElement;
         Assert.Equal("mae", config.GetProperty("method").GetProperty("name").GetString());
@@ -42,6 +42,19 @@ public class CliTests
         (code, output, err) = Cli("finetune", dir, "--blocks", "1", "--epochs", "2", "--train-limit", "1024", "--json");
         Assert.True(code == 0, err);
         Assert.True(JsonDocument.Parse(output.Trim()).RootElement.GetProperty("accuracy").GetDouble() > 0.4, output);
+
+        // --snapshot-steps 2 kept the weights after steps 2 and 4; --step reads one, and an absent one is named.
+        (code, output, err) = Cli("probe", dir, "--step", "2", "--layer", "0", "--json", "--train-limit", "512", "--test-limit", "256");
+        Assert.True(code == 0, err);
+        Assert.Equal((1, $"error: {Path.Combine(dir, "snapshots", "step-0000003.bin")}: not found; snapshots kept after steps 2, 4"),
+            Error(Cli("probe", dir, "--step", "3")));
+
+        // The method's own figure, through the generic command.
+        var png = Path.Combine(dir, "reconstructions.png");
+        (code, output, err) = Cli("show", dir, "--what", "reconstructions", "--n", "4", "--out", png);
+        Assert.True(code == 0, err);
+        Assert.StartsWith("reconstructed 4 test images at mask ratio 0.6", output);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(png).Take(4));
     }
 
     [Fact]
@@ -198,7 +211,7 @@ public class CliTests
         Assert.False(Directory.Exists(never));
 
         // The efficiency benchmark: both encoders at each patch size, with FLOPs and ratios (timings are not asserted).
-        (code, output, err) = Cli("bench", "--method", "mae", "--efficiency", "--patch-sizes", "7,4", "--batch", "8", "--steps", "1", "--warmup", "0", "--json");
+        (code, output, err) = Cli("bench", "--method", "mae", "--study", "efficiency", "--patch-sizes", "7,4", "--batch", "8", "--steps", "1", "--warmup", "0", "--json");
         Assert.True(code == 0, err);
         var report = JsonDocument.Parse(output).RootElement;
         Assert.Equal(4, report.GetProperty("points").GetArrayLength());
@@ -207,9 +220,8 @@ public class CliTests
         Assert.All(ratios, r => Assert.True(r.GetProperty("flops_ratio").GetDouble() > 1.5, r.ToString()));
         Assert.All(ratios, r => Assert.True(r.GetProperty("speedup").GetDouble() > 0 && r.GetProperty("encoder_speedup").GetDouble() > 0, r.ToString()));
         Assert.All(report.GetProperty("points").EnumerateArray(), p => Assert.True(p.GetProperty("encoder_timing").GetProperty("steps").GetInt32() == 1, p.ToString()));
-        (code, _, err) = Cli("bench", "--method", "rotnet", "--efficiency");
-        Assert.Equal(1, code);
-        Assert.Contains("--efficiency: only mae", err);
+        Assert.Equal((1, "error: --study: rotnet offers no studies; got 'efficiency'"), Error(Cli("bench", "--method", "rotnet", "--study", "efficiency")));
+        Assert.Equal((1, "error: --study: mae offers efficiency; got 'speed'"), Error(Cli("bench", "--method", "mae", "--study", "speed")));
     }
 
     [Fact]
@@ -251,12 +263,12 @@ public class CliTests
         Assert.InRange(JsonDocument.Parse(output).RootElement.GetProperty("accuracy").GetDouble(), 0.0, 1.0);
 
         var samples = Path.Combine(folder, "samples.png");
-        (code, output, err) = Cli("sample", ar, "--n", "3", "--temperature", "0.9", "--top-k", "8", "--out", samples);
+        (code, output, err) = Cli("show", ar, "--what", "samples", "--n", "3", "--temperature", "0.9", "--top-k", "8", "--out", samples);
         Assert.True(code == 0, err);
         Assert.StartsWith("sampled 3 images at 14×14 (temperature 0.9, top-8)", output);
         Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(samples).Take(4));
         var completions = Path.Combine(folder, "completions.png");
-        (code, output, err) = Cli("sample", ar, "--n", "2", "--complete", "--completions", "2", "--out", completions);
+        (code, output, err) = Cli("show", ar, "--what", "completions", "--n", "2", "--completions=2", "--out", completions);
         Assert.True(code == 0, err);
         Assert.StartsWith("completed 2 test images ×2 at 14×14", output);
         Assert.True(File.Exists(completions));
@@ -272,9 +284,18 @@ public class CliTests
 
         // Bad input: one line naming what is wrong, nothing written.
         Assert.Equal((1, "error: igpt: sampling needs an autoregressive model (--objective ar); this one was trained with the bert objective"),
-            Error(Cli("sample", bert, "--n", "2", "--out", Path.Combine(folder, "x.png"))));
-        Assert.Equal((1, "error: igpt: the temperature (--temperature) must be positive; got 0"), Error(Cli("sample", ar, "--temperature", "0", "--out", Path.Combine(folder, "t.png"))));
-        Assert.Equal((1, $"error: --out: expected a .png file; got '{Path.Combine(folder, "x.jpg")}'"), Error(Cli("sample", ar, "--out", Path.Combine(folder, "x.jpg"))));
+            Error(Cli("show", bert, "--what", "samples", "--n", "2", "--out", Path.Combine(folder, "x.png"))));
+        Assert.Equal((1, "error: igpt: the temperature (--temperature) must be positive; got 0"), Error(Cli("show", ar, "--what", "samples", "--temperature", "0", "--out", Path.Combine(folder, "t.png"))));
+        Assert.Equal((1, $"error: --out: expected a .png file; got '{Path.Combine(folder, "x.jpg")}'"), Error(Cli("show", ar, "--what", "samples", "--out", Path.Combine(folder, "x.jpg"))));
+        // Figures are the method's: another method's figure, an option the figure lacks, and the listing without --what.
+        Assert.Equal((1, "error: --what: igpt draws samples, completions; got 'reconstructions'"),
+            Error(Cli("show", ar, "--what", "reconstructions", "--out", Path.Combine(folder, "r.png"))));
+        Assert.Equal((1, "error: igpt's samples has no option --mask-ratio; its options: --temperature, --top-k"),
+            Error(Cli("show", ar, "--what", "samples", "--mask-ratio", "0.5", "--out", Path.Combine(folder, "m.png"))));
+        (code, output, err) = Cli("show", ar);
+        Assert.True(code == 0, err);
+        Assert.StartsWith("igpt draws samples (", output);
+        Assert.Contains("completions (", output);
         Assert.False(File.Exists(Path.Combine(folder, "t.png")));
         var rgb = Path.Combine(folder, "rgb.json");
         (code, _, err) = Cli("palette", "fit", "--dataset", "shapes", "--k", "8", "--size", "8", "--images", "50", "--out", rgb);

@@ -108,4 +108,16 @@ public sealed record MethodInfo(string Name, string Paper, Type ConfigType, IRea
 
     public MethodOption Option(string name) => Options.FirstOrDefault(o => o.Name == name)
         ?? throw new ResearchKitException($"{Name} has no option {name}; its options: {(Options.Count == 0 ? "none" : string.Join(", ", Options.Select(o => o.Name)))}");
+
+    /// <summary>The figures the method draws from a finished run (`researchkit show RUN --what NAME`).</summary>
+    public IReadOnlyList<MethodFigure> Figures { get; init; } = [];
+
+    /// <summary>The benchmarks it offers beyond the training step (`researchkit bench --method NAME --study NAME`).</summary>
+    public IReadOnlyList<MethodStudy> Studies { get; init; } = [];
+
+    public MethodFigure Figure(string name) => Figures.FirstOrDefault(f => f.Name == name)
+        ?? throw new ResearchKitException($"--what: {Name} draws {(Figures.Count == 0 ? "no figures" : string.Join(", ", Figures.Select(f => f.Name)))}; got '{name}'");
+
+    public MethodStudy Study(string name) => Studies.FirstOrDefault(s => s.Name == name)
+        ?? throw new ResearchKitException($"--study: {Name} offers {(Studies.Count == 0 ? "no studies" : string.Join(", ", Studies.Select(s => s.Name)))}; got '{name}'");
 }

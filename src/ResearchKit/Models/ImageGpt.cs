@@ -30,7 +30,7 @@ public sealed record ImageGptConfig(
     string? Palette = null, float[][]? PaletteColors = null, Normalization? Normalization = null) : MethodConfig
 {
     /// <summary>Images a palette is fitted on when no --palette file is given (PLATFORM.md's reference: 2000).</summary>
-    public const int PaletteImages = 2000;
+    public const int PaletteImages = ColorPalette.DefaultFitImages;
 
     public override OptimizerConfig Optimizer { get; init; } = new(BaseLearningRate: 2e-3, WeightDecay: 0, Beta2: 0.95, WarmupFraction: 0.05);
 
@@ -105,6 +105,13 @@ public sealed record SamplingOptions(double Temperature = 1.0, int? TopK = null)
 /// </summary>
 public sealed class ImageGpt : Backbone, IPretrainModel
 {
+    // Before Method: static fields initialise in order.
+    static readonly CapabilityOption[] SamplingFigureOptions =
+    [
+        new("--temperature", "softmax temperature (1 = the model's distribution)", "1"),
+        new("--top-k", "sample among the k most likely colours only"),
+    ];
+
     public static MethodInfo Method { get; } = new("igpt", "Chen et al., 2020. Generative Pretraining from Pixels", typeof(ImageGptConfig),
         new Dictionary<string, Func<MethodConfig>>
         {
@@ -120,7 +127,31 @@ public sealed class ImageGpt : Backbone, IPretrainModel
             MethodOption.Integer<ImageGptConfig>("--depth", "transformer blocks", (c, v) => c with { Depth = v }),
             MethodOption.Integer<ImageGptConfig>("--dim", "transformer width", (c, v) => c with { Dim = v }),
             MethodOption.Integer<ImageGptConfig>("--heads", "attention heads", (c, v) => c with { Heads = v }),
-        ]);
+        ])
+    {
+        Figures =
+        [
+            new MethodFigure("samples", "images sampled pixel by pixel from an AR run, with a key/value cache", SamplingFigureOptions,
+                r => DrawSamples(r, complete: false)),
+            new MethodFigure("completions", "the bottom half of test images completed from their top half (the paper's Fig. 1)",
+                [.. SamplingFigureOptions, new CapabilityOption("--completions", "samples per image", "3")], r => DrawSamples(r, complete: true)),
+        ],
+    };
+
+    /// <summary>`show RUN --what samples|completions`: the CLI's former `sample` command, as a figure of the method.</summary>
+    static Figure DrawSamples(FigureRequest request, bool complete)
+    {
+        var gpt = (ImageGpt)request.Model;
+        var options = new SamplingOptions(request.Options.Number("--temperature"), request.Options.OptionalInteger("--top-k"));
+        int n = request.Count, side = gpt.Config.Resolution;
+        string sampling = $"temperature {options.Temperature}{(options.TopK is { } t ? $", top-{t}" : "")}";
+        if (!complete)
+            return new Figure([("samples", gpt.ToPixels(gpt.Sample(n, request.Generator, options)))], $"sampled {n} images at {side}×{side} ({sampling})");
+        int m = request.Options.Integer("--completions");
+        if (m < 1) throw new ResearchKitException($"--completions: expected a positive whole number; got {m}");
+        return new Figure(gpt.CompletionRows(request.TestImages(n), m, request.Generator, options),
+            $"completed {n} test images ×{m} at {side}×{side} ({sampling})");
+    }
 
     public ImageGptConfig Config { get; }
     public ColorPalette Palette { get; }

@@ -153,7 +153,24 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
             MethodOption.Choice<MaeConfig, MaskSampling>("--sampling", "how removed patches are chosen (Table 1f)", (c, v) => c with { Sampling = v }),
             MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v }),
             MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
-        ]);
+        ])
+    {
+        Figures = [new MethodFigure("reconstructions", "test images, their visible patches, the reconstruction, and it pasted into the visible patches (MAE Fig. 2)",
+            [], DrawReconstructions)],
+        Studies = [MaeEfficiency.Study],
+    };
+
+    /// <summary>`show RUN --what reconstructions`: rows of originals, visible patches, reconstructions and reconstructions
+    /// pasted into the visible patches, in pixels, for a fresh mask per image.</summary>
+    static Figure DrawReconstructions(FigureRequest request)
+    {
+        var mae = (MaskedAutoencoder)request.Model;
+        var images = request.TestImages(request.Count);
+        var (masked, reconstruction, pasted, _) = mae.Reconstruct(images, request.Generator);
+        Tensor Pixels(Tensor t) => request.Run.Normalization.Invert(t).clamp(0, 1);
+        return new Figure([("original", Pixels(images)), ("visible", Pixels(masked)), ("reconstruction", Pixels(reconstruction)),
+            ("with visible", Pixels(pasted))], $"reconstructed {request.Count} test images at mask ratio {mae.Config.MaskRatio}");
+    }
 
     public MaeConfig Config { get; }
     public VisionTransformer Encoder => encoder;

@@ -181,18 +181,17 @@ public static class Pretraining
         var weights = Path.Combine(directory, Trainer.CheckpointFile);
         if (epoch is { } e)
             weights = Snapshot(EpochSnapshots.PathOf(directory, e), EpochSnapshots.Kept(directory).Select(k => (long)k).ToList(),
-                "epochs", "--snapshots to keep one per epoch");
+                "epochs", "this run kept no snapshots (pre-train with --snapshots to keep one per epoch)");
         if (step is { } s)
-            weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory), "steps", "--snapshot-steps N to keep one every N steps");
+            weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory),
+                "steps", "this run kept no step snapshots (pre-train with --snapshot-steps N to keep one every N steps)");
         IPretrainModel model;
         using (Compute.OnHost()) model = config.Method.Build();
         model.Module.to(Compute.Device).eval();
         Trainer.LoadWeights(model.Module, weights);   // in place, on the device
         return (config, model);
 
-        static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string howToKeep) => File.Exists(path) ? path
-            : throw new ResearchKitException($"{path}: not found; " + (kept.Count == 0
-                ? $"this run kept no snapshots after {unit} (pre-train with {howToKeep})"
-                : $"snapshots kept after {unit} {string.Join(", ", kept)}"));
+        static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path
+            : throw new ResearchKitException($"{path}: not found; " + (kept.Count == 0 ? noneKept : $"snapshots kept after {unit} {string.Join(", ", kept)}"));
     }
 }

@@ -32,6 +32,9 @@ public sealed class ColorPalette
     /// </summary>
     public const int DefaultInits = 4;
 
+    /// <summary>Training images a palette is fitted on by default (iGPT's palette, `palette fit --images`).</summary>
+    public const int DefaultFitImages = 2000;
+
     /// <summary>[k, C] float32 on the CPU, pixel values in [0, 1].</summary>
     public Tensor Colors { get; }
     public int K => (int)Colors.shape[0];

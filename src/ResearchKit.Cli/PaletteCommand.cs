@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using ResearchKit.Data;
-using ResearchKit.Models;
 using ResearchKit.Reporting;
 using ResearchKit.Runs;
 using ResearchKit.Tokenizers;
@@ -11,11 +10,11 @@ using static TorchSharp.torch;
 
 namespace ResearchKit.Cli;
 
-/// <summary>iGPT's commands: `palette fit|info|bench` (the colour tokenizer) and `sample` (images and completions from an AR run).</summary>
-static class ImageGptCommand
+/// <summary>`palette fit|info|bench`: iGPT's colour tokenizer, fitted once and shared by runs (samples and completions: `show`).</summary>
+static class PaletteCommand
 {
     static Option<int> SizeOption() => new("--size") { Description = "side the images are down-sampled to before clustering (the iGPT run's --resolution; tiny preset: 14)", DefaultValueFactory = _ => 14 };
-    static Option<int> ImagesOption() => new("--images") { Description = "training images whose pixels are clustered", DefaultValueFactory = _ => ImageGptConfig.PaletteImages };
+    static Option<int> ImagesOption() => new("--images") { Description = "training images whose pixels are clustered", DefaultValueFactory = _ => ColorPalette.DefaultFitImages };
     static Option<int> InitsOption() => new("--inits") { Description = "k-means++ seedings run to convergence, the best kept (scikit-learn's n_init)", DefaultValueFactory = _ => ColorPalette.DefaultInits };
 
     public static Command Palette()
@@ -182,49 +181,5 @@ static class ImageGptCommand
             return JsonNode.Parse(stdout.Trim().Split('\n')[^1])!;
         }
         finally { folder.Delete(recursive: true); }
-    }
-
-    public static Command Sample()
-    {
-        var dir = new Argument<string>("run") { Description = "run folder of an autoregressive iGPT run (`pretrain --method igpt --objective ar`)" };
-        var count = new Option<int>("--n") { Description = "images to sample (with --complete: test images to complete)", DefaultValueFactory = _ => 8 };
-        var complete = new Option<bool>("--complete") { Description = "complete the bottom half of test images from their top half (the paper's Fig. 1)" };
-        var completions = new Option<int>("--completions") { Description = "with --complete: samples per image", DefaultValueFactory = _ => 3 };
-        var temperature = new Option<double>("--temperature") { Description = "softmax temperature (1 = the model's distribution)", DefaultValueFactory = _ => 1.0 };
-        var topK = new Option<int?>("--top-k") { Description = "sample among the k most likely colours only" };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-        var outFile = new Option<string>("--out") { Description = "PNG file", Required = true };
-        var device = Commands.DeviceOption();
-        var precision = Commands.PrecisionOption();
-        var command = new Command("sample", "Sample images from an AR iGPT run, or complete test images, with a key/value cache; writes a PNG grid")
-            { dir, count, complete, completions, temperature, topK, seed, outFile, device, precision };
-        var snapshot = new Commands.SnapshotChoice(command);
-        command.SetAction(r => Commands.Run(r.GetValue(device)!, r.GetValue(precision), () =>
-        {
-            int n = r.GetValue(count), m = r.GetValue(completions);
-            Commands.Positive("--n", n);
-            Commands.Positive("--completions", m);
-            var path = r.GetValue(outFile)!;
-            if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ResearchKitException($"--out: expected a .png file; got '{path}'");
-            var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
-            if (model is not ImageGpt gpt) throw new ResearchKitException($"{r.GetValue(dir)}: a {config.Method.GetType().Name[..^"Config".Length]} run; sampling needs an iGPT run (--method igpt)");
-            var options = new SamplingOptions(r.GetValue(temperature), r.GetValue(topK));
-            using var generator = new Generator((ulong)r.GetValue(seed));
-            var clock = Stopwatch.StartNew();
-            var grid = ImageGrid.FromRows(r.GetValue(complete)
-                ? gpt.CompletionRows(TestImages(config, n), m, generator, options)
-                : [("samples", gpt.ToPixels(gpt.Sample(n, generator, options)))], scale: 4);
-            AtomicFile.Write(path, s => s.Write(grid.Png));
-            Console.WriteLine($"{(r.GetValue(complete) ? $"completed {n} test images ×{m}" : $"sampled {n} images")} at {gpt.Config.Resolution}×{gpt.Config.Resolution} " +
-                $"(temperature {options.Temperature}{(options.TopK is { } t ? $", top-{t}" : "")}) in {clock.Elapsed.TotalSeconds:F1} s; saved to {path}");
-        }));
-        return command;
-    }
-
-    /// <summary>The run's first <paramref name="n"/> test images, normalised as it was trained.</summary>
-    static Tensor TestImages(RunConfig config, int n)
-    {
-        using var data = DatasetCatalog.Load(config.Dataset, 1, n);
-        return config.Normalization.Apply(data.Test.Images, Compute.Device);
     }
 }

@@ -1,6 +1,7 @@
-using ResearchKit.Models;
+using ResearchKit.Methods;
+using ResearchKit.Runs;
 
-namespace ResearchKit.Runs;
+namespace ResearchKit.Models;
 
 /// <summary>One measured MAE configuration: its patch grid, which encoder, the FLOPs per image, the step time and the encoder's share of it.</summary>
 /// <param name="MaskTokensInEncoder">false: MAE's encoder on the visible patches only; true: the encoder also processes a mask token at every removed patch.</param>
@@ -57,6 +58,25 @@ public sealed record MaeEfficiencyReport(int ImageSize, double MaskRatio, int Ba
 
 public static class MaeEfficiency
 {
+    /// <summary>The study as the method offers it: `bench --method mae --study efficiency [--patch-sizes 7,4,2]`.</summary>
+    public static MethodStudy Study { get; } = new("efficiency",
+        "the visible-only encoder against mask tokens in the encoder at each patch size, with FLOPs and ratios (MAE §3, Table 1c)",
+        [new CapabilityOption("--patch-sizes", "patch sizes to time, comma-separated (each divides --image-size)", "7,4,2")],
+        request =>
+        {
+            var config = (MaeConfig)request.Config.ForInput(request.ImageSize, request.Channels);
+            var report = Measure(config, request.Options.PositiveIntegers("--patch-sizes"), request.BatchSize, request.Steps, request.Warmup, request.Status);
+            return new StudyReport(report.Lines().ToList(), new
+            {
+                report.ImageSize, report.MaskRatio, report.BatchSize, report.Points,
+                Ratios = report.Points.Select(p => p.PatchSize).Distinct().Select(size => new
+                {
+                    PatchSize = size, Speedup = Math.Round(report.Speedup(size), 3), FlopsRatio = Math.Round(report.FlopsRatio(size), 3),
+                    EncoderSpeedup = Math.Round(report.EncoderSpeedup(size), 3), EncoderFlopsRatio = Math.Round(report.FlopsRatio(size, encoderOnly: true), 3),
+                }),
+            });
+        });
+
     /// <summary>
     /// Times both encoders at each patch size (each must divide the image size): the whole training step, then the
     /// encoder's forward and backward alone, so the report can say how much of the step the saving applies to.

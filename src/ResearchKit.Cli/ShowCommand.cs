@@ -1,0 +1,85 @@
+using System.CommandLine;
+using System.Diagnostics;
+using ResearchKit.Data;
+using ResearchKit.Methods;
+using ResearchKit.Reporting;
+using ResearchKit.Runs;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Cli;
+
+/// <summary>
+/// `show RUN --what NAME`: one of the figures the run's method declares (<see cref="MethodInfo.Figures"/>), drawn into a
+/// PNG grid. The figure's own options follow the command's (`--temperature 0.9`); none of this names a method.
+/// </summary>
+static class ShowCommand
+{
+    public static Command Create()
+    {
+        var dir = new Argument<string>("run") { Description = "run folder written by pretrain" };
+        var what = new Option<string?>("--what") { Description = "the figure to draw (without it: the figures the run's method draws, with their options)" };
+        var count = new Option<int>("--n") { Description = "images, or test images, to show", DefaultValueFactory = _ => 8 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+        var outFile = new Option<string?>("--out") { Description = "PNG file" };
+        var device = Commands.DeviceOption();
+        var precision = Commands.PrecisionOption();
+        var command = new Command("show", "Draw a figure of a run (samples, reconstructions, completions… as its method declares) into a PNG grid")
+            { dir, what, count, seed, outFile, device, precision };
+        command.TreatUnmatchedTokensAsErrors = false;   // the figure's options, checked against its declaration below
+        var snapshot = new Commands.SnapshotChoice(command);
+        command.SetAction(r => Commands.Run(r.GetValue(device)!, r.GetValue(precision), () =>
+        {
+            var folder = r.GetValue(dir)!;
+            var info = MethodRegistry.Of(Pretraining.ReadConfig(folder).Method);
+            if (r.GetValue(what) is not { } name)
+            {
+                if (r.UnmatchedTokens.Count > 0) throw new ResearchKitException($"--what: name a figure before its options; {Listing(info)}");
+                Console.WriteLine(info.Figures.Count == 0 ? $"{info.Name} draws no figures" : Listing(info));
+                return;
+            }
+            var figure = info.Figure(name);
+            var options = new OptionValues(figure.Options, FigureOptions(info, figure, r.UnmatchedTokens));
+            int n = r.GetValue(count);
+            Commands.Positive("--n", n);
+            var path = r.GetValue(outFile) ?? throw new ResearchKitException("--out: a .png file is required");
+            if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ResearchKitException($"--out: expected a .png file; got '{path}'");
+            var (config, model) = snapshot.Load(r, folder);
+            using var generator = new Generator((ulong)r.GetValue(seed));
+            var clock = Stopwatch.StartNew();
+            var drawn = figure.Draw(new FigureRequest(model, config, k => TestImages(config, k), n, generator, options));
+            var grid = ImageGrid.FromRows(drawn.Rows, scale: 4);
+            AtomicFile.Write(path, s => s.Write(grid.Png));
+            Console.WriteLine($"{drawn.Caption} in {clock.Elapsed.TotalSeconds:F1} s; saved to {path}");
+        }));
+        return command;
+    }
+
+    static string Listing(MethodInfo info) => $"{info.Name} draws " + string.Join("; ", info.Figures.Select(f =>
+        $"{f.Name} ({f.Description}{(f.Options.Count == 0 ? "" : "; options " + string.Join(", ", f.Options.Select(o => o.Name)))})"));
+
+    /// <summary>The figure's options from the tokens the command did not know: `--name value` or `--name=value`, each declared.</summary>
+    static Dictionary<string, string> FigureOptions(MethodInfo info, MethodFigure figure, IReadOnlyList<string> tokens)
+    {
+        var given = new Dictionary<string, string>();
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            var token = tokens[i];
+            if (!token.StartsWith("--", StringComparison.Ordinal)) throw new ResearchKitException($"unexpected argument '{token}'");
+            int split = token.IndexOfAny(['=', ':']);
+            var name = split > 0 ? token[..split] : token;
+            if (figure.Options.All(o => o.Name != name))
+                throw new ResearchKitException($"{info.Name}'s {figure.Name} has no option {name}; its options: " +
+                    (figure.Options.Count == 0 ? "none" : string.Join(", ", figure.Options.Select(o => o.Name))));
+            var value = split > 0 ? token[(split + 1)..] : i + 1 < tokens.Count ? tokens[++i] : throw new ResearchKitException($"{name}: a value is required");
+            given[name] = value;
+        }
+        return given;
+    }
+
+    /// <summary>The run's first <paramref name="n"/> test images, normalised as it was trained.</summary>
+    static Tensor TestImages(RunConfig config, int n)
+    {
+        using var data = DatasetCatalog.Load(config.Dataset, 1, n);
+        return config.Normalization.Apply(data.Test.Images, Compute.Device);
+    }
+}
