@@ -17,6 +17,7 @@ public static class MethodRegistry
         RotNet.Method,
         Beit.Method,
         ImageGpt.Method,
+        Supervised.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -13,8 +13,9 @@ namespace ResearchKit.Models;
 /// RotNet configuration (Gidaris et al., 2018, "Unsupervised Representation Learning by Predicting Image
 /// Rotations"). Defaults are the paper's CIFAR-10 setting: a NIN backbone of 4 conv blocks, 192 channels, and SGD
 /// with momentum 0.9, weight decay 5e-4, lr 0.1 at batch 128 (base 0.2 per 256). Shortcuts, said plainly: the
-/// paper drops the rate in steps (×0.2 at epochs 30, 60, 80) where the shared trainer uses warmup + cosine, and
-/// it decays every parameter where the shared optimizer exempts 1-D ones (biases, BatchNorm scales).
+/// paper drops the rate in steps (×0.2 at epochs 30, 60, 80) where the presets keep warmup + cosine (the paper's is
+/// <c>Schedule = ScheduleConfig.Step(0.2, 0.3, 0.6, 0.8)</c>), and it decays every parameter where the shared
+/// optimizer exempts 1-D ones (biases, BatchNorm scales).
 /// </summary>
 public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
 {

@@ -76,7 +76,7 @@ public class DeviceLintTests
         ["KMeans.PlusPlus"] = "k-means runs on the host",
         ["Masking.FromMask"] = "the checking overload, for callers without a count; samplers call FromMask(mask, keep)",
         ["Masking.RandomLike"] = "host masks (CPU tensors) for BEiT's random-masking ablation",
-        ["ImageGptCommand.Sklearn"] = "palette bench: hands host pixels to scikit-learn",
+        ["PaletteCommand.Sklearn"] = "palette bench: hands host pixels to scikit-learn",
     };
 
     [Fact]

@@ -1,0 +1,106 @@
+using ResearchKit.Data;
+using ResearchKit.Layers;
+using ResearchKit.Methods;
+using ResearchKit.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ResearchKit.Models;
+
+/// <summary>Which backbone a supervised run trains.</summary>
+public enum SupervisedBackbone { Cnn, Vit }
+
+/// <summary>
+/// Supervised training: cross-entropy on the labels through a backbone and a linear head. Not a paper's method but the
+/// reference every self-supervised result is read against ("training from scratch"), and the teacher or source network
+/// later methods load (Go-Wide-Then-Narrow, robust transfer). Recipes as the backbones' papers train them: the NIN CNN with
+/// RotNet's SGD (momentum 0.9, Nesterov, weight decay 5e-4, base lr 0.2 per 256), the ViT with AdamW (β = 0.9, 0.999,
+/// weight decay 0.05, base lr 1e-3 per 256, as DeiT) and label smoothing 0.1 (DeiT); warmup then cosine for both.
+/// </summary>
+/// <param name="Classes">The labels' classes: set from the training data before a run (<see cref="ForData"/>) and recorded; the
+/// presets' 10 (MNIST, Fashion-MNIST, CIFAR-10) serve `bench`, which times random images.</param>
+/// <param name="LabelSmoothing">Share of the target spread over all classes (Szegedy et al., 2016); 0 for the CNN.</param>
+public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig Cnn, ViTConfig Vit, int Classes = 10, double LabelSmoothing = 0)
+    : MethodConfig
+{
+    static readonly OptimizerConfig CnnRecipe = new(OptimizerKind.Sgd, BaseLearningRate: 0.2, WeightDecay: 5e-4, Momentum: 0.9, Nesterov: true, WarmupFraction: 0.02);
+    static readonly OptimizerConfig VitRecipe = new(BaseLearningRate: 1e-3, WeightDecay: 0.05, Beta2: 0.999, WarmupFraction: 0.05);
+
+    public override OptimizerConfig Optimizer { get; init; } = Backbone == SupervisedBackbone.Cnn ? CnnRecipe : VitRecipe;
+
+    /// <summary>CPU scale, the CNN: RotNet's tiny NIN (its own comparisons use the same network), base lr 0.1.</summary>
+    public static SupervisedConfig Tiny(int imageSize = 28, int channels = 1) =>
+        new(SupervisedBackbone.Cnn, ConvNetConfig.Tiny(imageSize, channels), ViTConfig.Tiny(imageSize, channels)) { Optimizer = CnnRecipe with { BaseLearningRate = 0.1 } };
+
+    /// <summary>CPU scale, the ViT: MAE's tiny encoder.</summary>
+    public static SupervisedConfig TinyVit(int imageSize = 28, int channels = 1) =>
+        new(SupervisedBackbone.Vit, ConvNetConfig.Tiny(imageSize, channels), ViTConfig.Tiny(imageSize, channels), LabelSmoothing: 0.1);
+
+    public override MethodConfig ForInput(int imageSize, int channels) => this with
+    {
+        Cnn = Cnn with { ImageSize = imageSize, Channels = channels },
+        Vit = Vit with { ImageSize = imageSize, Channels = channels },
+    };
+
+    /// <summary>Records the number of classes, which sizes the head.</summary>
+    public override MethodConfig ForData(ImageDataset train, Normalization normalization) => this with { Classes = train.ClassCount };
+
+    public override void Validate()
+    {
+        if (!Enum.IsDefined(Backbone)) throw new ResearchKitException($"supervised: backbone must be cnn or vit; got {Backbone}");
+        if (Backbone == SupervisedBackbone.Cnn) Cnn.Validate(); else Vit.Validate();
+        if (Classes < 2) throw new ResearchKitException($"supervised: needs labelled data with at least 2 classes; got {Classes}");
+        if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))
+            throw new ResearchKitException($"supervised: --label-smoothing must be in [0, 1); got {LabelSmoothing}");
+    }
+
+    public override IPretrainModel Build() => new Supervised(this);
+}
+
+/// <summary>A backbone and a linear head trained on the labels (<see cref="SupervisedConfig"/>). The preset picks the backbone
+/// and its recipe (tiny: the CNN, tiny-vit: the ViT); the options size it.</summary>
+public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
+{
+    public static MethodInfo Method { get; } = new("supervised", "Supervised training from scratch (cross-entropy on the labels): the reference, teacher and source",
+        typeof(SupervisedConfig),
+        new Dictionary<string, Func<MethodConfig>>
+        {
+            ["tiny"] = () => SupervisedConfig.Tiny(),
+            ["tiny-vit"] = () => SupervisedConfig.TinyVit(),
+        },
+        [
+            MethodOption.Integer<SupervisedConfig>("--blocks", "blocks of the backbone (CNN: conv blocks; ViT: transformer blocks)",
+                (c, v) => c.Backbone == SupervisedBackbone.Cnn ? c with { Cnn = c.Cnn with { Depth = v } } : c with { Vit = c.Vit with { Depth = v } }),
+            MethodOption.Integer<SupervisedConfig>("--width", "CNN channels per block, or ViT width",
+                (c, v) => c.Backbone == SupervisedBackbone.Cnn ? c with { Cnn = c.Cnn with { Width = v } } : c with { Vit = c.Vit with { Dim = v } }),
+            MethodOption.Number<SupervisedConfig>("--label-smoothing", "share of the target spread over all classes (DeiT: 0.1)", (c, v) => c with { LabelSmoothing = v }),
+        ]);
+
+    public SupervisedConfig Config { get; }
+    readonly Backbone backbone;
+    readonly Linear head;
+
+    public Supervised(SupervisedConfig config) : base(nameof(Supervised))
+    {
+        config.Validate();
+        Config = config;
+        backbone = config.Backbone == SupervisedBackbone.Cnn ? new ConvNet(config.Cnn) : new VisionTransformer(config.Vit);
+        head = Linear(backbone.FeatureDim, config.Classes);
+        RegisterComponents();
+    }
+
+    public Backbone Backbone => backbone;
+    public nn.Module Module => this;
+
+    /// <summary>Class logits [B, Classes] for images [B, C, H, W] (normalised).</summary>
+    public override Tensor forward(Tensor images) => Mixed.Head(head, backbone.Features(images));
+
+    /// <summary>One phase: cross-entropy on the labels; the backbone's own exemptions from weight decay (a ViT's [CLS]).</summary>
+    public IReadOnlyList<UpdatePhase> Phases() =>
+    [
+        new UpdatePhase("loss", (batch, _) => functional.cross_entropy(call(batch.Images), batch.Labels, label_smoothing: Config.LabelSmoothing),
+            UpdatePhase.TrainableOf(this), NoWeightDecay: name => name.StartsWith("backbone.") && backbone.NoWeightDecay.Contains(name["backbone.".Length..])),
+    ];
+}

@@ -1,0 +1,62 @@
+using ResearchKit.Data;
+using ResearchKit.Methods;
+using ResearchKit.Models;
+using ResearchKit.Runs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+public class SupervisedTests
+{
+    [Fact]
+    public void The_tiny_cnn_learns_fashion_mnist_labels_and_records_the_classes_it_was_built_for()
+    {
+        using var data = TestData.FashionMnist(4096, 1024);
+        var run = Pretraining.Run(SupervisedConfig.Tiny(), new PretrainOptions(Epochs: 2, BatchSize: 128), data.Train, TestData.TempDir());
+        Assert.Equal(10, ((SupervisedConfig)run.Config.Method).Classes);
+        var losses = run.Result.Losses;
+        Assert.True(losses.TakeLast(4).Average() < 0.6 * losses.Take(4).Average(), $"loss {losses.Take(4).Average():F3} → {losses.TakeLast(4).Average():F3}");
+        // Test accuracy counted by hand from the logits (chance 10%).
+        using var _ = no_grad();
+        var logits = ((Supervised)run.Model).call(run.Config.Normalization.Apply(data.Test.Images, CPU));
+        var predicted = logits.argmax(1).data<long>().ToArray();
+        var labels = data.Test.Labels.data<long>().ToArray();
+        double accuracy = predicted.Zip(labels, (p, l) => p == l ? 1.0 : 0.0).Average();
+        Assert.True(accuracy > 0.6, $"test accuracy {accuracy:P1} after 2 epochs of 4096 images");
+    }
+
+    [Fact]
+    public void Label_smoothing_is_the_mixture_of_cross_entropy_and_the_mean_negative_log_probability()
+    {
+        // Szegedy et al. (2016): the target is (1 − ε)·one-hot + ε/K; worked here from log-softmax by hand.
+        var config = SupervisedConfig.TinyVit() with { Classes = 4, LabelSmoothing = 0.1, Vit = ViTConfig.Tiny() with { Depth = 1, Dim = 16, Heads = 2 } };
+        Compute.Seed(0);
+        var model = (Supervised)config.Build();
+        var images = randn(3, 1, 28, 28);
+        var labels = tensor(new long[] { 0, 3, 1 });
+        var loss = model.Phases()[0].Loss(new Batch(images, labels), new Generator(0)).item<float>();
+        var logp = model.call(images).log_softmax(1);
+        double byHand = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            long label = labels[i].item<long>();
+            double nll = -logp[i, label].item<float>(), uniform = -logp[i].mean().item<float>();
+            byHand += (0.9 * nll + 0.1 * uniform) / 3;
+        }
+        Assert.Equal(byHand, loss, 5);
+        // The ViT's [CLS] token is exempt from weight decay, as in its own recipe; the head's matrix is not.
+        var exempt = model.Phases()[0].NoWeightDecay!;
+        Assert.True(exempt("backbone.clsToken"));
+        Assert.False(exempt("head.weight"));
+    }
+
+    [Fact]
+    public void Unlabelled_or_one_class_data_and_bad_smoothing_are_one_line_errors()
+    {
+        Assert.Equal("supervised: needs labelled data with at least 2 classes; got 1",
+            Assert.Throws<ResearchKitException>(() => (SupervisedConfig.Tiny() with { Classes = 1 }).Validate()).Message);
+        Assert.Equal("supervised: --label-smoothing must be in [0, 1); got 1",
+            Assert.Throws<ResearchKitException>(() => MethodRegistry.Get("supervised").Option("--label-smoothing").Apply(SupervisedConfig.Tiny(), "1").Validate()).Message);
+    }
+}
