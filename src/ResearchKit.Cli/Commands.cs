@@ -185,7 +185,7 @@ static class Commands
     {
         var dir = new Argument<string>("run") { Description = "run folder written by pretrain" };
         var layer = new Option<string>("--layer") { Description = "backbone layer (0-based) or 'all'", DefaultValueFactory = _ => "all" };
-        var dataset = new Option<string?>("--dataset") { Description = "probe on another data set of the same image shape" };
+        var dataset = TransferDatasetOption("probe");
         var trainLimit = new Option<long?>("--train-limit") { Description = "training images for the probe", DefaultValueFactory = _ => 10_000 };
         var testLimit = new Option<long?>("--test-limit") { Description = "test images to score (default: all)" };
         var json = new Option<bool>("--json") { Description = "one JSON object per layer per line" };
@@ -200,18 +200,37 @@ static class Commands
             Positive("--test-limit", r.GetValue(testLimit));
             var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
             var layers = ParseLayers(r.GetValue(layer)!, model.Backbone.Depth);
-            using var data = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
+            using var loaded = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset, r.GetValue(trainLimit), r.GetValue(testLimit));
+            var (adapter, adapted) = Adapt(config, loaded);
+            using var _ = adapted;
+            var data = adapted ?? loaded;
             var clock = Stopwatch.StartNew();
             using var train = LayerFeatures.Extract(model.Backbone, data.Train, config.Normalization);
             using var test = LayerFeatures.Extract(model.Backbone, data.Test, config.Normalization);
-            if (!r.GetValue(json)) Console.WriteLine($"{"layer",5} {"linear",8} {"kNN",8}   ({data.Train.Count} train / {data.Test.Count} test images, chance {1.0 / data.Train.ClassCount:P0})");
+            if (!r.GetValue(json))
+                Console.WriteLine($"{"layer",5} {"linear",8} {"kNN",8}   ({data.Train.Count} train / {data.Test.Count} {data.Train.Name} test images, " +
+                    $"chance {1.0 / data.Train.ClassCount:P0}{(adapter.IsIdentity ? "" : $"; adapted: {adapter.Description}")})");
             LinearProbe.PerLayer(train, test, data.Train.ClassCount, layers, onResult: p =>
                 Console.WriteLine(r.GetValue(json)
-                    ? JsonSerializer.Serialize(new { layer = p.Layer, accuracy = Math.Round(p.Accuracy, 4), knn = p.KnnAccuracy is { } k ? Math.Round(k, 4) : (double?)null }, Line)
+                    ? JsonSerializer.Serialize(new { layer = p.Layer, accuracy = Math.Round(p.Accuracy, 4), knn = p.KnnAccuracy is { } k ? Math.Round(k, 4) : (double?)null,
+                        dataset = data.Train.Name, adapter = adapter.Description }, Line)
                     : $"{p.Layer,5} {p.Accuracy,8:P1} {p.KnnAccuracy,8:P1}"));
             if (!r.GetValue(json)) Console.WriteLine($"probed in {clock.Elapsed.TotalSeconds:F0} s");
         }));
         return command;
+    }
+
+    static Option<string?> TransferDatasetOption(string verb) => new("--dataset")
+    {
+        Description = $"{verb} on another data set (transfer); its images are brought to the run's shape (grey ↔ RGB, bilinear resize) and the adapter is reported",
+    };
+
+    /// <summary>The adapter from <paramref name="data"/> to the run's input shape, and the adapted splits (null when nothing changes).</summary>
+    static (InputAdapter Adapter, DatasetSplits? Adapted) Adapt(RunConfig config, DatasetSplits data)
+    {
+        var (size, channels) = config.Method.InputShape();
+        var adapter = InputAdapter.For(data.Train, channels, size);
+        return (adapter, adapter.IsIdentity ? null : adapter.Apply(data));
     }
 
     /// <summary>--epoch N and --step N: which of a run's snapshots to load instead of its final weights.</summary>
@@ -240,12 +259,13 @@ static class Commands
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 5 };
         var trainLimit = new Option<long?>("--train-limit") { Description = "labelled training images to use" };
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
+        var dataset = TransferDatasetOption("fine-tune");
         var auxWeight = new Option<double>("--aux-weight") { Description = "weight of the backbone's pre-training loss kept while fine-tuning (igpt: L_CLF + λ·L_GEN, §3.5; 0 = off; others have none)", DefaultValueFactory = _ => 1.0 };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, auxWeight, json, device, precision };
+            { dir, blocks, epochs, trainLimit, lr, dataset, auxWeight, json, device, precision };
         var snapshot = new SnapshotChoice(command);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
@@ -258,13 +278,18 @@ static class Commands
             int k = blockText == "all" ? int.MaxValue
                 : int.TryParse(blockText, out var n) && n >= 0 && n <= depth ? n
                 : throw new ResearchKitException($"--blocks: expected 'all' or 0–{depth}; got '{blockText}'");
-            using var data = DatasetCatalog.Load(config.Dataset);
+            using var loaded = DatasetCatalog.Load(r.GetValue(dataset) ?? config.Dataset);
+            var (adapter, adapted) = Adapt(config, loaded);
+            using var _ = adapted;
+            var data = adapted ?? loaded;
             using var progress = new TerminalProgress("finetune");
             var result = FineTuning.Run(model.Backbone, data, config.Normalization,
                 new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit), AuxiliaryWeight: r.GetValue(auxWeight)), progress);
             Console.WriteLine(r.GetValue(json)
-                ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs) }, Line)
-                : $"fine-tuned ({blockText} blocks, {r.GetValue(epochs)} epochs): test accuracy {result.Accuracy:P2}");
+                ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs),
+                    dataset = data.Train.Name, adapter = adapter.Description }, Line)
+                : $"fine-tuned ({blockText} blocks, {r.GetValue(epochs)} epochs) on {data.Train.Name}{(adapter.IsIdentity ? "" : $" (adapted: {adapter.Description})")}: " +
+                  $"test accuracy {result.Accuracy:P2}");
         }));
         return command;
     }

@@ -77,6 +77,16 @@ public class CliTests
         (code, output, err) = Cli("finetune", dir, "--blocks", "2", "--epochs", "2", "--train-limit", "1024", "--json");
         Assert.True(code == 0, err);
         Assert.True(JsonDocument.Parse(output.Trim()).RootElement.GetProperty("accuracy").GetDouble() > 0.4, output);
+        Assert.Equal("none", JsonDocument.Parse(output.Trim()).RootElement.GetProperty("adapter").GetString());
+
+        // Transfer: the grey 28×28 run probed and fine-tuned on RGB 32×32 shapes, through a reported adapter.
+        (code, output, err) = Cli("probe", dir, "--dataset", "shapes", "--layer", "3", "--json", "--train-limit", "512", "--test-limit", "256");
+        Assert.True(code == 0, err);
+        var transfer = JsonDocument.Parse(output.Trim()).RootElement;
+        Assert.Equal(("shapes", "rgb->grey, 32x32->28x28"), (transfer.GetProperty("dataset").GetString(), transfer.GetProperty("adapter").GetString()));
+        (code, output, err) = Cli("finetune", dir, "--dataset", "shapes", "--epochs", "1", "--train-limit", "256", "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal("rgb->grey, 32x32->28x28", JsonDocument.Parse(output.Trim()).RootElement.GetProperty("adapter").GetString());
 
         (code, output, err) = Cli("pretrain", "--method", "rotnet", "--help");
         Assert.True(code == 0, err);

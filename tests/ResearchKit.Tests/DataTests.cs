@@ -347,3 +347,44 @@ public class DataTests
         Assert.False(DatasetCatalog.VerifySha256(path, new string('0', 64)));
     }
 }
+
+public class InputAdapterTests
+{
+    static ImageDataset Data(Tensor images) =>
+        new("toy", "test", images, zeros(images.shape[0], dtype: ScalarType.Int64), ["a", "b"], "made here");
+
+    [Fact]
+    public void Grey_to_rgb_repeats_the_channel_and_rgb_to_grey_is_bt601_luma()
+    {
+        var grey = tensor(new byte[] { 0, 10, 200, 255 }).reshape(1, 1, 2, 2);
+        var rgb = InputAdapter.For(Data(grey), 3, 2).Apply(Data(grey)).Images;
+        Assert.Equal(new long[] { 1, 3, 2, 2 }, rgb.shape);
+        for (int c = 0; c < 3; c++) Assert.Equal(new byte[] { 0, 10, 200, 255 }, rgb[0, c].contiguous().data<byte>().ToArray());
+        // Pure red, green, blue and white: round(0.299·255) = 76, round(0.587·255) = 150, round(0.114·255) = 29, 255.
+        var colours = tensor(new byte[] { 255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255 }).reshape(1, 3, 2, 2);
+        var adapter = InputAdapter.For(Data(colours), 1, 2);
+        Assert.Equal("rgb->grey", adapter.Description);
+        Assert.Equal(new byte[] { 76, 150, 29, 255 }, adapter.Apply(Data(colours)).Images.data<byte>().ToArray());
+    }
+
+    [Fact]
+    public void Halving_the_side_bilinearly_averages_each_two_by_two_block()
+    {
+        // align_corners false: output pixel i samples input position 2i + 0.5, the centre of its 2×2 block.
+        var images = arange(16, dtype: ScalarType.Int32).mul(10).to_type(ScalarType.Byte).reshape(1, 1, 4, 4);
+        var adapter = InputAdapter.For(Data(images), 1, 2);
+        Assert.Equal("4x4->2x2", adapter.Description);
+        // Blocks (0,10,40,50), (20,30,60,70), (80,90,120,130), (100,110,140,150): means 25, 45, 105, 125.
+        Assert.Equal(new byte[] { 25, 45, 105, 125 }, adapter.Apply(Data(images)).Images.data<byte>().ToArray());
+        Assert.True(InputAdapter.For(Data(images), 1, 4).IsIdentity);
+        Assert.Equal("none", InputAdapter.For(Data(images), 1, 4).Description);
+    }
+
+    [Fact]
+    public void Two_channel_images_have_no_adapter_and_say_so()
+    {
+        var two = zeros(new long[] { 1, 2, 4, 4 }, dtype: ScalarType.Byte);
+        Assert.Equal("toy: 2-channel images cannot be adapted to the run's 3 channels (grey ↔ RGB only)",
+            Assert.Throws<ResearchKitException>(() => InputAdapter.For(Data(two), 3, 4)).Message);
+    }
+}

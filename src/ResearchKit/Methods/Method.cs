@@ -21,6 +21,10 @@ public abstract record MethodConfig
     /// <summary>This configuration sized for images of <paramref name="imageSize"/>² pixels and <paramref name="channels"/> channels.</summary>
     public abstract MethodConfig ForInput(int imageSize, int channels);
 
+    /// <summary>The image side and channels this configuration is sized for (what <see cref="ForInput"/> set): the shape a
+    /// run's model takes, to which other data sets are adapted for transfer (<see cref="Data.InputAdapter"/>).</summary>
+    public abstract (int ImageSize, int Channels) InputShape();
+
     /// <summary>
     /// This configuration completed from the training data before anything is built: what a method fits once on data
     /// (iGPT's colour palette) and the input normalisation, recorded in the configuration so a run folder rebuilds the

@@ -43,6 +43,8 @@ public sealed record BeitConfig(
         new(ViTConfig.Tiny(imageSize, channels), MinBlock: 4) { Optimizer = new(BaseLearningRate: 1.5e-3, Beta2: 0.999, WarmupFraction: 0.05) };
 
     /// <summary>Sizes the encoder for the data and, for token targets, reads the tokenizer folder: its shape must match, its codebook sizes the head.</summary>
+    public override (int ImageSize, int Channels) InputShape() => (Encoder.ImageSize, Encoder.Channels);
+
     public override MethodConfig ForInput(int imageSize, int channels)
     {
         var sized = this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };

@@ -45,6 +45,8 @@ public sealed record ImageGptConfig(
 
     public override MethodConfig ForInput(int imageSize, int channels) => this with { ImageSize = imageSize, Channels = channels };
 
+    public override (int ImageSize, int Channels) InputShape() => (ImageSize, Channels);
+
     /// <summary>Records the normalisation and the palette: read from <see cref="Palette"/>, or fitted on the first training images.</summary>
     public override MethodConfig ForData(ImageDataset train, Normalization normalization)
     {

@@ -57,6 +57,8 @@ public sealed record MaeConfig(
         { Optimizer = new(BaseLearningRate: 1.5e-3) };
 
     /// <summary>Sizes the encoder for the data and, for the token target, reads the tokenizer folder: its shape must match, its codebook sizes the head.</summary>
+    public override (int ImageSize, int Channels) InputShape() => (Encoder.ImageSize, Encoder.Channels);
+
     public override MethodConfig ForInput(int imageSize, int channels)
     {
         var sized = this with { Encoder = Encoder with { ImageSize = imageSize, Channels = channels } };

@@ -30,6 +30,8 @@ public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
 
     public override MethodConfig ForInput(int imageSize, int channels) => this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
 
+    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
+
     public override IPretrainModel Build() => new RotNet(this);
 
     public override void Validate()

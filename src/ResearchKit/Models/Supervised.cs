@@ -44,6 +44,9 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
         Vit = Vit with { ImageSize = imageSize, Channels = channels },
     };
 
+    public override (int ImageSize, int Channels) InputShape() =>
+        Backbone == SupervisedBackbone.Cnn ? (Cnn.ImageSize, Cnn.Channels) : (Vit.ImageSize, Vit.Channels);
+
     /// <summary>Records the number of classes, which sizes the head.</summary>
     public override MethodConfig ForData(ImageDataset train, Normalization normalization) => this with { Classes = train.ClassCount };
 
