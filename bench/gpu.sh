@@ -69,6 +69,7 @@ PY
   check mae-pixel      researchkit pretrain --method mae $D --epochs 2 --out mae --device $dev
   check probe-cuda     researchkit probe mae --layer all --train-limit 2000 --test-limit 1000 --json --device $dev
   check probe-on-cpu   researchkit probe mae --layer all --train-limit 2000 --test-limit 1000 --json --device cpu
+  check show-mae       researchkit show mae --what reconstructions --n 8 --out reconstructions.png --device $dev
   check mae-pca-grid   researchkit pretrain --method mae $D --target pca --sampling grid --out pca --device $dev
   check mae-bf16       researchkit pretrain --method mae $D --precision bf16 --out maebf --device $dev
 ) & chains+=($!)
@@ -85,6 +86,9 @@ PY
   check rotnet         researchkit pretrain --method rotnet $D --out rot --device $dev
   check probe-rotnet   researchkit probe rot --layer all --train-limit 2000 --test-limit 1000 --json --device $dev
   check finetune-rot   researchkit finetune rot --epochs 1 --train-limit 1024 --json --device $dev
+  check supervised     researchkit pretrain --method supervised $D --out sup --device $dev
+  check schedule-snap  researchkit pretrain --method rotnet $D --snapshot-steps 5 --out rotsnap --device $dev
+  check probe-step     researchkit probe rotsnap --step 5 --layer 3 --train-limit 2000 --test-limit 1000 --json --device $dev
   # A dVAE this short may end with a collapse warning (exit 3); the run itself must complete.
   check tokenizer-dvae sh -c "researchkit tokenizer train --kind dvae $D --codes 64 --epochs 1 --out tokd --device $dev; c=\$?; [ \$c = 0 ] || [ \$c = 3 ]"
   check palette        researchkit palette fit --dataset shapes --k 16 --size 14 --images 500 --out palette.json
