@@ -182,6 +182,24 @@ public class ImageGptTests
     }
 
     [Fact]
+    public void The_auxiliary_weight_adds_exactly_lambda_times_the_generative_loss_to_the_fine_tuning_objective()
+    {
+        // iGPT §3.5: L = L_CLF + λ·L_GEN. Two fine-tunings from the same weights, head and batches, λ = 0 and λ = 0.5: at the
+        // first step (nothing updated yet) their losses differ by 0.5 · L_GEN of that batch, computed here from a third copy.
+        using var data = TestData.Random(64, seed: 4);
+        var normalization = Normalization.Of(data);
+        var splits = new DatasetSplits(data, data);
+        var config = new FineTuneConfig(Epochs: 1, BatchSize: 32, Seed: 3);
+        var plain = FineTuning.Run(Build(Small()), splits, normalization, config with { AuxiliaryWeight = 0 });
+        var weighted = FineTuning.Run(Build(Small()), splits, normalization, config with { AuxiliaryWeight = 0.5 });
+        var loader = new DataLoader(data, 32, normalization, shuffle: true, seed: 3);
+        var firstBatch = loader.Load(loader.Epoch(0).First()).Images;
+        var generative = Build(Small()).FeaturesWithAuxiliaryLoss(firstBatch).Auxiliary!.item<float>();
+        Assert.Equal(0.5 * generative, weighted.Training.Losses[0] - plain.Training.Losses[0], 4);
+        Assert.NotEqual(plain.Training.Losses[1], weighted.Training.Losses[1]);   // and the updates differ from there on
+    }
+
+    [Fact]
     public void Features_are_pooled_per_layer_and_fine_tuning_gets_the_generative_loss_from_the_same_pass()
     {
         var model = Build(Small());
