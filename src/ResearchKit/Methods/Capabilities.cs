@@ -31,9 +31,7 @@ public sealed class OptionValues
 
     public int Integer(string name) => OptionalInteger(name) ?? throw new ResearchKitException($"{name}: a value is required");
 
-    public int? OptionalInteger(string name) => Text(name) is not { } text ? null
-        : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v
-        : throw new ResearchKitException($"{name}: expected a whole number; got '{text}'");
+    public int? OptionalInteger(string name) => Text(name) is { } text ? MethodOption.ParseInteger(name, text) : null;
 
     /// <summary>Positive whole numbers separated by commas ("7,4,2").</summary>
     public int[] PositiveIntegers(string name) => Required(name).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)

@@ -61,8 +61,7 @@ public sealed record MethodOption(string Name, string Description, bool IsFlag, 
         new(name, description, false, (c, text) => apply((TConfig)c, ParseNumber(name, text)));
 
     public static MethodOption Integer<TConfig>(string name, string description, Func<TConfig, int, TConfig> apply) where TConfig : MethodConfig =>
-        new(name, description, false, (c, text) => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v)
-            ? apply((TConfig)c, v) : throw new ResearchKitException($"{name}: expected a whole number; got '{text}'"));
+        new(name, description, false, (c, text) => apply((TConfig)c, ParseInteger(name, text)));
 
     public static MethodOption Flag<TConfig>(string name, string description, Func<TConfig, TConfig> apply) where TConfig : MethodConfig =>
         new(name, description, true, (c, _) => apply((TConfig)c));
@@ -76,6 +75,11 @@ public sealed record MethodOption(string Name, string Description, bool IsFlag, 
     public static MethodOption Choice<TConfig, TEnum>(string name, string description, Func<TConfig, TEnum, TConfig> apply)
         where TConfig : MethodConfig where TEnum : struct, Enum =>
         new(name, $"{description} ({string.Join("|", EnumNames.All<TEnum>())})", false, (c, text) => apply((TConfig)c, EnumNames.Parse<TEnum>(name, text)));
+
+    /// <summary>A whole number in invariant culture, or a one-line error naming the option.</summary>
+    public static int ParseInteger(string name, string text) =>
+        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v
+            : throw new ResearchKitException($"{name}: expected a whole number; got '{text}'");
 
     /// <summary>A finite number in invariant culture; NaN and infinities are refused here, at the edge.</summary>
     public static double ParseNumber(string name, string text) =>
