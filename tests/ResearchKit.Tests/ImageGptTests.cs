@@ -251,7 +251,7 @@ public class ImageGptTests
             Assert.Equal(3, trained.Length);
             // Measured (seed 0): AR 0.598 0.570 0.586 against 0.555 0.535 0.551 untrained; BERT 0.410 0.406 0.406 against
             // 0.398 0.398 0.387 — BERT's probes are the weaker, as in the paper (Fig. 3). Both are far above chance (0.1).
-            var untrained = ProbeByLayer(Pretraining.Build(run.Config.Method, 0).Backbone, data, run.Config.Normalization);
+            var untrained = ProbeByLayer(Pretraining.Build(run.Config.Method, 0, Pretraining.Context(run.Config)).Backbone, data, run.Config.Normalization);
             Assert.All(trained, a => Assert.True(a > 0.3, $"{objective}: {string.Join(" ", trained)}"));
             Assert.True(trained.Max() > untrained.Max(), $"{objective}: trained {string.Join(" ", trained)}, untrained {string.Join(" ", untrained)}");
             if (objective == ImageGptObjective.Ar) Assert.True(trained.Max() > untrained.Max() + 0.02);

@@ -1,3 +1,4 @@
+using ResearchKit.Methods;
 using ResearchKit.Data;
 using ResearchKit.Evaluation;
 using ResearchKit.Layers;
@@ -87,8 +88,8 @@ public class MaeAblationTests
     {
         var tokenizer = MemoryTokenizer(codes: 16);
         Compute.Seed(0);
-        var mae = new MaskedAutoencoder(Small(MaeTarget.Token) with { Tokenizer = "(memory)", Codes = 16 });
-        mae.UseTokenizer(tokenizer);
+        var config = Small(MaeTarget.Token) with { Tokenizer = "(memory)", Codes = 16 };
+        var mae = new MaskedAutoencoder(config, BuildContext.Pixels(config) with { Dependencies = new Dependencies().Use("(memory)", tokenizer) });
         var images = randn(3, 1, 28, 28);
         var targets = mae.Targets(images);
         Assert.Equal(new long[] { 3, 49 }, targets.shape);

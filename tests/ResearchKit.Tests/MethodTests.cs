@@ -184,7 +184,8 @@ public class MethodTests
         Assert.True(double.IsNaN(floor.FineTune) && double.IsNaN(floor.FinalLoss));
         var split = data.Train.Take(256);
         var normalization = Normalization.Of(split);
-        var untrained = (MaskedAutoencoder)Pretraining.Build(Pretraining.Sized(MaeConfig.Tiny(), split, normalization), 0);
+        var sized = Pretraining.Sized(MaeConfig.Tiny(), split, normalization);
+        var untrained = (MaskedAutoencoder)Pretraining.Build(sized, 0, BuildContext.Of(sized, normalization));
         untrained.eval();
         images = normalization.Apply(data.Test.Images[..64], CPU);
         using var generator = new Generator(0);

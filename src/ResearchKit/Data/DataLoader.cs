@@ -19,6 +19,9 @@ public sealed record Normalization(float[] Mean, float[] Std)
     (Tensor Mean, Tensor Std) Statistics(Device device) =>
         (DeviceCopy.Of(Mean, [1, Mean.Length, 1, 1], device), DeviceCopy.Of(Std, [1, Std.Length, 1, 1], device));
 
+    /// <summary>No normalisation: images stay pixel values in [0, 1] (mean 0, std 1 per channel).</summary>
+    public static Normalization Identity(int channels) => new(new float[channels], Enumerable.Repeat(1f, channels).ToArray());
+
     public static Normalization Of(ImageDataset train)
     {
         var (mean, std) = train.ChannelStatistics();

@@ -35,8 +35,14 @@ public abstract record MethodConfig
     /// <summary>Throws a <see cref="ResearchKitException"/> naming the option and the valid range when a value is out of range.</summary>
     public abstract void Validate();
 
-    /// <summary>Builds the method's model (call <see cref="Compute.Seed"/> first for a seeded initialisation).</summary>
-    public abstract IPretrainModel Build();
+    /// <summary>
+    /// Builds the method's model for a run described by <paramref name="context"/> (its normalisation, shape and frozen
+    /// dependencies); call <see cref="Compute.Seed"/> first for a seeded initialisation.
+    /// </summary>
+    public abstract IPretrainModel Build(BuildContext context);
+
+    /// <summary>The model for images given as pixel values in [0, 1] (<see cref="BuildContext.Pixels"/>): unit tests and benchmarks.</summary>
+    public IPretrainModel Build() => Build(BuildContext.Pixels(this));
 }
 
 /// <summary>

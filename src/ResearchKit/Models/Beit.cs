@@ -53,7 +53,7 @@ public sealed record BeitConfig(
             "beit: token targets need a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`), or use --target pixels") };
     }
 
-    public override IPretrainModel Build() => new Beit(this);
+    public override IPretrainModel Build(BuildContext context) => new Beit(this, context);
 
     public override void Validate()
     {
@@ -110,13 +110,13 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     readonly Linear head;           // D → Codes (tokens) or p·p·C (pixels)
     readonly TokenTarget tokenTarget;   // frozen, not part of this module's weights
 
-    public Beit(BeitConfig config) : base(nameof(Beit))
+    public Beit(BeitConfig config, BuildContext? context = null) : base(nameof(Beit))
     {
         config.Validate();
         Config = config;
         var e = config.Encoder;
         encoder = new VisionTransformer(e);
-        tokenTarget = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "beit");
+        tokenTarget = new TokenTarget(config.Tokenizer, context ?? BuildContext.Pixels(config), e.PatchSize, "beit");
         maskToken = Parameter(zeros(1, 1, e.Dim));
         head = Linear(e.Dim, config.Target == BeitTarget.Tokens ? config.Codes : e.PatchDim);
         RegisterComponents();
@@ -135,9 +135,6 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
 
     /// <summary>The frozen tokenizer, loaded from <see cref="BeitConfig.Tokenizer"/> on first use and checked against the encoder's shape.</summary>
     public LoadedTokenizer Tokenizer => tokenTarget.Loaded;
-
-    /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
-    public void UseTokenizer(LoadedTokenizer loaded) => tokenTarget.Use(loaded);
 
     /// <summary>
     /// [B, L] corruption masks (1 = replaced by [MASK]), drawn on the host from <paramref name="generator"/> (BEiT's blockwise

@@ -23,11 +23,10 @@ public enum ImageGptObjective { Ar, Bert }
 /// <param name="Colors">Palette size k (paper: 512).</param>
 /// <param name="Palette">A palette file from `researchkit palette fit`; without one a palette is fitted on the training images (<see cref="ForData"/>).</param>
 /// <param name="PaletteColors">The palette's colours in [0, 1], [k][C]: stored in config.json, so a run folder rebuilds the same tokenizer.</param>
-/// <param name="Normalization">The run's input normalisation: the model un-normalises images to pixel values before quantising them.</param>
 public sealed record ImageGptConfig(
     int Resolution = 32, int Colors = 512, int Dim = 512, int Depth = 24, int Heads = 8, double MlpRatio = 4,
     ImageGptObjective Objective = ImageGptObjective.Ar, double MaskRatio = 0.15, int ImageSize = 32, int Channels = 3,
-    string? Palette = null, float[][]? PaletteColors = null, Normalization? Normalization = null) : MethodConfig
+    string? Palette = null, float[][]? PaletteColors = null) : MethodConfig
 {
     /// <summary>Images a palette is fitted on when no --palette file is given (PLATFORM.md's reference: 2000).</summary>
     public const int PaletteImages = ColorPalette.DefaultFitImages;
@@ -47,7 +46,7 @@ public sealed record ImageGptConfig(
 
     public override (int ImageSize, int Channels) InputShape() => (ImageSize, Channels);
 
-    /// <summary>Records the normalisation and the palette: read from <see cref="Palette"/>, or fitted on the first training images.</summary>
+    /// <summary>Records the palette: read from <see cref="Palette"/>, or fitted on the first training images.</summary>
     public override MethodConfig ForData(ImageDataset train, Normalization normalization)
     {
         ColorPalette palette;
@@ -62,10 +61,10 @@ public sealed record ImageGptConfig(
             int n = (int)Math.Min(PaletteImages, train.Count);
             palette = ColorPalette.FitTo(train.Images[..n], Colors, Resolution, seed: 0, train.Name);
         }
-        return this with { Colors = palette.K, PaletteColors = palette.ColorRows(), Normalization = normalization };
+        return this with { Colors = palette.K, PaletteColors = palette.ColorRows() };
     }
 
-    public override IPretrainModel Build() => new ImageGpt(this);
+    public override IPretrainModel Build(BuildContext context) => new ImageGpt(this, context);
 
     public override void Validate()
     {
@@ -77,8 +76,6 @@ public sealed record ImageGptConfig(
         if (!(MaskRatio > 0 && MaskRatio < 1)) throw new ResearchKitException($"igpt: mask ratio (--mask-ratio) must be in (0, 1); got {MaskRatio}");
         if (PaletteColors is { } rows && (rows.Length != Colors || rows.Any(r => r.Length != Channels)))
             throw new ResearchKitException($"igpt: the palette has {rows.Length} colours of {rows.FirstOrDefault()?.Length} channels; expected {Colors} of {Channels}");
-        if (Normalization is { } n && (n.Mean.Length != Channels || n.Std.Length != Channels))
-            throw new ResearchKitException($"igpt: the normalisation has {n.Mean.Length} channels; the images have {Channels}");
     }
 }
 
@@ -165,18 +162,17 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     readonly ModuleList<TransformerBlock> blocks;
     readonly LayerNorm norm;
     readonly Linear head;           // D → k
-    readonly Tensor mean, std;      // [1, C, 1, 1] buffers: normalised images → pixel values
+    readonly BuildContext context;  // the run's normalisation: normalised images → pixel values before quantising
 
-    public ImageGpt(ImageGptConfig config) : base(nameof(ImageGpt))
+    /// <param name="context">The run's; null: images arrive as pixel values in [0, 1].</param>
+    public ImageGpt(ImageGptConfig config, BuildContext? context = null) : base(nameof(ImageGpt))
     {
         config.Validate();
         Config = config;
         // Without a fitted palette (a benchmark, a unit test) the colours are evenly spaced grey levels.
         Palette = config.PaletteColors is { } rows ? ColorPalette.FromRows(rows, "igpt palette")
             : new ColorPalette(linspace(0, 1, config.Colors).unsqueeze(1).expand(-1, config.Channels).contiguous());
-        var n = config.Normalization ?? new Normalization(Enumerable.Repeat(0f, config.Channels).ToArray(), Enumerable.Repeat(1f, config.Channels).ToArray());
-        mean = tensor(n.Mean).reshape(1, -1, 1, 1);
-        std = tensor(n.Std).reshape(1, -1, 1, 1);
+        this.context = context ?? BuildContext.Pixels(config);
         tokens = Embedding(config.Colors + 2, config.Dim);
         positions = Parameter(zeros(1, 1 + config.Length, config.Dim));
         blocks = new ModuleList<TransformerBlock>(Enumerable.Range(0, config.Depth)
@@ -206,7 +202,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     public Tensor Tokenize(Tensor images)
     {
         using var _ = no_grad();
-        var pixels = (images * std.to(images.device) + mean.to(images.device)).clamp(0, 1);
+        var pixels = context.ToPixels(images);
         return Palette.Encode(ColorPalette.Downsample(pixels, Config.Resolution));
     }
 

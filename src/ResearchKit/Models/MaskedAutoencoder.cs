@@ -67,7 +67,7 @@ public sealed record MaeConfig(
             "mae: --target token needs a tokenizer: --tokenizer DIR (train one with `researchkit tokenizer train --out DIR`)") };
     }
 
-    public override IPretrainModel Build() => new MaskedAutoencoder(this);
+    public override IPretrainModel Build(BuildContext context) => new MaskedAutoencoder(this, context);
 
     /// <summary>This configuration with a decoder of width <paramref name="width"/>: heads of at least 16 dimensions, at most as many as now (Table 1b).</summary>
     public MaeConfig WithDecoderWidth(int width) => this with { DecoderDim = width, DecoderHeads = Math.Max(1, Math.Min(DecoderHeads, width / 16)) };
@@ -217,7 +217,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     readonly PatchPca? pca;                   // PCA target: fitted on the first batch it sees (in pre-training, the first training batch)
     readonly TokenTarget? tokenTarget;        // token target: frozen, not part of the weights
 
-    public MaskedAutoencoder(MaeConfig config) : base(nameof(MaskedAutoencoder))
+    public MaskedAutoencoder(MaeConfig config, BuildContext? context = null) : base(nameof(MaskedAutoencoder))
     {
         config.Validate();
         Config = config;
@@ -232,7 +232,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         decoderNorm = LayerNorm(config.DecoderDim, eps: 1e-6);
         decoderPred = Linear(config.DecoderDim, config.PredictionDim);
         if (config.Target == MaeTarget.Pca) pca = new PatchPca(e.PatchDim, config.PcaComponents);
-        if (config.Target == MaeTarget.Token) tokenTarget = new TokenTarget(config.Tokenizer, e.ImageSize, e.PatchSize, e.Channels, "mae");
+        if (config.Target == MaeTarget.Token) tokenTarget = new TokenTarget(config.Tokenizer, context ?? BuildContext.Pixels(config), e.PatchSize, "mae");
         RegisterComponents();
 
         TransformerInit.Apply(decoderBlocks);
@@ -321,10 +321,6 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
 
     /// <summary>The PCA of the target (null unless the target is PCA coefficients).</summary>
     public PatchPca? Pca => pca;
-
-    /// <summary>Uses an already loaded tokenizer for the token target (tests, notebooks) instead of reading the folder.</summary>
-    public void UseTokenizer(LoadedTokenizer loaded) =>
-        (tokenTarget ?? throw new ResearchKitException("mae: this configuration has no token target")).Use(loaded);
 
     /// <summary>
     /// Per-patch targets: pixels [B, L, p·p·C], normalised pixels, PCA coefficients [B, L, k] (the PCA is fitted on these

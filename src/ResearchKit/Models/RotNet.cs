@@ -32,7 +32,7 @@ public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
 
     public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
-    public override IPretrainModel Build() => new RotNet(this);
+    public override IPretrainModel Build(BuildContext context) => new RotNet(this);
 
     public override void Validate()
     {

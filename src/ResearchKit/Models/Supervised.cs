@@ -59,7 +59,7 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
             throw new ResearchKitException($"supervised: --label-smoothing must be in [0, 1); got {LabelSmoothing}");
     }
 
-    public override IPretrainModel Build() => new Supervised(this);
+    public override IPretrainModel Build(BuildContext context) => new Supervised(this);
 }
 
 /// <summary>A backbone and a linear head trained on the labels (<see cref="SupervisedConfig"/>). The preset picks the backbone

@@ -99,7 +99,7 @@ public static class Experiments
         {
             status?.Invoke($"evaluating the model after {epoch} epochs");
             // Epoch 0: this run's initial weights (the trainer builds them the same way); later epochs: their snapshots.
-            var snapshot = epoch == 0 ? Pretraining.Build(config.Method, p.Seed) : Pretraining.Load(folder, epoch).Model;
+            var snapshot = epoch == 0 ? Pretraining.Build(config.Method, p.Seed, Pretraining.Context(config)) : Pretraining.Load(folder, epoch).Model;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel);
             snapshot.Module.Dispose();
@@ -153,7 +153,8 @@ public static class Experiments
                 return (run.Model, run.Config.Normalization, run.Result.Losses);
             }
             var normalization = Normalization.Of(split);
-            return (Pretraining.Build(Pretraining.Sized(method, split, normalization), p.Seed), normalization, []);
+            var sized = Pretraining.Sized(method, split, normalization);
+            return (Pretraining.Build(sized, p.Seed, BuildContext.Of(sized, normalization)), normalization, []);
         }
         finally { data.Train.DisposeIfCopy(split); }
     }

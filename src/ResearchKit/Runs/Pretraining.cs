@@ -96,19 +96,22 @@ public static class Pretraining
         using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
-        var model = Build(config.Method, options.Seed);
+        var model = Build(config.Method, options.Seed, Context(config));
         var trainer = new Trainer(config.Train, directory);
         if (callbacks is not null) trainer.Callbacks.AddRange(callbacks);
         var result = trainer.Fit(loader, model, progress, cancel);
         return new PretrainRun(directory, config, model, result);
     }
 
-    /// <summary>A method's model initialised from <paramref name="seed"/> on the host (the same weights on every device), on the compute device.</summary>
-    public static IPretrainModel Build(MethodConfig config, int seed)
+    /// <summary>
+    /// A method's model initialised from <paramref name="seed"/> on the host (the same weights on every device), on the compute
+    /// device, for the run <paramref name="context"/> describes (null: images given as pixel values, for tests and benchmarks).
+    /// </summary>
+    public static IPretrainModel Build(MethodConfig config, int seed, BuildContext? context = null)
     {
         Compute.Seed(seed);
         IPretrainModel model;
-        using (Compute.OnHost()) model = config.Build();
+        using (Compute.OnHost()) model = config.Build(context ?? BuildContext.Pixels(config));
         model.Module.to(Compute.Device);
         return model;
     }
@@ -144,6 +147,9 @@ public static class Pretraining
         }
         AtomicFile.WriteAllText(configPath, Serialize(config));
     }
+
+    /// <summary>What a run's model is built with: its method's shape, the run's normalisation, its dependencies from their folders.</summary>
+    public static BuildContext Context(RunConfig config) => BuildContext.Of(config.Method, config.Normalization);
 
     public static string Serialize(RunConfig config) => JsonSerializer.Serialize(config, MethodRegistry.Json);
 
@@ -186,7 +192,7 @@ public static class Pretraining
             weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory),
                 "steps", "this run kept no step snapshots (pre-train with --snapshot-steps N to keep one every N steps)");
         IPretrainModel model;
-        using (Compute.OnHost()) model = config.Method.Build();
+        using (Compute.OnHost()) model = config.Method.Build(Context(config));
         model.Module.to(Compute.Device).eval();
         Trainer.LoadWeights(model.Module, weights);   // in place, on the device
         return (config, model);

@@ -1,3 +1,4 @@
+using ResearchKit.Methods;
 using static TorchSharp.torch;
 
 namespace ResearchKit.Tokenizers;
@@ -6,17 +7,14 @@ namespace ResearchKit.Tokenizers;
 /// A frozen visual tokenizer that a method predicts (BEiT's MIM target; MAE's "dVAE token" target, Table 1d). It is
 /// read from its folder on first use and is not part of the method's weights, so evaluating a trained backbone does not
 /// need the folder. One token per ViT patch: the tokenizer's image size, patch size and channels must be the model's.
+/// It is one of the model's frozen dependencies (<see cref="BuildContext.Dependencies"/>), where tests hand over a loaded one.
 /// </summary>
-public sealed class TokenTarget(string? directory, int imageSize, int patchSize, int channels, string owner)
+public sealed class TokenTarget(string? directory, BuildContext context, int patchSize, string owner)
 {
-    LoadedTokenizer? loaded;
-
     /// <summary>The tokenizer, loaded and checked against the model's shape on first use.</summary>
-    public LoadedTokenizer Loaded => loaded ??= TokenizerRun.Load(
-        directory ?? throw new ResearchKitException($"{owner}: this configuration has no tokenizer (--tokenizer DIR)"), imageSize, patchSize, channels);
-
-    /// <summary>Uses an already loaded tokenizer (tests, notebooks) instead of reading the folder.</summary>
-    public void Use(LoadedTokenizer tokenizer) => loaded = tokenizer;
+    public LoadedTokenizer Loaded => context.Dependencies.Tokenizer(
+        directory ?? throw new ResearchKitException($"{owner}: this configuration has no tokenizer (--tokenizer DIR)"),
+        context.ImageSize, patchSize, context.Channels);
 
     /// <summary>images [B, C, H, W] → tokens [B, L] (raster order), without gradients.</summary>
     public Tensor Encode(Tensor images) => Loaded.Tokenizer.Encode(images).reshape(images.shape[0], -1);
@@ -24,7 +22,7 @@ public sealed class TokenTarget(string? directory, int imageSize, int patchSize,
     /// <summary>tokens [B, L] → images [B, C, H, W] in the space the tokenizer was trained in.</summary>
     public Tensor Decode(Tensor tokens)
     {
-        int grid = imageSize / patchSize;
+        int grid = context.ImageSize / patchSize;
         return Loaded.Tokenizer.Decode(tokens.reshape(tokens.shape[0], grid, grid));
     }
 
