@@ -11,6 +11,29 @@ public class LayerTests
     const int Dim = 12, Heads = 3, HeadDim = Dim / Heads, T = 6;
 
     [Fact]
+    public void A_narrow_convolution_has_finite_input_gradients_equal_to_the_transposed_convolution()
+    {
+        // libtorch's CPU backward gave wrong or NaN input gradients for 3 × 3 convolutions with < 16 filters in some calls;
+        // Mixed.Conv pads the filters. dL/dx of y = conv(x, W) under L = Σ y·g is fold(Wᵀ g): im2col's adjoint, worked
+        // independently of libtorch's convolution kernels (conv_transpose2d shares the bug).
+        manual_seed(0);
+        for (int trial = 0; trial < 40; trial++)
+        {
+            var conv = nn.Conv2d(16, 1 + trial % 8, 3, padding: 1);
+            var x = randn(8, 16, 14, 14).requires_grad_(true);
+            var y = Mixed.Conv(conv, x);
+            Assert.True(y.allclose(conv.call(x.detach()), atol: 1e-5), "the same function");
+            var g = randn_like(y);
+            (y * g).sum().backward();
+            Assert.True(x.grad!.isfinite().all().item<bool>(), $"trial {trial}: NaN in the input gradient");
+            var columns = einsum("oc,bol->bcl", conv.weight.detach().reshape(conv.weight.shape[0], -1), g.flatten(2));   // B, C·9, H·W
+            var byHand = nn.functional.fold(columns, (14, 14), (3, 3), padding: (1, 1));
+            Assert.True(x.grad!.allclose(byHand, rtol: 1e-4, atol: 1e-4), $"trial {trial}: input gradient differs by {(x.grad! - byHand).abs().max().item<float>()}");
+            Assert.Equal(conv.weight.shape, conv.weight.grad!.shape);
+        }
+    }
+
+    [Fact]
     public void Causal_attention_output_at_t_ignores_later_tokens()
     {
         manual_seed(0);

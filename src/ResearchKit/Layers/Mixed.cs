@@ -36,10 +36,36 @@ public static class Mixed
     /// </summary>
     public static Tensor Conv(Conv2d layer, Tensor x)
     {
-        if (!Active || layer.padding_mode != TorchSharp.PaddingModes.Zeros || layer.padding is null) return layer.call(x);
+        if (layer.padding_mode != TorchSharp.PaddingModes.Zeros || layer.padding is null) return layer.call(x);
+        if (NeedsPaddedFilters(layer, x)) return PaddedFilters(layer, x);
+        if (!Active) return layer.call(x);
         var t = ScalarType.BFloat16;
         return functional.conv2d(x.to_type(t), layer.weight.to_type(t), layer.bias?.to_type(t), layer.stride, layer.padding, layer.dilation, layer.groups)
             .to_type(ScalarType.Float32);
+    }
+
+    /// <summary>Fewest filters for which libtorch's CPU convolution backward was never seen to fail (see <see cref="PaddedFilters"/>).</summary>
+    public const int SafeFilters = 16;
+
+    /// <summary>
+    /// libtorch's CPU backward of a k × k convolution (k &gt; 1) with fewer than 16 filters sometimes returns NaN in the input
+    /// gradient: measured with TorchSharp 0.107 on this machine, 1–2 calls in 20 for 1, 2, 4 and 8 filters, none in 20 for 16,
+    /// 32 and 64, with one thread or two; the weight gradient stays finite. A decoder's last convolution to 1 or 3 channels
+    /// and a 8-wide network hit it (NaN loss a few steps in). Such a convolution runs with zero filters appended up to
+    /// <see cref="SafeFilters"/> and the extra outputs dropped: the same function and the same gradients.
+    /// </summary>
+    static bool NeedsPaddedFilters(Conv2d layer, Tensor x) =>
+        x.device.type == TorchSharp.DeviceType.CPU && x.requires_grad && layer.groups == 1 && layer.weight.shape[0] < SafeFilters
+        && (layer.weight.shape[2] > 1 || layer.weight.shape[3] > 1);
+
+    static Tensor PaddedFilters(Conv2d layer, Tensor x)
+    {
+        long filters = layer.weight.shape[0], extra = SafeFilters - filters;
+        var weight = functional.pad(layer.weight, new long[] { 0, 0, 0, 0, 0, 0, 0, extra });      // 16, C_in, k, k
+        var bias = layer.bias is { } b ? functional.pad(b, new long[] { 0, extra }) : null;
+        if (Active) (x, weight, bias) = (x.to_type(ScalarType.BFloat16), weight.to_type(ScalarType.BFloat16), bias?.to_type(ScalarType.BFloat16));
+        var y = functional.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, 1)[.., ..(int)filters];
+        return Active ? y.to_type(ScalarType.Float32) : y;
     }
 
     /// <summary>Scaled dot-product attention; q, k, v in the matmul type (flash attention on CUDA under bf16).</summary>
