@@ -320,8 +320,8 @@ static class Commands
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 30 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
-        var imageSize = new Option<int>("--image-size") { DefaultValueFactory = _ => 28 };
-        var channels = new Option<int>("--channels") { DefaultValueFactory = _ => 1 };
+        var imageSize = new Option<int?>("--image-size") { Description = "image side (default: the preset's)" };
+        var channels = new Option<int?>("--channels") { Description = "image channels (default: the preset's)" };
         var threads = new Option<int?>("--threads") { Description = "intra-op threads (default: libtorch's choice; the default count given explicitly costs nothing)" };
         var contention = new Option<bool>("--contention") { Description = "also time the step beside one busy process: fixed threads, and the adaptive thread policy" };
         var study = new Option<string?>("--study")
@@ -342,7 +342,9 @@ static class Commands
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             var config = configure(r);
-            foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", r.GetValue(imageSize)), ("--channels", r.GetValue(channels)) })
+            // The preset's own shape by default: colour-only methods take 3 channels, most presets 28 px grey.
+            var (size, imageChannels) = (r.GetValue(imageSize) ?? config.InputShape().ImageSize, r.GetValue(channels) ?? config.InputShape().Channels);
+            foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", size), ("--channels", imageChannels) })
                 Positive(name, value);
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
             Positive("--threads", r.GetValue(threads));
@@ -353,13 +355,13 @@ static class Commands
                 var given = studyOptions.Where(o => r.GetValue(o.Value) is not null).ToDictionary(o => o.Key, o => r.GetValue(o.Value)!);
                 if (given.Keys.FirstOrDefault(k => chosen.Options.All(o => o.Name != k)) is { } foreign)
                     throw new ResearchKitException($"{foreign}: not an option of the {chosen.Name} study");
-                var report = chosen.Run(new StudyRequest(config, r.GetValue(imageSize), r.GetValue(channels), r.GetValue(batch), r.GetValue(steps),
+                var report = chosen.Run(new StudyRequest(config, size, imageChannels, r.GetValue(batch), r.GetValue(steps),
                     r.GetValue(warmup), new OptionValues(chosen.Options, given), r.GetValue(json) ? null : Console.Error.WriteLine));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(report.Json, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
                 else foreach (var line in report.Lines) Console.WriteLine(line);
                 return;
             }
-            var result = Benchmark.Run(info, config, r.GetValue(preset)!, r.GetValue(batch), r.GetValue(imageSize), r.GetValue(channels), r.GetValue(steps),
+            var result = Benchmark.Run(info, config, r.GetValue(preset)!, r.GetValue(batch), size, imageChannels, r.GetValue(steps),
                 r.GetValue(warmup), r.GetValue(contention));
             Console.WriteLine(r.GetValue(json)
                 ? JsonSerializer.Serialize(result, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull })

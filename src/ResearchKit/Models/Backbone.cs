@@ -64,6 +64,33 @@ public abstract class Backbone : Module<Tensor, Tensor>
 }
 
 /// <summary>
+/// A backbone that sees its images through a fixed transform: the colour methods' networks take the L channel (or ab) of
+/// Lab, computed from the normalised RGB images every backbone receives, so probes and fine-tuning need no special case.
+/// The transform has no parameters; everything else is the inner backbone's.
+/// </summary>
+public sealed class PreprocessedBackbone : Backbone
+{
+    readonly Backbone inner;
+    readonly Func<Tensor, Tensor> preprocess;
+
+    /// <param name="preprocess">normalised images [B, C, H, W] → the inner backbone's input.</param>
+    public PreprocessedBackbone(Backbone inner, Func<Tensor, Tensor> preprocess) : base(nameof(PreprocessedBackbone))
+    {
+        this.inner = inner;
+        this.preprocess = preprocess;
+        RegisterComponents();
+    }
+
+    public Backbone Inner => inner;
+    public override int Depth => inner.Depth;
+    public override int FeatureDim => inner.FeatureDim;
+    public override Tensor Features(Tensor images) => inner.Features(preprocess(images));
+    public override Tensor[] LayerFeatures(Tensor images) => inner.LayerFeatures(preprocess(images));
+    public override void FreezeAllBut(int trainableBlocks) => inner.FreezeAllBut(trainableBlocks);
+    public override IReadOnlyCollection<string> NoWeightDecay => inner.NoWeightDecay.Select(n => "inner." + n).ToList();
+}
+
+/// <summary>
 /// A backbone with a linear head on its pooled features: the fine-tuning model for any backbone. The head is
 /// preceded by BatchNorm without affine parameters, MAE's linear-probing head (Appendix A.2), so backbones whose
 /// features differ in scale (a ViT's normed tokens, a CNN's averaged ReLU maps) train with the same recipe;

@@ -67,6 +67,7 @@ public class DeviceLintTests
         ["VqTokenizer.UpdateCodebook"] = "once after building or loading: the step count, then mirrored on the host",
         ["ImageGpt.ToPixels"] = "figures",
         ["ImageGrid.FromRows"] = "figures",
+        ["ColorBins.RebalancingWeights"] = "once before training: the colour prior of the training images",
         ["ColorPalette..ctor"] = "palettes live on the host (fitted once, before training)",
         ["ColorPalette.Decode"] = "figures: checks the token range",
         ["ColorPalette.QuantisationPsnr"] = "a palette's report",
