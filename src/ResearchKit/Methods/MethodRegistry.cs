@@ -18,6 +18,7 @@ public static class MethodRegistry
         Beit.Method,
         ImageGpt.Method,
         Supervised.Method,
+        DenoisingAutoencoder.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);
