@@ -19,6 +19,7 @@ public static class MethodRegistry
         ImageGpt.Method,
         Supervised.Method,
         DenoisingAutoencoder.Method,
+        ContextEncoder.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);
