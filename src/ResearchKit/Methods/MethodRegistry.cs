@@ -20,6 +20,7 @@ public static class MethodRegistry
         Supervised.Method,
         DenoisingAutoencoder.Method,
         ContextEncoder.Method,
+        Colorization.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);
