@@ -21,6 +21,7 @@ public static class MethodRegistry
         DenoisingAutoencoder.Method,
         ContextEncoder.Method,
         Colorization.Method,
+        SplitBrain.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);
