@@ -4,15 +4,20 @@ using static TorchSharp.torch;
 namespace ResearchKit.Data;
 
 /// <summary>
-/// CIE Lab colour (D65 white, 2° observer) for sRGB images, the space colorization and split-brain autoencoders work in
-/// (Zhang et al., 2016, §2; 2017, §3): L in [0, 100] is lightness, a and b (about −110 … 110 for sRGB) the colour. Pure
-/// tensor code on the images' device, differentiable, with the standard sRGB transfer curve and XYZ matrix.
+/// CIE Lab colour (D65 white, 2° observer) for sRGB images, the space colorization and
+/// split-brain autoencoders work in (Zhang et al., 2016, §2; 2017, §3): L in [0, 100] is
+/// lightness, a and b (about −110 … 110 for sRGB) the colour. Pure tensor code on the
+/// images' device, differentiable, with the standard sRGB transfer curve and XYZ matrix.
 /// </summary>
 public static class LabColor
 {
     // sRGB (linear) → XYZ, IEC 61966-2-1; rows X, Y, Z. Its inverse for the way back.
-    static readonly float[] RgbToXyz = [0.4124564f, 0.3575761f, 0.1804375f, 0.2126729f, 0.7151522f, 0.0721750f, 0.0193339f, 0.1191920f, 0.9503041f];
-    static readonly float[] XyzToRgb = [3.2404542f, -1.5371385f, -0.4985314f, -0.9692660f, 1.8760108f, 0.0415560f, 0.0556434f, -0.2040259f, 1.0572252f];
+    static readonly float[] RgbToXyz = [0.4124564f, 0.3575761f, 0.1804375f,
+        0.2126729f, 0.7151522f, 0.0721750f,
+        0.0193339f, 0.1191920f, 0.9503041f];
+    static readonly float[] XyzToRgb = [3.2404542f, -1.5371385f, -0.4985314f,
+        -0.9692660f, 1.8760108f, 0.0415560f,
+        0.0556434f, -0.2040259f, 1.0572252f];
     static readonly float[] White = [0.95047f, 1f, 1.08883f];   // D65
     const float Delta = 6f / 29f;
 
@@ -23,7 +28,8 @@ public static class LabColor
         var c = rgb.clamp(0, 1);
         var linear = where(c.le(0.04045), c / 12.92, ((c + 0.055) / 1.055).pow(2.4));
         var xyz = Mix(linear, RgbToXyz) / DeviceCopy.Of(White, [1, 3, 1, 1], rgb.device);
-        var f = where(xyz.gt(Delta * Delta * Delta), xyz.clamp_min(1e-12).pow(1.0 / 3), xyz / (3 * Delta * Delta) + 4.0 / 29);
+        var f = where(xyz.gt(Delta * Delta * Delta), xyz.clamp_min(1e-12).pow(1.0 / 3),
+            xyz / (3 * Delta * Delta) + 4.0 / 29);
         var (fx, fy, fz) = (f[.., 0..1], f[.., 1..2], f[.., 2..3]);
         return cat([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1);
     }
@@ -34,15 +40,18 @@ public static class LabColor
         RequireRgb(lab, "lab");
         var fy = (lab[.., 0..1] + 16) / 116;
         var f = cat([fy + lab[.., 1..2] / 500, fy, fy - lab[.., 2..3] / 200], 1);
-        var xyz = where(f.gt(Delta), f.pow(3), 3 * Delta * Delta * (f - 4.0 / 29)) * DeviceCopy.Of(White, [1, 3, 1, 1], lab.device);
+        var xyz = where(f.gt(Delta), f.pow(3), 3 * Delta * Delta * (f - 4.0 / 29))
+            * DeviceCopy.Of(White, [1, 3, 1, 1], lab.device);
         var linear = Mix(xyz, XyzToRgb).clamp(0, 1);
         return where(linear.le(0.0031308), 12.92 * linear, 1.055 * linear.clamp_min(1e-12).pow(1 / 2.4) - 0.055).clamp(0, 1);
     }
 
-    /// <summary>Lab [B, 3, H, W] → L scaled to about [−1, 1] [B, 1, H, W]: the grey input of colorization and split-brain.</summary>
+    /// <summary>Lab [B, 3, H, W] → L scaled to about [−1, 1] [B, 1, H, W]:
+    /// the grey input of colorization and split-brain.</summary>
     public static Tensor ScaledLightness(Tensor lab) => lab[.., 0..1] / 50 - 1;
 
-    /// <summary>Lab [B, 3, H, W] → ab scaled to about [−1, 1] [B, 2, H, W]: split-brain's colour input, the regression target.</summary>
+    /// <summary>Lab [B, 3, H, W] → ab scaled to about [−1, 1] [B, 2, H, W]:
+    /// split-brain's colour input, the regression target.</summary>
     public static Tensor ScaledAb(Tensor lab) => lab[.., 1..3] / AbScale;
 
     /// <summary>The a and b range divided out by <see cref="ScaledAb"/>.</summary>
@@ -53,7 +62,8 @@ public static class LabColor
     public static Tensor Compose(Tensor lightness, Tensor ab)
     {
         if (ab.shape[2] != lightness.shape[2] || ab.shape[3] != lightness.shape[3])
-            ab = nn.functional.interpolate(ab, new long[] { lightness.shape[2], lightness.shape[3] }, mode: InterpolationMode.Bilinear, align_corners: false);
+            ab = nn.functional.interpolate(ab, new long[] { lightness.shape[2], lightness.shape[3] },
+                mode: InterpolationMode.Bilinear, align_corners: false);
         return ToRgb(cat([lightness, ab], 1));
     }
 
@@ -78,7 +88,8 @@ public static class LabColor
 /// <param name="Axes">1 (L) or 2 (ab).</param>
 public sealed record ColorBins(float Min, float Width, int PerAxis, int Axes)
 {
-    /// <summary>The paper's ab grid: bins of 10 over [−110, 110) on both axes (484 cells; sRGB fills 313 of them at ImageNet scale).</summary>
+    /// <summary>The paper's ab grid: bins of 10 over [−110, 110) on both
+    /// axes (484 cells; sRGB fills 313 of them at ImageNet scale).</summary>
     public static ColorBins Ab => new(-110, 10, 22, 2);
 
     /// <summary>Lightness L in [0, 100] in bins of 5 (the split-brain ab → L half's classes).</summary>
@@ -102,8 +113,9 @@ public sealed record ColorBins(float Min, float Width, int PerAxis, int Axes)
     }
 
     /// <summary>
-    /// values [B, Axes, H, W] → soft targets [B, Count, H, W]: each pixel spread over its <paramref name="neighbours"/> nearest
-    /// bin centres with Gaussian weights of <paramref name="sigma"/> (Zhang et al., 2016, §2.1: 5 neighbours, σ = 5).
+    /// values [B, Axes, H, W] → soft targets [B, Count, H, W]: each pixel spread over
+    /// its <paramref name="neighbours"/> nearest bin centres with Gaussian weights of
+    /// <paramref name="sigma"/> (Zhang et al., 2016, §2.1: 5 neighbours, σ = 5).
     /// </summary>
     public Tensor SoftEncode(Tensor values, int neighbours = 5, double sigma = 5)
     {
@@ -135,7 +147,8 @@ public sealed record ColorBins(float Min, float Width, int PerAxis, int Axes)
     public float[] RebalancingWeights(Tensor indices, double lambda = 0.5, double sigma = 5)
     {
         using var scope = NewDisposeScope();
-        var counts = bincount(indices.flatten().cpu(), minlength: Count).to_type(ScalarType.Float64);   // once, before training
+        var counts = bincount(indices.flatten().cpu(), minlength: Count)
+            .to_type(ScalarType.Float64);   // once, before training
         var empirical = counts / counts.sum();
         int q = (int)counts.gt(0).sum().item<long>();
         // Separable Gaussian smoothing over the grid, in bin units.

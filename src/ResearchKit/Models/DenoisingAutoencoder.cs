@@ -9,10 +9,12 @@ using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Models;
 
-/// <summary>How the input is corrupted (Vincent et al., 2008, §2.3; the Gaussian kind from Vincent et al., 2010, §4.3).</summary>
+/// <summary>How the input is corrupted (Vincent et al., 2008, §2.3;
+/// the Gaussian kind from Vincent et al., 2010, §4.3).</summary>
 public enum DenoisingNoise
 {
-    /// <summary>Each pixel is set to 0 with probability ν (all channels together): the 2008 paper's "masking noise".</summary>
+    /// <summary>Each pixel is set to 0 with probability ν (all
+    /// channels together): the 2008 paper's "masking noise".</summary>
     Masking,
     /// <summary>Isotropic Gaussian noise of standard deviation σ added to the pixel values.</summary>
     Gaussian,
@@ -27,18 +29,25 @@ public enum DenoisingNoise
 /// (the paper's §2.3 also studies emphasising the corrupted ones; not done here).
 /// </summary>
 /// <param name="Noise">Masking (the paper's) or Gaussian.</param>
-/// <param name="Level">ν, the share of pixels masked (paper: 0–50 %, best around 25 %), or σ of the Gaussian. 0 is a plain
-/// autoencoder: the paper's baseline.</param>
-public sealed record DenoisingConfig(ConvNetConfig Backbone, DenoisingNoise Noise = DenoisingNoise.Masking, double Level = 0.25) : MethodConfig
+/// <param name="Level">ν, the share of pixels masked (paper: 0–50 %, best around 25 %), or σ of the Gaussian. 0 is
+/// a plain autoencoder: the paper's baseline.</param>
+public sealed record DenoisingConfig(
+    ConvNetConfig Backbone,
+    DenoisingNoise Noise = DenoisingNoise.Masking,
+    double Level = 0.25) : MethodConfig
 {
-    /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs; measured: colorization and split-brain barely move at 1e-3 per 256 in 64 steps) images, warmup then cosine, no weight decay (the 2008 paper trains by plain SGD on a
-    /// one-layer model; Adam is the usual choice for a convolutional autoencoder and the same for every pretext task here).</summary>
-    public override OptimizerConfig Optimizer { get; init; } = new(BaseLearningRate: 4e-3, WeightDecay: 0, Beta2: 0.999, WarmupFraction: 0.02);
+    /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs; measured:
+    /// colorization and split-brain barely move at 1e-3 per 256 in 64 steps) images, warmup then cosine,
+    /// no weight decay (the 2008 paper trains by plain SGD on a one-layer model; Adam is the usual
+    /// choice for a convolutional autoencoder and the same for every pretext task here).</summary>
+    public override OptimizerConfig Optimizer { get; init; } =
+        new(BaseLearningRate: 4e-3, WeightDecay: 0, Beta2: 0.999, WarmupFraction: 0.02);
 
     /// <summary>CPU scale: RotNet's tiny NIN (the same encoder every pretext task here uses).</summary>
     public static DenoisingConfig Tiny(int imageSize = 28, int channels = 1) => new(ConvNetConfig.Tiny(imageSize, channels));
 
-    public override MethodConfig ForInput(int imageSize, int channels) => this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
+    public override MethodConfig ForInput(int imageSize, int channels) =>
+        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
 
     public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
@@ -47,19 +56,27 @@ public sealed record DenoisingConfig(ConvNetConfig Backbone, DenoisingNoise Nois
     public override void Validate()
     {
         Backbone.Validate();
-        if (Backbone.Depth < 3) throw new ResearchKitException($"denoising: blocks (--blocks) must be at least 3 (the decoder starts at a quarter of the image side); got {Backbone.Depth}");
-        if (Backbone.ImageSize % 4 != 0) throw new ResearchKitException($"denoising: image size must be a multiple of 4 (two 2× poolings and back); got {Backbone.ImageSize}");
-        if (!Enum.IsDefined(Noise)) throw new ResearchKitException($"denoising: --noise must be masking or gaussian; got {Noise}");
+        if (Backbone.Depth < 3)
+            throw new ResearchKitException($"denoising: blocks (--blocks) must be at least 3 "
+                + $"(the decoder starts at a quarter of the image side); got {Backbone.Depth}");
+        if (Backbone.ImageSize % 4 != 0)
+            throw new ResearchKitException(
+                $"denoising: image size must be a multiple of 4 (two 2× poolings and back); got {Backbone.ImageSize}");
+        if (!Enum.IsDefined(Noise))
+            throw new ResearchKitException($"denoising: --noise must be masking or gaussian; got {Noise}");
         bool valid = Noise == DenoisingNoise.Masking ? Level is >= 0 and < 1 : Level >= 0 && double.IsFinite(Level);
         if (!valid)
-            throw new ResearchKitException($"denoising: --level must be {(Noise == DenoisingNoise.Masking ? "a share in [0, 1)" : "a finite σ ≥ 0")}; got {Level}");
+            throw new ResearchKitException($"denoising: --level must be "
+                + $"{(Noise == DenoisingNoise.Masking ? "a share in [0, 1)" : "a finite σ ≥ 0")}; got {Level}");
     }
 }
 
-/// <summary>What a denoising forward pass returns: the loss, the corrupted input and the reconstruction (both normalised).</summary>
+/// <summary>What a denoising forward pass returns: the loss, the
+/// corrupted input and the reconstruction (both normalised).</summary>
 public sealed record DenoisingOutput(Tensor Loss, Tensor Corrupted, Tensor Reconstruction);
 
-/// <summary>The denoising autoencoder (<see cref="DenoisingConfig"/>): NIN encoder, transposed-convolution decoder.</summary>
+/// <summary>The denoising autoencoder (<see cref="DenoisingConfig"/>):
+/// NIN encoder, transposed-convolution decoder.</summary>
 public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOutput>, IPretrainModel
 {
     public DenoisingConfig Config { get; }
@@ -80,7 +97,8 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
     public Backbone Backbone => encoder;
     public nn.Module Module => this;
 
-    /// <summary>Normalised images [B, C, H, W] → the same images corrupted in pixel space (<see cref="DenoisingNoise"/>).</summary>
+    /// <summary>Normalised images [B, C, H, W] → the same images
+    /// corrupted in pixel space (<see cref="DenoisingNoise"/>).</summary>
     public Tensor Corrupt(Tensor images, Generator generator)
     {
         if (Config.Level == 0) return images;
@@ -103,8 +121,12 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
     public IReadOnlyList<UpdatePhase> Phases() =>
         [new UpdatePhase("loss", (batch, generator) => call(batch.Images, generator).Loss, UpdatePhase.TrainableOf(this))];
 
-    /// <summary>PSNR (dB) of the reconstruction of corrupted held-out images against the clean ones, in pixels [0, 1].</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    /// <summary>PSNR (dB) of the reconstruction of corrupted held-out
+    /// images against the clean ones, in pixels [0, 1].</summary>
+    public IReadOnlyDictionary<string, double> PretextMetrics(
+        Tensor images,
+        Normalization normalization,
+        Generator generator)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -113,15 +135,18 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
         return new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
     }
 
-    /// <summary>`show RUN --what reconstructions`: clean test images, their corrupted copies and the reconstructions.</summary>
+    /// <summary>`show RUN --what reconstructions`: clean test images,
+    /// their corrupted copies and the reconstructions.</summary>
     static Figure DrawReconstructions(FigureRequest request)
     {
         var model = (DenoisingAutoencoder)request.Model;
         var images = request.TestImages(request.Count);
         var output = model.call(images, request.Generator);
         Tensor Pixels(Tensor t) => model.context.ToPixels(t).clamp(0, 1);
-        return new Figure([("original", Pixels(images)), ("corrupted", Pixels(output.Corrupted)), ("reconstruction", Pixels(output.Reconstruction))],
-            $"{model.Config.Noise.ToString().ToLowerInvariant()} noise at {model.Config.Level}: {request.Count} test images denoised");
+        return new Figure([("original", Pixels(images)), ("corrupted", Pixels(output.Corrupted)),
+            ("reconstruction", Pixels(output.Reconstruction))],
+            $"{model.Config.Noise.ToString().ToLowerInvariant()} noise at {model.Config.Level}: "
+                + $"{request.Count} test images denoised");
     }
 
     public static MethodInfo Method { get; } = new("denoising",
@@ -130,12 +155,16 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
         new Dictionary<string, Func<MethodConfig>> { ["tiny"] = () => DenoisingConfig.Tiny() },
         [
             MethodOption.Choice<DenoisingConfig, DenoisingNoise>("--noise", "corruption", (c, v) => c with { Noise = v }),
-            MethodOption.Number<DenoisingConfig>("--level", "masked share ν (paper: 0.1–0.5) or Gaussian σ; 0: a plain autoencoder",
+            MethodOption.Number<DenoisingConfig>("--level",
+                "masked share ν (paper: 0.1–0.5) or Gaussian σ; 0: a plain autoencoder",
                 (c, v) => c with { Level = v }),
-            MethodOption.Integer<DenoisingConfig>("--blocks", "conv blocks in the encoder", (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<DenoisingConfig>("--width", "channels per block", (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            MethodOption.Integer<DenoisingConfig>("--blocks", "conv blocks in the encoder",
+                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
+            MethodOption.Integer<DenoisingConfig>("--width", "channels per block",
+                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
         ])
     {
-        Figures = [new MethodFigure("reconstructions", "clean test images, corrupted, and reconstructed", [], DrawReconstructions)],
+        Figures = [new MethodFigure("reconstructions",
+            "clean test images, corrupted, and reconstructed", [], DrawReconstructions)],
     };
 }

@@ -19,16 +19,22 @@ namespace ResearchKit.Models;
 /// </summary>
 /// <param name="Backbone">The whole network: <c>Width</c> is both halves' together (each gets half); <c>Channels</c> records
 /// the data's (3: colour only).</param>
-/// <param name="Temperature">T of the annealed mean for the coloured images of figures and metrics (as colorization: 0.38).</param>
+/// <param name="Temperature">T of the annealed mean for the coloured
+/// images of figures and metrics (as colorization: 0.38).</param>
 public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature = 0.38) : MethodConfig
 {
-    /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs; measured: colorization and split-brain barely move at 1e-3 per 256 in 64 steps), warmup then cosine, no weight decay: the recipe every pretext task here shares.</summary>
-    public override OptimizerConfig Optimizer { get; init; } = new(BaseLearningRate: 4e-3, WeightDecay: 0, Beta2: 0.999, WarmupFraction: 0.02);
+    /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs;
+    /// measured: colorization and split-brain barely move at 1e-3 per 256 in 64 steps), warmup
+    /// then cosine, no weight decay: the recipe every pretext task here shares.</summary>
+    public override OptimizerConfig Optimizer { get; init; } =
+        new(BaseLearningRate: 4e-3, WeightDecay: 0, Beta2: 0.999, WarmupFraction: 0.02);
 
     /// <summary>CPU scale: two halves of RotNet's tiny NIN (32 + 32 channels) on 32 px colour images (`shapes`).</summary>
-    public static SplitBrainConfig Tiny(int imageSize = 32, int channels = 3) => new(ConvNetConfig.Tiny(imageSize, channels));
+    public static SplitBrainConfig Tiny(int imageSize = 32, int channels = 3) =>
+        new(ConvNetConfig.Tiny(imageSize, channels));
 
-    public override MethodConfig ForInput(int imageSize, int channels) => this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
+    public override MethodConfig ForInput(int imageSize, int channels) =>
+        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
 
     public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
@@ -43,11 +49,16 @@ public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature
     public override void Validate()
     {
         if (Backbone.Channels != 3)
-            throw new ResearchKitException($"split-brain: needs colour (RGB) images; this data has {Backbone.Channels} channel(s) (use shapes, cifar10 or an image folder)");
-        if (Backbone.Width < 2 || Backbone.Width % 2 != 0) throw new ResearchKitException($"split-brain: width (--width) must be even (two halves); got {Backbone.Width}");
+            throw new ResearchKitException($"split-brain: needs colour (RGB) images; "
+                + $"this data has {Backbone.Channels} channel(s) (use shapes, cifar10 or an image folder)");
+        if (Backbone.Width < 2 || Backbone.Width % 2 != 0)
+            throw new ResearchKitException($"split-brain: width (--width) must be even (two halves); got {Backbone.Width}");
         Half(1).Validate();
-        if (Backbone.Depth < 3) throw new ResearchKitException($"split-brain: blocks (--blocks) must be at least 3 (predictions at a quarter of the side); got {Backbone.Depth}");
-        if (!(Temperature > 0) || !double.IsFinite(Temperature)) throw new ResearchKitException($"split-brain: --temperature must be positive; got {Temperature}");
+        if (Backbone.Depth < 3)
+            throw new ResearchKitException($"split-brain: blocks (--blocks) must be at least 3 "
+                + $"(predictions at a quarter of the side); got {Backbone.Depth}");
+        if (!(Temperature > 0) || !double.IsFinite(Temperature))
+            throw new ResearchKitException($"split-brain: --temperature must be positive; got {Temperature}");
     }
 }
 
@@ -99,7 +110,13 @@ public sealed class SplitBrainBackbone : Backbone
 
 /// <summary>What a split-brain forward pass returns: the summed loss, each half's, the ab logits [B, Q_ab, h, w] and the L
 /// logits [B, Q_L, h, w] with their targets [B, h, w].</summary>
-public sealed record SplitBrainOutput(Tensor Loss, Tensor AbLoss, Tensor LightnessLoss, Tensor AbLogits, Tensor LightnessLogits, Tensor LightnessTarget);
+public sealed record SplitBrainOutput(
+    Tensor Loss,
+    Tensor AbLoss,
+    Tensor LightnessLoss,
+    Tensor AbLogits,
+    Tensor LightnessLogits,
+    Tensor LightnessTarget);
 
 /// <summary>The split-brain autoencoder (<see cref="SplitBrainConfig"/>).</summary>
 public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainModel
@@ -137,17 +154,22 @@ public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainMode
         return new SplitBrainOutput(abLoss + lLoss, abLoss, lLoss, abLogits, lLogits, lTarget);
     }
 
-    public IReadOnlyList<UpdatePhase> Phases() => [new UpdatePhase("loss", (batch, _) => call(batch.Images).Loss, UpdatePhase.TrainableOf(this))];
+    public IReadOnlyList<UpdatePhase> Phases() =>
+        [new UpdatePhase("loss", (batch, _) => call(batch.Images).Loss, UpdatePhase.TrainableOf(this))];
 
     /// <summary>Held-out: PSNR of the L → ab half's colouring, and the ab → L half's accuracy over L bins.</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    public IReadOnlyDictionary<string, double> PretextMetrics(
+        Tensor images,
+        Normalization normalization,
+        Generator generator)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var output = call(images);
         return new Dictionary<string, double>
         {
-            ["colour_psnr"] = Colorization.ColourPsnr(context, images, ColorBins.Ab.Decode(output.AbLogits, Config.Temperature)),
+            ["colour_psnr"] =
+                Colorization.ColourPsnr(context, images, ColorBins.Ab.Decode(output.AbLogits, Config.Temperature)),
             ["lightness_accuracy"] = LinearProbe.Accuracy(output.LightnessLogits, output.LightnessTarget),
         };
     }
@@ -157,7 +179,8 @@ public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainMode
         var model = (SplitBrain)request.Model;
         var images = request.TestImages(request.Count);
         var ab = ColorBins.Ab.Decode(model.call(images).AbLogits, model.Config.Temperature);
-        return Colorization.Colourings(model.context, images, ab, $"{request.Count} test images coloured by the L → ab half");
+        return Colorization.Colourings(model.context, images, ab,
+            $"{request.Count} test images coloured by the L → ab half");
     }
 
     public static MethodInfo Method { get; } = new("split-brain",
@@ -165,11 +188,15 @@ public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainMode
         typeof(SplitBrainConfig),
         new Dictionary<string, Func<MethodConfig>> { ["tiny"] = () => SplitBrainConfig.Tiny() },
         [
-            MethodOption.Integer<SplitBrainConfig>("--blocks", "conv blocks in each half", (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<SplitBrainConfig>("--width", "channels per block, both halves together", (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
-            MethodOption.Number<SplitBrainConfig>("--temperature", "T of the annealed mean for colourings", (c, v) => c with { Temperature = v }),
+            MethodOption.Integer<SplitBrainConfig>("--blocks", "conv blocks in each half",
+                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
+            MethodOption.Integer<SplitBrainConfig>("--width", "channels per block, both halves together",
+                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            MethodOption.Number<SplitBrainConfig>("--temperature", "T of the annealed mean for colourings",
+                (c, v) => c with { Temperature = v }),
         ])
     {
-        Figures = [new MethodFigure("colourings", "test images in grey, coloured by the L → ab half, and the originals", [], DrawColourings)],
+        Figures = [new MethodFigure("colourings",
+            "test images in grey, coloured by the L → ab half, and the originals", [], DrawColourings)],
     };
 }
