@@ -44,6 +44,14 @@ public static class Mixed
             .to_type(ScalarType.Float32);
     }
 
+    /// <summary>A Sequential's layers in order with each Conv2d through <see cref="Conv"/>, so the narrow-filter fix below and bf16
+    /// reach convolutions held in a Sequential (a tokenizer's decoder ends in a 3×3 convolution to 1 or 3 channels).</summary>
+    public static Tensor Stack(Sequential layers, Tensor x)
+    {
+        foreach (var layer in layers.children()) x = layer is Conv2d conv ? Conv(conv, x) : ((Module<Tensor, Tensor>)layer).call(x);
+        return x;
+    }
+
     /// <summary>Fewest filters for which libtorch's CPU convolution backward was never seen to fail (see <see cref="PaddedFilters"/>).</summary>
     public const int SafeFilters = 16;
 

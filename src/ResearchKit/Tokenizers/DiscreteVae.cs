@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using ResearchKit.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -68,7 +69,7 @@ public sealed class DiscreteVae : VisualTokenizer, IWeightsLoaded
         }
         else soft = functional.one_hot(logits.argmax(1), Config.Codes).permute(0, 3, 1, 2).to_type(logits.dtype);
         var z = einsum("bkhw,kd->bdhw", soft, embedding);
-        var reconstruction = decoder.call(z);
+        var reconstruction = Mixed.Stack(decoder, z);
         var logQ = logits.log_softmax(1);
         // KL(q ‖ uniform) per position = Σ q log q + log K, averaged over positions.
         var kl = (logQ.exp() * logQ).sum(1).mean() + Math.Log(Config.Codes);

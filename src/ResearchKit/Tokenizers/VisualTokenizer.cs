@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using System.Text.Json.Serialization;
 using ResearchKit.Data;
 using ResearchKit.Training;
@@ -107,7 +108,7 @@ public abstract class VisualTokenizer : Module<Tensor, Generator?, TokenizerOutp
             throw new ArgumentException($"token grid must be [B, {Config.GridSize}, {Config.GridSize}]; got [{string.Join(", ", codes.shape)}]", nameof(codes));
         using var scope = NewDisposeScope();
         var z = CodeVectors(codes.reshape(-1)).reshape(codes.shape[0], codes.shape[1], codes.shape[2], Config.CodeDim).permute(0, 3, 1, 2);
-        return decoder.call(z).MoveToOuterDisposeScope();
+        return Mixed.Stack(decoder, z).MoveToOuterDisposeScope();
     }
 
     /// <summary>Embedding vectors [N, CodeDim] of codes [N].</summary>

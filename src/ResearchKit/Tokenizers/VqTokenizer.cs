@@ -1,3 +1,4 @@
+using ResearchKit.Layers;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -66,7 +67,7 @@ public sealed class VqTokenizer : VisualTokenizer, IWeightsLoaded
         var codes = Nearest(rows.detach());
         var quantized = codebook.index_select(0, codes);                            // N, D (a buffer: no gradient)
         var straight = rows + (quantized - rows).detach();                          // straight-through estimator
-        var reconstruction = decoder.call(straight.reshape(B, H, W, Config.CodeDim).permute(0, 3, 1, 2));
+        var reconstruction = Mixed.Stack(decoder, straight.reshape(B, H, W, Config.CodeDim).permute(0, 3, 1, 2));
         var loss = functional.mse_loss(reconstruction, images) + Config.Commitment * functional.mse_loss(rows, quantized);
         return new TokenizerOutput(loss, reconstruction, Usage(codes, Config.Codes));
     }
