@@ -73,13 +73,14 @@ PY
   check mae-pca-grid   researchkit pretrain --method mae $D --target pca --sampling grid --out pca --device $dev
   check mae-bf16       researchkit pretrain --method mae $D --precision bf16 --out maebf --device $dev
 ) & chains+=($!)
-(   # iGPT: both objectives, a resume on CUDA, fine-tuning with its auxiliary loss, sampling, a repeated run
+(   # iGPT: both objectives, a resume on CUDA, fine-tuning with its generative objective, sampling, a repeated run
   check igpt-ar        researchkit pretrain --method igpt $D --objective ar --out igar --device $dev
   check repeat-igpt    researchkit pretrain --method igpt $D --objective ar --out igar2 --device $dev
   check deterministic-igpt same_curve igar igar2
   check resume-igpt    researchkit pretrain --method igpt $D --objective ar --epochs 2 --out igar --device $dev
   check finetune-igpt  researchkit finetune igar --blocks 1 --epochs 1 --train-limit 1024 --json --device $dev
   check sample         researchkit show igar --what completions --n 4 --completions 2 --out samples.png --device $dev
+  check evaluate-igpt  researchkit evaluate igar --n 512 --json --device $dev
   check igpt-bert      researchkit pretrain --method igpt $D --objective bert --out igbert --device $dev
 ) & chains+=($!)
 (   # RotNet, the dVAE tokenizer, a palette; a run trained on the CPU resumed and probed on CUDA
@@ -87,6 +88,7 @@ PY
   check probe-rotnet   researchkit probe rot --layer all --train-limit 2000 --test-limit 1000 --json --device $dev
   check finetune-rot   researchkit finetune rot --epochs 1 --train-limit 1024 --json --device $dev
   check supervised     researchkit pretrain --method supervised $D --out sup --device $dev
+  check evaluate-sup   researchkit evaluate sup --extra ood=shapes --n 1000 --json --device $dev
   check schedule-snap  researchkit pretrain --method rotnet $D --snapshot-steps 5 --out rotsnap --device $dev
   check probe-step     researchkit probe rotsnap --step 5 --layer 3 --train-limit 2000 --test-limit 1000 --json --device $dev
   # A dVAE this short may end with a collapse warning (exit 3); the run itself must complete.

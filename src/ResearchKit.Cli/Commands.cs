@@ -243,6 +243,9 @@ static class Commands
 
         public (RunConfig Config, IPretrainModel Model) Load(ParseResult r, string directory) =>
             Pretraining.Load(directory, r.GetValue(epoch), r.GetValue(step));
+
+        /// <summary>Which weights were chosen, as stored results name them: "final", "epoch-N" or "step-N".</summary>
+        public string Name(ParseResult r) => r.GetValue(epoch) is { } e ? $"epoch-{e}" : r.GetValue(step) is { } s ? $"step-{s}" : "final";
     }
 
     static int[] ParseLayers(string text, int depth)
@@ -260,19 +263,28 @@ static class Commands
         var trainLimit = new Option<long?>("--train-limit") { Description = "labelled training images to use" };
         var lr = new Option<double>("--lr") { Description = "base learning rate (scaled by batch/256)", DefaultValueFactory = _ => 2e-3 };
         var dataset = TransferDatasetOption("fine-tune");
-        var auxWeight = new Option<double>("--aux-weight") { Description = "weight of the backbone's pre-training loss kept while fine-tuning (igpt: L_CLF + λ·L_GEN, §3.5; 0 = off; others have none)", DefaultValueFactory = _ => 1.0 };
+        var objective = new Option<string?>("--objective")
+        {
+            Description = "fine-tuning loss: cross-entropy, or one the run's method provides (igpt: generative, its default); its options follow",
+        };
         var json = new Option<bool>("--json");
         var device = DeviceOption();
         var precision = PrecisionOption();
         var command = new Command("finetune", "Fine-tune the pre-trained backbone (all or the last K blocks) with a linear head; report test accuracy")
-            { dir, blocks, epochs, trainLimit, lr, dataset, auxWeight, json, device, precision };
+            { dir, blocks, epochs, trainLimit, lr, dataset, objective, json, device, precision };
+        command.TreatUnmatchedTokensAsErrors = false;   // the objective's options, checked against its declaration
         var snapshot = new SnapshotChoice(command);
         command.SetAction(r => Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             Positive("--epochs", r.GetValue(epochs));
             Positive("--train-limit", r.GetValue(trainLimit));
             if (!(r.GetValue(lr) > 0 && double.IsFinite(r.GetValue(lr)))) throw new ResearchKitException($"--lr: expected a positive finite number; got {r.GetValue(lr)}");
-            var (config, model) = snapshot.Load(r, r.GetValue(dir)!);
+            var folder = r.GetValue(dir)!;
+            var info = MethodRegistry.Of(Pretraining.ReadConfig(folder).Method);
+            var objectiveName = r.GetValue(objective) ?? info.DefaultObjective ?? MethodObjective.CrossEntropyName;
+            var declared = info.FineTuneObjectives.FirstOrDefault(o => o.Name == objectiveName)?.Options ?? [];
+            var loss = info.Objective(objectiveName, ShowCommand.CapabilityOptions($"{info.Name}'s {objectiveName} objective", declared, r.UnmatchedTokens));
+            var (config, model) = snapshot.Load(r, folder);
             var blockText = r.GetValue(blocks)!;
             int depth = model.Backbone.Depth;
             int k = blockText == "all" ? int.MaxValue
@@ -284,9 +296,10 @@ static class Commands
             var data = adapted ?? loaded;
             using var progress = new TerminalProgress("finetune");
             var result = FineTuning.Run(model.Backbone, data, config.Normalization,
-                new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit), AuxiliaryWeight: r.GetValue(auxWeight)), progress);
+                new FineTuneConfig(r.GetValue(epochs), k, BaseLearningRate: r.GetValue(lr), TrainLimit: r.GetValue(trainLimit)), progress, loss: loss);
             Console.WriteLine(r.GetValue(json)
-                ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs),
+                ? JsonSerializer.Serialize(new { accuracy = Math.Round(result.Accuracy, 4), blocks = blockText, epochs = r.GetValue(epochs), objective = objectiveName,
+                    finalLoss = Math.Round(result.Training.Losses.TakeLast(20).Average(), 4),
                     dataset = data.Train.Name, adapter = adapter.Description }, Line)
                 : $"fine-tuned ({blockText} blocks, {r.GetValue(epochs)} epochs) on {data.Train.Name}{(adapter.IsIdentity ? "" : $" (adapted: {adapter.Description})")}: " +
                   $"test accuracy {result.Accuracy:P2}");

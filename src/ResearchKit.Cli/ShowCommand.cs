@@ -38,7 +38,7 @@ static class ShowCommand
                 return;
             }
             var figure = info.Figure(name);
-            var options = new OptionValues(figure.Options, FigureOptions(info, figure, r.UnmatchedTokens));
+            var options = new OptionValues(figure.Options, CapabilityOptions($"{info.Name}'s {figure.Name}", figure.Options, r.UnmatchedTokens));
             int n = r.GetValue(count);
             Commands.Positive("--n", n);
             var path = r.GetValue(outFile) ?? throw new ResearchKitException("--out: a .png file is required");
@@ -57,8 +57,9 @@ static class ShowCommand
     static string Listing(MethodInfo info) => $"{info.Name} draws " + string.Join("; ", info.Figures.Select(f =>
         $"{f.Name} ({f.Description}{(f.Options.Count == 0 ? "" : "; options " + string.Join(", ", f.Options.Select(o => o.Name)))})"));
 
-    /// <summary>The figure's options from the tokens the command did not know: `--name value` or `--name=value`, each declared.</summary>
-    static Dictionary<string, string> FigureOptions(MethodInfo info, MethodFigure figure, IReadOnlyList<string> tokens)
+    /// <summary>A capability's options from the tokens the command did not know: `--name value` or `--name=value`, each
+    /// declared by <paramref name="declared"/>; <paramref name="owner"/> names it in errors ("igpt's samples").</summary>
+    internal static Dictionary<string, string> CapabilityOptions(string owner, IReadOnlyList<CapabilityOption> declared, IReadOnlyList<string> tokens)
     {
         var given = new Dictionary<string, string>();
         for (int i = 0; i < tokens.Count; i++)
@@ -67,9 +68,9 @@ static class ShowCommand
             if (!token.StartsWith("--", StringComparison.Ordinal)) throw new ResearchKitException($"unexpected argument '{token}'");
             int split = token.IndexOfAny(['=', ':']);
             var name = split > 0 ? token[..split] : token;
-            if (figure.Options.All(o => o.Name != name))
-                throw new ResearchKitException($"{info.Name}'s {figure.Name} has no option {name}; its options: " +
-                    (figure.Options.Count == 0 ? "none" : string.Join(", ", figure.Options.Select(o => o.Name))));
+            if (declared.All(o => o.Name != name))
+                throw new ResearchKitException($"{owner} has no option {name}; its options: " +
+                    (declared.Count == 0 ? "none" : string.Join(", ", declared.Select(o => o.Name))));
             var value = split > 0 ? token[(split + 1)..] : i + 1 < tokens.Count ? tokens[++i] : throw new ResearchKitException($"{name}: a value is required");
             given[name] = value;
         }
@@ -77,7 +78,7 @@ static class ShowCommand
     }
 
     /// <summary>The run's first <paramref name="n"/> test images, normalised as it was trained.</summary>
-    static Tensor TestImages(RunConfig config, int n)
+    internal static Tensor TestImages(RunConfig config, int n)
     {
         using var data = DatasetCatalog.Load(config.Dataset, 1, n);
         return config.Normalization.Apply(data.Test.Images, Compute.Device);

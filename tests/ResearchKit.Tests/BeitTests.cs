@@ -190,7 +190,7 @@ public class BeitTests
         using var data = TestData.FashionMnist(16, 256);
         var images = config.Normalization.Apply(data.Test.Images, CPU);
         using var g = new Generator(0);
-        var metrics = model.PretextMetrics(images, config.Normalization, g);
+        var metrics = TestData.Measure(config.Method, model, config.Normalization, images, g);
         Assert.True(metrics["masked_token_accuracy"] > 3.0 / 64, $"masked-token accuracy {metrics["masked_token_accuracy"]:P1} (chance 1.6%)");
     }
 }

@@ -268,9 +268,26 @@ public class CliTests
         var layers = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal([0, 1], layers.Select(l => l.GetProperty("layer").GetInt32()));
         Assert.All(layers, l => Assert.True(l.GetProperty("accuracy").GetDouble() > 0.3, l.ToString()));   // chance: 0.1
-        (code, output, err) = Cli("finetune", ar, "--epochs", "1", "--train-limit", "128", "--aux-weight", "0.5", "--json");
+        (code, output, err) = Cli("finetune", ar, "--epochs", "1", "--train-limit", "128", "--objective", "generative", "--lambda", "0.5", "--json");
         Assert.True(code == 0, err);
-        Assert.InRange(JsonDocument.Parse(output).RootElement.GetProperty("accuracy").GetDouble(), 0.0, 1.0);
+        var tuned = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("generative", tuned.GetProperty("objective").GetString());
+        Assert.InRange(tuned.GetProperty("accuracy").GetDouble(), 0.0, 1.0);
+        // λ reaches training: the same single step with λ = 0 minimises cross-entropy alone, lower by 0.5·L_GEN (≈ 0.5 × 1.5 nats).
+        (code, output, err) = Cli("finetune", ar, "--epochs", "1", "--train-limit", "128", "--objective", "generative", "--lambda", "0", "--json");
+        Assert.True(code == 0, err);
+        double withoutGenerative = JsonDocument.Parse(output).RootElement.GetProperty("finalLoss").GetDouble();
+        Assert.True(tuned.GetProperty("finalLoss").GetDouble() - withoutGenerative > 0.25, $"{tuned} against λ = 0: {withoutGenerative}");
+        Assert.Equal((1, "error: igpt's generative objective has no option --weight; its options: --lambda"),
+            Error(Cli("finetune", ar, "--objective", "generative", "--weight", "0.5")));
+
+        // Its evaluation through the generic command, stored in the run folder by name.
+        (code, output, err) = Cli("evaluate", ar, "--n", "64", "--json");
+        Assert.True(code == 0, err);
+        var likelihood = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("likelihood", likelihood.GetProperty("evaluation").GetString());
+        Assert.InRange(likelihood.GetProperty("scalars").GetProperty("bits_per_pixel").GetDouble(), 0.5, 4.5);   // uniform: 4 bits
+        Assert.Equal(likelihood.GetProperty("scalars").GetProperty("bits_per_pixel").GetDouble(), MethodEvaluations.ReadScalars(ar)["bits_per_pixel"]);
 
         var samples = Path.Combine(folder, "samples.png");
         (code, output, err) = Cli("show", ar, "--what", "samples", "--n", "3", "--temperature", "0.9", "--top-k", "8", "--out", samples);

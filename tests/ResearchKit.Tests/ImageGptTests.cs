@@ -182,21 +182,35 @@ public class ImageGptTests
     }
 
     [Fact]
-    public void The_auxiliary_weight_adds_exactly_lambda_times_the_generative_loss_to_the_fine_tuning_objective()
+    public void The_generative_objective_adds_exactly_lambda_times_the_generative_loss_to_cross_entropy()
     {
-        // iGPT §3.5: L = L_CLF + λ·L_GEN. Two fine-tunings from the same weights, head and batches, λ = 0 and λ = 0.5: at the
-        // first step (nothing updated yet) their losses differ by 0.5 · L_GEN of that batch, computed here from a third copy.
+        // iGPT §3.5: L = L_CLF + λ·L_GEN, the objective igpt provides (and fine-tunes with by default). Fine-tunings from the
+        // same weights, head and batches with λ = 0 and λ = 0.5: at the first step (nothing updated yet) their losses differ by
+        // 0.5 · L_GEN of that batch, computed here from another copy; λ = 0 is the generic cross-entropy on the same features.
         using var data = TestData.Random(64, seed: 4);
         var normalization = Normalization.Of(data);
         var splits = new DatasetSplits(data, data);
         var config = new FineTuneConfig(Epochs: 1, BatchSize: 32, Seed: 3);
-        var plain = FineTuning.Run(Build(Small()), splits, normalization, config with { AuxiliaryWeight = 0 });
-        var weighted = FineTuning.Run(Build(Small()), splits, normalization, config with { AuxiliaryWeight = 0.5 });
+        FineTuneResult Tune(string objective, string? lambda = null) => FineTuning.Run(Build(Small()), splits, normalization, config,
+            loss: ImageGpt.Method.Objective(objective, lambda is null ? null : new Dictionary<string, string> { ["--lambda"] = lambda }));
+        var plain = Tune("generative", "0");
+        var weighted = Tune("generative", "0.5");
+        var crossEntropy = Tune("cross-entropy");
         var loader = new DataLoader(data, 32, normalization, shuffle: true, seed: 3);
         var firstBatch = loader.Load(loader.Epoch(0).First()).Images;
-        var generative = Build(Small()).FeaturesWithAuxiliaryLoss(firstBatch).Auxiliary!.item<float>();
+        var generative = Build(Small()).FeaturesAndGenerativeLoss(firstBatch).GenerativeLoss.item<float>();
         Assert.Equal(0.5 * generative, weighted.Training.Losses[0] - plain.Training.Losses[0], 4);
         Assert.NotEqual(plain.Training.Losses[1], weighted.Training.Losses[1]);   // and the updates differ from there on
+        Assert.Equal(crossEntropy.Training.Losses[0], plain.Training.Losses[0], 5);
+        Assert.Equal("generative", ImageGpt.Method.DefaultObjective);             // the paper's recipe, λ = 1 unless given
+
+        // Objectives and their options are the method's: other names, options and values are one-line errors.
+        Assert.Equal("--lambda: the generative loss's weight must be ≥ 0; got -1",
+            Assert.Throws<ResearchKitException>(() => ImageGpt.Method.Objective("generative", new Dictionary<string, string> { ["--lambda"] = "-1" })).Message);
+        Assert.Equal("igpt's generative objective has no option --beta; its options: --lambda",
+            Assert.Throws<ResearchKitException>(() => ImageGpt.Method.Objective("generative", new Dictionary<string, string> { ["--beta"] = "1" })).Message);
+        Assert.Equal("--objective: rotnet fine-tunes with cross-entropy; got 'generative'",
+            Assert.Throws<ResearchKitException>(() => RotNet.Method.Objective("generative")).Message);
     }
 
     [Fact]
@@ -209,10 +223,9 @@ public class ImageGptTests
         Assert.All(layers, l => Assert.Equal(new long[] { 5, 32 }, l.shape));
         // Layer-normed before pooling: every position has zero mean over the width, so the pooled vector has too.
         Assert.All(layers, l => Assert.True(l.mean([1L]).abs().max().item<float>() < 1e-5));
-        var (features, auxiliary) = model.FeaturesWithAuxiliaryLoss(images);
+        var (features, generative) = model.FeaturesAndGenerativeLoss(images);
         Assert.True(features.allclose(model.Features(images)));
-        Assert.Equal(model.Forward(images, null).Loss.item<float>(), auxiliary!.item<float>(), 1e-6);
-        Assert.Null(new VisionTransformer(ViTConfig.Tiny(28, 1) with { Dim = 16, Depth = 1, Heads = 2 }).FeaturesWithAuxiliaryLoss(images).Auxiliary);   // other backbones: none
+        Assert.Equal(model.Forward(images, null).Loss.item<float>(), generative.item<float>(), 1e-6);
     }
 
     [Fact]
@@ -221,9 +234,11 @@ public class ImageGptTests
         var source = new Experiment(Small(), new PretrainOptions(), new EvaluationOptions());
         var plain = new FineTuneExperiment(source, int.MaxValue, 1, 100, 100);
         var json = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(plain, ResearchKit.Methods.MethodRegistry.Json))!.AsObject();
-        // Results cached before λ and the learning rate were settings keep their keys.
+        // Results cached before the objective and the learning rate were settings keep their keys.
         Assert.Equal(["source", "blocks", "epochs", "trainLimit", "testLimit", "seed"], json.Select(p => p.Key));
-        Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain), ResearchKit.Reporting.Sweep.Key(plain with { AuxiliaryWeight = 0 }));
+        Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain), ResearchKit.Reporting.Sweep.Key(plain with { Objective = "cross-entropy" }));
+        Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain with { Objective = "generative" }),
+            ResearchKit.Reporting.Sweep.Key(plain with { Objective = "generative", ObjectiveOptions = new() { ["--lambda"] = "0.5" } }));
         Assert.NotEqual(ResearchKit.Reporting.Sweep.Key(plain), ResearchKit.Reporting.Sweep.Key(plain with { BaseLearningRate = 1e-2 }));
     }
 
@@ -245,7 +260,8 @@ public class ImageGptTests
             Assert.True(model.Palette.Colors[0, 0].item<float>() < 0.02f);
             Assert.True(model.Palette.QuantisationPsnr(ColorPalette.Downsample(Normalization.ToUnit(data.Test.Images, CPU), 14)) > 30);
             using var _ = no_grad();
-            var bits = model.PretextMetrics(run.Config.Normalization.Apply(data.Test.Images, Compute.Device), run.Config.Normalization, new Generator(0))["bits_per_pixel"];
+            var bits = TestData.Measure(run.Config.Method, model, run.Config.Normalization,
+                run.Config.Normalization.Apply(data.Test.Images, Compute.Device), new Generator(0))["bits_per_pixel"];
             Assert.InRange(bits, 0.5, 3.5);   // uniform: 4 bits
             var trained = ProbeByLayer(model, data, run.Config.Normalization);
             Assert.Equal(3, trained.Length);

@@ -112,7 +112,7 @@ public class MaeAblationTests
         var pixels = mae.ToPixels(logits, images);
         Assert.Equal(new long[] { 3, 49, 16 }, pixels.shape);
         Assert.True(pixels.allclose(Patches.Patchify(tokenizer.Tokenizer.Decode(logits.argmax(-1).reshape(3, 7, 7)), 4), atol: 1e-5));
-        var metrics = mae.PretextMetrics(images, new Normalization([0.5f], [0.25f]), new Generator(0));
+        var metrics = TestData.Measure(mae.Config, mae, new Normalization([0.5f], [0.25f]), images, new Generator(0));
         Assert.InRange(metrics["masked_token_accuracy"], 0, 1);
         Assert.True(double.IsFinite(metrics["reconstruction_psnr"]));
     }
@@ -300,6 +300,9 @@ public class MaeAblationTests
         Assert.True(double.IsNaN(results[0].TrainLoss));
         Assert.True(results[2].TrainLoss < results[1].TrainLoss, $"loss after 2 epochs {results[2].TrainLoss} vs 1 epoch {results[1].TrainLoss}");
         Assert.Throws<ResearchKitException>(() => Experiments.RunAlongTraining(experiment, [3], work));
+        // Each snapshot's evaluations are kept in the run folder under its epoch.
+        Assert.Equal(results[1].Result.Pretext["reconstruction_psnr"], MethodEvaluations.ReadScalars(folder, "epoch-1")["reconstruction_psnr"]);
+        Assert.Equal(results[2].Result.Pretext["reconstruction_psnr"], MethodEvaluations.ReadScalars(folder, "epoch-2")["reconstruction_psnr"]);
 
         // Partial fine-tuning reads the same pre-trained run (no second pre-training: the folder's checkpoint is complete).
         var stamp = File.GetLastWriteTimeUtc(Path.Combine(folder, Trainer.CheckpointFile));

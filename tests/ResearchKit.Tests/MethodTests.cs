@@ -140,7 +140,7 @@ public class MethodTests
         var images = run.Config.Normalization.Apply(data.Test.Images, CPU);
         run.Model.Module.eval();
         using var g = new Generator(0);
-        double accuracy = run.Model.PretextMetrics(images, run.Config.Normalization, g)["rotation_accuracy"];
+        double accuracy = TestData.Measure(run.Config.Method, run.Model, run.Config.Normalization, images, g)["rotation_accuracy"];
         Assert.True(accuracy > 0.5, $"rotation accuracy {accuracy:P1} on held-out images (chance 25%)");
     }
 
@@ -176,6 +176,9 @@ public class MethodTests
         var predicted = ((RotNet)saved).call(images).Logits.argmax(1).data<long>().ToArray();
         double correct = Enumerable.Range(0, predicted.Length).Count(i => predicted[i] == i / 64);
         Assert.Equal(Math.Round(correct / predicted.Length, 4), rotnet.Pretext["rotation_accuracy"], 6);
+        // The run folder keeps the same evaluation by name (`researchkit evaluate` writes the same file).
+        Assert.Equal(rotnet.Pretext["rotation_accuracy"],
+            MethodEvaluations.ReadScalars(Experiments.PretrainFolder(Path.Combine(folder, entries[0].Key)))["rotation_accuracy"]);
 
         // The untrained floor's PSNR worked by hand from the same model, images and mask seed: 10·log10(1 / MSE) over the
         // removed patches' pixels in [0, 1].

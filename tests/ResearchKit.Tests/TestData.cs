@@ -14,6 +14,19 @@ static class TestData
         return new ImageDataset("random", "train", images, labels, Enumerable.Range(0, classes).Select(i => i.ToString()).ToArray(), "test");
     }
 
+    /// <summary>
+    /// Every evaluation <paramref name="config"/>'s method declares that needs no extra data, on normalised images whose labels
+    /// are not read (class 0 stands in): the scalars by name, as sweeps store them.
+    /// </summary>
+    public static Dictionary<string, double> Measure(ResearchKit.Methods.MethodConfig config, ResearchKit.Methods.IPretrainModel model,
+        Normalization normalization, Tensor images, Generator generator)
+    {
+        var request = new ResearchKit.Methods.EvaluationRequest(model, normalization, images,
+            zeros(images.shape[0], ScalarType.Int64, device: images.device), new Dictionary<string, ImageDataset>(), generator);
+        var info = ResearchKit.Methods.MethodRegistry.Of(config);
+        return ResearchKit.Methods.MethodEvaluations.Scalars(ResearchKit.Methods.MethodEvaluations.Run(info, request));
+    }
+
     /// <summary>Real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist); fails with the catalog's how-to when missing.</summary>
     public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
 

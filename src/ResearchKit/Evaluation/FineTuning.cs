@@ -11,22 +11,30 @@ namespace ResearchKit.Evaluation;
 /// (int.MaxValue = all; MAE §4.3 partial fine-tuning). AdamW β = (0.9, 0.999), as MAE's fine-tuning recipe
 /// (Appendix A.1, Table 9). Defaults suit the tiny presets on a CPU.
 /// </summary>
-/// <param name="AuxiliaryWeight">λ of a backbone's own pre-training loss kept during fine-tuning (iGPT §3.5: L_CLF + λ·L_GEN, λ = 1
-/// in the paper; 0 turns it off); backbones without one ignore it.</param>
 public sealed record FineTuneConfig(int Epochs = 5, int Blocks = int.MaxValue, int BatchSize = 128, double BaseLearningRate = 2e-3,
-    double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null, double AuxiliaryWeight = 1.0);
+    double WeightDecay = 0.05, int Seed = 0, long? TrainLimit = null);
+
+/// <summary>
+/// The loss fine-tuning minimises for a batch of normalised images and their labels. Plain cross-entropy on the
+/// classifier's logits (<see cref="FineTuning.CrossEntropy"/>) unless a method provides another
+/// (<see cref="Methods.MethodInfo.FineTuneObjectives"/>: iGPT keeps its generative loss, §3.5).
+/// </summary>
+public delegate Tensor FineTuneLoss(Classifier classifier, Tensor images, Tensor labels);
 
 /// <param name="TrainableParameters">Parameters fine-tuning updated: the unfrozen blocks and the new head.</param>
 public sealed record FineTuneResult(double Accuracy, TrainResult Training, long TrainableParameters);
 
 public static class FineTuning
 {
-    /// <summary>Fine-tunes <paramref name="backbone"/> (modified in place) on the train split and returns test accuracy.</summary>
+    /// <summary>The default objective: cross-entropy of the classifier's logits.</summary>
+    public static readonly FineTuneLoss CrossEntropy = (classifier, images, labels) => nn.functional.cross_entropy(classifier.call(images), labels);
+
+    /// <summary>Fine-tunes <paramref name="backbone"/> (modified in place) on the train split with <paramref name="loss"/>
+    /// (null: <see cref="CrossEntropy"/>) and returns test accuracy.</summary>
     public static FineTuneResult Run(Backbone backbone, DatasetSplits data, Normalization normalization, FineTuneConfig config,
-        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
+        IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, FineTuneLoss? loss = null)
     {
-        if (!(config.AuxiliaryWeight >= 0) || !double.IsFinite(config.AuxiliaryWeight))
-            throw new ResearchKitException($"fine-tuning: the auxiliary loss weight (--aux-weight) must be ≥ 0; got {config.AuxiliaryWeight}");
+        loss ??= CrossEntropy;
         torch.manual_seed(config.Seed);
         var classifier = Compute.Build(() => new Classifier(backbone, data.Train.ClassCount));
         backbone.FreezeAllBut(config.Blocks);
@@ -37,13 +45,8 @@ public static class FineTuning
         var trainConfig = new TrainConfig(config.Epochs, config.BatchSize, optimizer, Seed: config.Seed);
         // Exempt the backbone's own no-weight-decay parameters (e.g. the ViT's [CLS] token), as MAE's fine-tuning does.
         var exempt = backbone.NoWeightDecay.Select(n => "backbone." + n).ToHashSet();
-        var result = new Trainer(trainConfig).Fit(loader, new SingleLoss(classifier, (batch, _) =>
-        {
-            if (config.AuxiliaryWeight == 0) return nn.functional.cross_entropy(classifier.call(batch.Images), batch.Labels);
-            var (logits, auxiliary) = classifier.ForwardWithAuxiliary(batch.Images);
-            var loss = nn.functional.cross_entropy(logits, batch.Labels);
-            return auxiliary is null ? loss : loss + config.AuxiliaryWeight * auxiliary;
-        }, exempt.Contains), progress, cancel);
+        var result = new Trainer(trainConfig).Fit(loader,
+            new SingleLoss(classifier, (batch, _) => loss(classifier, batch.Images, batch.Labels), exempt.Contains), progress, cancel);
         PreciseBatchNorm.Recompute(classifier, loader);
         data.Train.DisposeIfCopy(train);
         return new FineTuneResult(Accuracy(classifier, data.Test, normalization), result, trainable);

@@ -50,7 +50,11 @@ public sealed record MethodFigure(string Name, string Description, IReadOnlyList
 
 /// <summary>What a figure is drawn from: the run's model and configuration, its first test images (normalised as the run
 /// was trained, on <see cref="Compute.Device"/>), how many to show, a seeded generator and the figure's options.</summary>
-public sealed record FigureRequest(IPretrainModel Model, RunConfig Run, Func<int, Tensor> TestImages, int Count, Generator Generator, OptionValues Options);
+public sealed record FigureRequest(IPretrainModel Model, RunConfig Run, Func<int, Tensor> TestImages, int Count, Generator Generator, OptionValues Options)
+{
+    /// <summary>Normalised images as the run was trained on them → pixel values clamped to [0, 1], as a figure shows them.</summary>
+    public Tensor Pixels(Tensor normalised) => Run.Normalization.Invert(normalised).clamp(0, 1);
+}
 
 /// <summary>Rows of images in pixel values [0, 1] ([N, C, H, W] each, one label per row) and a one-line caption.</summary>
 public sealed record Figure(IReadOnlyList<(string Label, Tensor Images)> Rows, string Caption);
@@ -67,3 +71,14 @@ public sealed record StudyRequest(MethodConfig Config, int ImageSize, int Channe
 
 /// <summary>A study's result: lines for a terminal and an object for --json.</summary>
 public sealed record StudyReport(IReadOnlyList<string> Lines, object Json);
+
+/// <summary>
+/// A fine-tuning loss a method provides beside plain cross-entropy, e.g. iGPT's L_CLF + λ·L_GEN (§3.5): named, with its
+/// own options (`finetune RUN --objective generative --lambda 0.5`), and made into the loss once the options are read.
+/// </summary>
+public sealed record MethodObjective(string Name, string Description, IReadOnlyList<CapabilityOption> Options,
+    Func<OptionValues, ResearchKit.Evaluation.FineTuneLoss> Make)
+{
+    /// <summary>The objective every method has: cross-entropy of the classifier's logits.</summary>
+    public const string CrossEntropyName = "cross-entropy";
+}

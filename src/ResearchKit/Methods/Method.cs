@@ -46,15 +46,12 @@ public abstract record MethodConfig
 }
 
 /// <summary>
-/// A pre-training model: it trains through its update phases (<see cref="ITrainable"/>), exposes the backbone that
-/// evaluation probes and fine-tunes, and may report pretext-task metrics (reconstruction PSNR, rotation accuracy…).
+/// A pre-training model: it trains through its update phases (<see cref="ITrainable"/>) and exposes the backbone that
+/// evaluation probes and fine-tunes. What else it can be measured by, its method declares (<see cref="MethodInfo.Evaluations"/>).
 /// </summary>
 public interface IPretrainModel : ITrainable
 {
     Backbone Backbone { get; }
-
-    /// <summary>Metrics of the pretext task on held-out images [B, C, H, W] (normalised), by name; none by default.</summary>
-    IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator) => new Dictionary<string, double>();
 }
 
 /// <summary>
@@ -128,6 +125,37 @@ public sealed record MethodInfo(string Name, string Paper, Type ConfigType, IRea
 
     /// <summary>The benchmarks it offers beyond the training step (`researchkit bench --method NAME --study NAME`).</summary>
     public IReadOnlyList<MethodStudy> Studies { get; init; } = [];
+
+    /// <summary>What it measures on a trained model (`researchkit evaluate RUN`, and every sweep's results by name).</summary>
+    public IReadOnlyList<MethodEvaluation> Evaluations { get; init; } = [];
+
+    /// <summary>Fine-tuning objectives it provides beside cross-entropy (`finetune RUN --objective NAME`).</summary>
+    public IReadOnlyList<MethodObjective> FineTuneObjectives { get; init; } = [];
+
+    /// <summary>The objective fine-tuning uses when none is named: the paper's recipe (null: cross-entropy).</summary>
+    public string? DefaultObjective { get; init; }
+
+    public MethodEvaluation Evaluation(string name) => Evaluations.FirstOrDefault(e => e.Name == name)
+        ?? throw new ResearchKitException($"--what: {Name} measures {(Evaluations.Count == 0 ? "nothing" : string.Join(", ", Evaluations.Select(e => e.Name)))}; got '{name}'");
+
+    /// <summary>
+    /// The fine-tuning loss named <paramref name="name"/> (null: <see cref="DefaultObjective"/>) with its options; every
+    /// method has <see cref="MethodObjective.CrossEntropyName"/>. Unknown names and options are one-line errors.
+    /// </summary>
+    public ResearchKit.Evaluation.FineTuneLoss Objective(string? name, IReadOnlyDictionary<string, string>? options = null)
+    {
+        name ??= DefaultObjective ?? MethodObjective.CrossEntropyName;
+        var given = options ?? new Dictionary<string, string>();
+        if (name == MethodObjective.CrossEntropyName)
+            return given.Count == 0 ? ResearchKit.Evaluation.FineTuning.CrossEntropy
+                : throw new ResearchKitException($"--objective {name} takes no options; got {string.Join(", ", given.Keys)}");
+        var objective = FineTuneObjectives.FirstOrDefault(o => o.Name == name) ?? throw new ResearchKitException(
+            $"--objective: {Name} fine-tunes with {string.Join(", ", FineTuneObjectives.Select(o => o.Name).Prepend(MethodObjective.CrossEntropyName))}; got '{name}'");
+        if (given.Keys.FirstOrDefault(k => objective.Options.All(o => o.Name != k)) is { } unknown)
+            throw new ResearchKitException($"{Name}'s {name} objective has no option {unknown}; its options: " +
+                (objective.Options.Count == 0 ? "none" : string.Join(", ", objective.Options.Select(o => o.Name))));
+        return objective.Make(new OptionValues(objective.Options, given));
+    }
 
     public MethodFigure Figure(string name) => Figures.FirstOrDefault(f => f.Name == name)
         ?? throw new ResearchKitException($"--what: {Name} draws {(Figures.Count == 0 ? "no figures" : string.Join(", ", Figures.Select(f => f.Name)))}; got '{name}'");

@@ -54,12 +54,6 @@ public abstract class Backbone : Module<Tensor, Tensor>
     /// </summary>
     public virtual IReadOnlyCollection<string> NoWeightDecay => [];
 
-    /// <summary>
-    /// Pooled features and, for a backbone that keeps its pre-training loss while fine-tuning (iGPT §3.5: L_CLF + λ·L_GEN),
-    /// that loss from the same forward pass; null for every other backbone.
-    /// </summary>
-    public virtual (Tensor Features, Tensor? Auxiliary) FeaturesWithAuxiliaryLoss(Tensor images) => (Features(images), null);
-
     public override Tensor forward(Tensor images) => Features(images);
 }
 
@@ -115,12 +109,9 @@ public sealed class Classifier : Module<Tensor, Tensor>
         init.zeros_(head.bias!);
     }
 
-    public override Tensor forward(Tensor images) => Mixed.Head(head, norm.call(backbone.Features(images)));
+    public override Tensor forward(Tensor images) => Logits(backbone.Features(images));
 
-    /// <summary>Logits and the backbone's auxiliary loss (null when it has none), from one forward pass.</summary>
-    public (Tensor Logits, Tensor? Auxiliary) ForwardWithAuxiliary(Tensor images)
-    {
-        var (features, auxiliary) = backbone.FeaturesWithAuxiliaryLoss(images);
-        return (Mixed.Head(head, norm.call(features)), auxiliary);
-    }
+    /// <summary>The head's logits for pooled features [B, FeatureDim]: for a fine-tuning objective that computes the
+    /// features itself, beside another loss from the same pass (<see cref="Evaluation.FineTuneLoss"/>).</summary>
+    public Tensor Logits(Tensor features) => Mixed.Head(head, norm.call(features));
 }

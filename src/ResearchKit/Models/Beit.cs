@@ -98,7 +98,10 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
             MethodOption.Choice<BeitConfig, BeitTarget>("--target", "what the MIM head predicts (Table 4)", (c, v) => c with { Target = v }),
             MethodOption.Flag<BeitConfig>("--predict-all", "count every position in the loss, not only the masked ones (Table 4)", c => c with { PredictAll = true }),
             MethodOption.Integer<BeitConfig>("--min-block", "smallest block of blockwise masking, in patches (paper: 16)", (c, v) => c with { MinBlock = v }),
-        ]);
+        ])
+    {
+        Evaluations = [new MethodEvaluation("masked-prediction", "accuracy of the predicted token at masked patches (or the masked pixels' PSNR)", MeasureMaskedPrediction)],
+    };
 
     public BeitConfig Config { get; }
     public VisionTransformer Encoder => encoder;
@@ -191,19 +194,18 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
     /// On held-out images: top-1 accuracy of the predicted token at masked positions (tokens), or the PSNR of the
     /// predicted masked pixels in [0, 1] (pixels).
     /// </summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    static EvaluationReport MeasureMaskedPrediction(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images, generator);
-        if (Config.Target == BeitTarget.Tokens)
+        var (model, images, normalization) = ((Beit)request.Model, request.Images, request.Normalization);
+        var output = model.call(images, request.Generator);
+        if (model.Config.Target == BeitTarget.Tokens)
         {
-            return new Dictionary<string, double> { ["masked_token_accuracy"] = TokenTarget.MaskedAccuracy(output.Prediction, output.Targets, output.Mask) };
+            return EvaluationReport.Of("masked_token_accuracy", TokenTarget.MaskedAccuracy(output.Prediction, output.Targets, output.Mask));
         }
-        var e = Config.Encoder;
+        var e = model.Config.Encoder;
         Tensor Image(Tensor p) => Patches.Unpatchify(p, e.PatchSize, e.Channels, e.GridSize, e.GridSize);
         var removed = Image(output.Mask.unsqueeze(-1).expand(-1, -1, e.PatchDim).contiguous());
         double mse = Reconstruction.Mse(normalization.Invert(Image(output.Prediction)), normalization.Invert(images), removed);
-        return new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
+        return EvaluationReport.Of("reconstruction_psnr", Reconstruction.Psnr(mse));
     }
 }

@@ -38,7 +38,7 @@ public enum ColorizationLoss
 /// recorded in config.json; null: all 1.</param>
 public sealed record ColorizationConfig(ConvNetConfig Backbone, ColorizationLoss Loss = ColorizationLoss.Classification,
     double Rebalancing = 0.5, double Temperature = 0.38,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] float[]? Weights = null) : MethodConfig
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] float[]? Weights = null) : ConvNetMethodConfig(Backbone)
 {
     /// <summary>Images the rebalancing weights are fitted on.</summary>
     public const int WeightImages = 2000;
@@ -53,11 +53,6 @@ public sealed record ColorizationConfig(ConvNetConfig Backbone, ColorizationLoss
     /// <summary>CPU scale: RotNet's tiny NIN on 32 px colour images (`shapes`).</summary>
     public static ColorizationConfig Tiny(int imageSize = 32, int channels = 3) =>
         new(ConvNetConfig.Tiny(imageSize, channels));
-
-    public override MethodConfig ForInput(int imageSize, int channels) =>
-        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
-
-    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
     /// <summary>Fits the rebalancing weights on the first <see cref="WeightImages"/> training images, at the resolution the
     /// loss sees (a quarter of the side).</summary>
@@ -148,14 +143,10 @@ public sealed class Colorization : Module<Tensor, ColorizationOutput>, IPretrain
 
     /// <summary>PSNR (dB) of held-out images coloured from their
     /// own L and the predicted ab, against the originals.</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(
-        Tensor images,
-        Normalization normalization,
-        Generator generator)
+    static EvaluationReport MeasureColouring(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        return new Dictionary<string, double> { ["colour_psnr"] = ColourPsnr(context, images, call(images).Ab) };
+        var model = (Colorization)request.Model;
+        return EvaluationReport.Of("colour_psnr", ColourPsnr(model.context, request.Images, model.call(request.Images).Ab));
     }
 
     /// <summary>PSNR of <paramref name="images"/>' L with <paramref name="ab"/>
@@ -195,12 +186,10 @@ public sealed class Colorization : Module<Tensor, ColorizationOutput>, IPretrain
                 (c, v) => c with { Rebalancing = v }),
             MethodOption.Number<ColorizationConfig>("--temperature", "T of the annealed mean (paper: 0.38)",
                 (c, v) => c with { Temperature = v }),
-            MethodOption.Integer<ColorizationConfig>("--blocks", "conv blocks",
-                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<ColorizationConfig>("--width", "channels per block",
-                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            .. ConvNetMethodConfig.SizeOptions<ColorizationConfig>("conv blocks", "channels per block"),
         ])
     {
+        Evaluations = [new MethodEvaluation("colouring", "PSNR of test images coloured from their own L", MeasureColouring)],
         Figures = [new MethodFigure("colourings",
             "test images in grey, coloured by the model, and the originals", [], DrawColourings)],
     };

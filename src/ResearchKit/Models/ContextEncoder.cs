@@ -42,7 +42,7 @@ public sealed record ContextEncoderConfig(
     ConvNetConfig Backbone,
     ContextRegion Region = ContextRegion.Central,
     double HoleFraction = 0.25,
-    double AdversarialWeight = 0) : MethodConfig
+    double AdversarialWeight = 0) : ConvNetMethodConfig(Backbone)
 {
     /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs; measured: colorization and
     /// split-brain barely move at 1e-3 per 256 in 64 steps), warmup then cosine, no weight decay: the same recipe as
@@ -58,11 +58,6 @@ public sealed record ContextEncoderConfig(
     /// <summary>CPU scale: RotNet's tiny NIN (the same encoder every pretext task here uses).</summary>
     public static ContextEncoderConfig Tiny(int imageSize = 28, int channels = 1) =>
         new(ConvNetConfig.Tiny(imageSize, channels));
-
-    public override MethodConfig ForInput(int imageSize, int channels) =>
-        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
-
-    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
     public override IPretrainModel Build(BuildContext context) => new ContextEncoder(this);
 
@@ -212,19 +207,15 @@ public sealed class ContextEncoder : Module<Tensor, Generator, ContextEncoderOut
     }
 
     /// <summary>PSNR (dB) of the completion on the removed pixels of held-out images, in pixels [0, 1].</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(
-        Tensor images,
-        Normalization normalization,
-        Generator generator)
+    static EvaluationReport MeasureCompletion(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images, generator);
+        var (model, images, normalization) = ((ContextEncoder)request.Model, request.Images, request.Normalization);
+        var output = model.call(images, request.Generator);
         double mse = Reconstruction.Mse(
             normalization.Invert(output.Output).clamp(0, 1),
             normalization.Invert(images),
             output.Removed);
-        return new Dictionary<string, double> { ["region_psnr"] = Reconstruction.Psnr(mse) };
+        return EvaluationReport.Of("region_psnr", Reconstruction.Psnr(mse));
     }
 
     /// <summary>`show RUN --what completions`: test images, the input with the region removed, and the completion.</summary>
@@ -233,9 +224,8 @@ public sealed class ContextEncoder : Module<Tensor, Generator, ContextEncoderOut
         var model = (ContextEncoder)request.Model;
         var images = request.TestImages(request.Count);
         var output = model.call(images, request.Generator);
-        Tensor Pixels(Tensor t) => request.Run.Normalization.Invert(t).clamp(0, 1);
-        return new Figure([("original", Pixels(images)), ("context", Pixels(output.Input)),
-            ("completion", Pixels(output.Completion))],
+        return new Figure([("original", request.Pixels(images)), ("context", request.Pixels(output.Input)),
+            ("completion", request.Pixels(output.Completion))],
             $"{EnumNames.Of(model.Config.Region)} regions of {model.Config.HoleFraction:P0} "
                 + $"inpainted on {request.Count} test images");
     }
@@ -252,12 +242,10 @@ public sealed class ContextEncoder : Module<Tensor, Generator, ContextEncoderOut
             MethodOption.Number<ContextEncoderConfig>("--adversarial-weight",
                 "λ_adv of the adversarial term (paper's inpainting: 0.001; 0: none)",
                 (c, v) => c with { AdversarialWeight = v }),
-            MethodOption.Integer<ContextEncoderConfig>("--blocks", "conv blocks in the encoder",
-                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<ContextEncoderConfig>("--width", "channels per block",
-                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            .. ConvNetMethodConfig.SizeOptions<ContextEncoderConfig>("conv blocks in the encoder", "channels per block"),
         ])
     {
+        Evaluations = [new MethodEvaluation("completion", "PSNR of the completed region of test images", MeasureCompletion)],
         Figures = [new MethodFigure("completions",
             "test images, the context the encoder sees, and the completed images", [], DrawCompletions)],
     };

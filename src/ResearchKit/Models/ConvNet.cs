@@ -1,10 +1,30 @@
 using ResearchKit.Layers;
+using ResearchKit.Methods;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Models;
+
+/// <summary>
+/// A method configuration whose network is the <see cref="ConvNet"/> backbone (RotNet and the classic pretext tasks): the
+/// input shape lives in <see cref="Backbone"/>, and every such method takes --blocks and --width.
+/// </summary>
+public abstract record ConvNetMethodConfig(ConvNetConfig Backbone) : MethodConfig
+{
+    public override MethodConfig ForInput(int imageSize, int channels) =>
+        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
+
+    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
+
+    /// <summary>--blocks and --width, with the method's own descriptions of them.</summary>
+    public static MethodOption[] SizeOptions<TConfig>(string blocks, string width) where TConfig : ConvNetMethodConfig =>
+    [
+        MethodOption.Integer<TConfig>("--blocks", blocks, (c, v) => (TConfig)((ConvNetMethodConfig)c with { Backbone = c.Backbone with { Depth = v } })),
+        MethodOption.Integer<TConfig>("--width", width, (c, v) => (TConfig)((ConvNetMethodConfig)c with { Backbone = c.Backbone with { Width = v } })),
+    ];
+}
 
 /// <summary>
 /// A Network-in-Network style CNN (Lin et al., 2014) as RotNet used it (Gidaris et al., 2018, §3 and
@@ -45,11 +65,7 @@ public sealed class NinBlock : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        foreach (var layer in layers.children()) x = layer is Conv2d conv ? Mixed.Conv(conv, x) : ((Module<Tensor, Tensor>)layer).call(x);
-        return x;
-    }
+    public override Tensor forward(Tensor x) => Mixed.Stack(layers, x);
 }
 
 /// <summary>

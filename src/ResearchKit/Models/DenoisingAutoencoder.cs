@@ -34,7 +34,7 @@ public enum DenoisingNoise
 public sealed record DenoisingConfig(
     ConvNetConfig Backbone,
     DenoisingNoise Noise = DenoisingNoise.Masking,
-    double Level = 0.25) : MethodConfig
+    double Level = 0.25) : ConvNetMethodConfig(Backbone)
 {
     /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs; measured:
     /// colorization and split-brain barely move at 1e-3 per 256 in 64 steps) images, warmup then cosine,
@@ -45,11 +45,6 @@ public sealed record DenoisingConfig(
 
     /// <summary>CPU scale: RotNet's tiny NIN (the same encoder every pretext task here uses).</summary>
     public static DenoisingConfig Tiny(int imageSize = 28, int channels = 1) => new(ConvNetConfig.Tiny(imageSize, channels));
-
-    public override MethodConfig ForInput(int imageSize, int channels) =>
-        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
-
-    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
     public override IPretrainModel Build(BuildContext context) => new DenoisingAutoencoder(this, context);
 
@@ -123,16 +118,13 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
 
     /// <summary>PSNR (dB) of the reconstruction of corrupted held-out
     /// images against the clean ones, in pixels [0, 1].</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(
-        Tensor images,
-        Normalization normalization,
-        Generator generator)
+    static EvaluationReport MeasureReconstruction(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images, generator);
-        double mse = Reconstruction.Mse(context.ToPixels(output.Reconstruction).clamp(0, 1), context.ToPixels(images));
-        return new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
+        var model = (DenoisingAutoencoder)request.Model;
+        var output = model.call(request.Images, request.Generator);
+        var context = model.context;
+        double mse = Reconstruction.Mse(context.ToPixels(output.Reconstruction).clamp(0, 1), context.ToPixels(request.Images));
+        return EvaluationReport.Of("reconstruction_psnr", Reconstruction.Psnr(mse));
     }
 
     /// <summary>`show RUN --what reconstructions`: clean test images,
@@ -142,9 +134,8 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
         var model = (DenoisingAutoencoder)request.Model;
         var images = request.TestImages(request.Count);
         var output = model.call(images, request.Generator);
-        Tensor Pixels(Tensor t) => model.context.ToPixels(t).clamp(0, 1);
-        return new Figure([("original", Pixels(images)), ("corrupted", Pixels(output.Corrupted)),
-            ("reconstruction", Pixels(output.Reconstruction))],
+        return new Figure([("original", request.Pixels(images)), ("corrupted", request.Pixels(output.Corrupted)),
+            ("reconstruction", request.Pixels(output.Reconstruction))],
             $"{model.Config.Noise.ToString().ToLowerInvariant()} noise at {model.Config.Level}: "
                 + $"{request.Count} test images denoised");
     }
@@ -158,12 +149,10 @@ public sealed class DenoisingAutoencoder : Module<Tensor, Generator, DenoisingOu
             MethodOption.Number<DenoisingConfig>("--level",
                 "masked share ν (paper: 0.1–0.5) or Gaussian σ; 0: a plain autoencoder",
                 (c, v) => c with { Level = v }),
-            MethodOption.Integer<DenoisingConfig>("--blocks", "conv blocks in the encoder",
-                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<DenoisingConfig>("--width", "channels per block",
-                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            .. ConvNetMethodConfig.SizeOptions<DenoisingConfig>("conv blocks in the encoder", "channels per block"),
         ])
     {
+        Evaluations = [new MethodEvaluation("reconstruction", "PSNR of corrupted test images' reconstructions against the clean ones", MeasureReconstruction)],
         Figures = [new MethodFigure("reconstructions",
             "clean test images, corrupted, and reconstructed", [], DrawReconstructions)],
     };

@@ -1,4 +1,5 @@
 using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Layers;
 using ResearchKit.Methods;
 using ResearchKit.Tokenizers;
@@ -128,6 +129,10 @@ public sealed class ImageGpt : Backbone, IPretrainModel
             MethodOption.Integer<ImageGptConfig>("--heads", "attention heads", (c, v) => c with { Heads = v }),
         ])
     {
+        FineTuneObjectives = [new MethodObjective("generative", "L_CLF + λ·L_GEN: keeps the pre-training loss while fine-tuning (§3.5)",
+            [new CapabilityOption("--lambda", "λ, the generative loss's weight (paper: 1)", "1")], GenerativeObjective)],
+        DefaultObjective = "generative",
+        Evaluations = [new MethodEvaluation("likelihood", "bits per pixel of test images (AR: every pixel; BERT: the masked ones)", MeasureLikelihood)],
         Figures =
         [
             new MethodFigure("samples", "images sampled pixel by pixel from an AR run, with a key/value cache", SamplingFigureOptions,
@@ -279,7 +284,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     }
 
     /// <summary>Fine-tuning's features and the generative loss from the same pass (§3.5: L = L_CLF + λ·L_GEN); BERT masks as in pre-training.</summary>
-    public override (Tensor Features, Tensor? Auxiliary) FeaturesWithAuxiliaryLoss(Tensor images)
+    public (Tensor Features, Tensor GenerativeLoss) FeaturesAndGenerativeLoss(Tensor images)
     {
         var target = Tokenize(images);
         var mask = ObjectiveMask(target, null);
@@ -287,22 +292,38 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         return (states.mean([1L]), LogitsAndLoss(states, target, mask).Loss);
     }
 
+    /// <summary>
+    /// iGPT's fine-tuning objective (§3.5): L_CLF + λ·L_GEN, the classifier's cross-entropy plus λ times the generative loss
+    /// of the same forward pass (λ = 1 in the paper; 0 is plain cross-entropy on the same features).
+    /// </summary>
+    static FineTuneLoss GenerativeObjective(OptionValues options)
+    {
+        double lambda = options.Number("--lambda");
+        if (lambda < 0) throw new ResearchKitException($"--lambda: the generative loss's weight must be ≥ 0; got {lambda}");
+        return (classifier, images, labels) =>
+        {
+            var gpt = classifier.Backbone as ImageGpt
+                ?? throw new ResearchKitException("--objective generative: the backbone being fine-tuned is not an igpt network");
+            var (features, generative) = gpt.FeaturesAndGenerativeLoss(images);
+            return functional.cross_entropy(classifier.Logits(features), labels) + lambda * generative;
+        };
+    }
+
     /// <summary>The last blocks train with the final norm and the pixel head (the auxiliary loss needs it); embeddings only with every block.</summary>
     public override void FreezeAllBut(int trainableBlocks) => FreezeAllBut(trainableBlocks, blocks, norm.parameters().Concat(head.parameters()));
 
     /// <summary>Validation bits per pixel (AR: every pixel; BERT: the masked ones) of held-out normalised images.</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    static EvaluationReport MeasureLikelihood(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
+        var (model, images) = ((ImageGpt)request.Model, request.Images);
         double bits = 0;
         long count = images.shape[0];
         for (long start = 0; start < count; start += 256)
         {
             long n = Math.Min(256, count - start);
-            bits += Forward(images.narrow(0, start, n), generator).BitsPerPixel * n;
+            bits += model.Forward(images.narrow(0, start, n), request.Generator).BitsPerPixel * n;
         }
-        return new Dictionary<string, double> { ["bits_per_pixel"] = bits / count };
+        return EvaluationReport.Of("bits_per_pixel", bits / count);
     }
 
     /// <summary>One key/value cache per block, for sampling: see <see cref="Step"/>.</summary>

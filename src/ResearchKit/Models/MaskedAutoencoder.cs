@@ -157,6 +157,7 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
             MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
         ])
     {
+        Evaluations = [new MethodEvaluation("reconstruction", "PSNR of the removed patches in pixels (and the masked-token accuracy with the token target)", MeasureReconstruction)],
         Figures = [new MethodFigure("reconstructions", "test images, their visible patches, the reconstruction, and it pasted into the visible patches (MAE Fig. 2)",
             [], DrawReconstructions)],
         Studies = [MaeEfficiency.Study],
@@ -169,9 +170,8 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
         var mae = (MaskedAutoencoder)request.Model;
         var images = request.TestImages(request.Count);
         var (masked, reconstruction, pasted, _) = mae.Reconstruct(images, request.Generator);
-        Tensor Pixels(Tensor t) => request.Run.Normalization.Invert(t).clamp(0, 1);
-        return new Figure([("original", Pixels(images)), ("visible", Pixels(masked)), ("reconstruction", Pixels(reconstruction)),
-            ("with visible", Pixels(pasted))], $"reconstructed {request.Count} test images at mask ratio {mae.Config.MaskRatio}");
+        return new Figure([("original", request.Pixels(images)), ("visible", request.Pixels(masked)), ("reconstruction", request.Pixels(reconstruction)),
+            ("with visible", request.Pixels(pasted))], $"reconstructed {request.Count} test images at mask ratio {mae.Config.MaskRatio}");
     }
 
     public MaeConfig Config { get; }
@@ -191,19 +191,18 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
     /// Reconstruction PSNR (dB) on the removed pixels, in pixel space [0, 1], whatever the target (PCA coefficients and
     /// tokens are decoded to pixels first); with the token target also the accuracy of the predicted token at removed patches.
     /// </summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    static EvaluationReport MeasureReconstruction(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images, generator);
-        var (_, reconstruction, _, removed) = Reconstruct(images, output);
+        var (model, images, normalization) = ((MaskedAutoencoder)request.Model, request.Images, request.Normalization);
+        var output = model.call(images, request.Generator);
+        var (_, reconstruction, _, removed) = model.Reconstruct(images, output);
         double mse = Reconstruction.Mse(normalization.Invert(reconstruction), normalization.Invert(images), removed);
         var metrics = new Dictionary<string, double> { ["reconstruction_psnr"] = Reconstruction.Psnr(mse) };
-        if (Config.Target == MaeTarget.Token)
+        if (model.Config.Target == MaeTarget.Token)
         {
-            metrics["masked_token_accuracy"] = TokenTarget.MaskedAccuracy(output.Prediction, tokenTarget!.Encode(images), output.Mask);
+            metrics["masked_token_accuracy"] = TokenTarget.MaskedAccuracy(output.Prediction, model.tokenTarget!.Encode(images), output.Mask);
         }
-        return metrics;
+        return new EvaluationReport(metrics);
     }
 
     readonly VisionTransformer encoder;

@@ -17,7 +17,7 @@ namespace ResearchKit.Models;
 /// <c>Schedule = ScheduleConfig.Step(0.2, 0.3, 0.6, 0.8)</c>), and it decays every parameter where the shared
 /// optimizer exempts 1-D ones (biases, BatchNorm scales).
 /// </summary>
-public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
+public sealed record RotNetConfig(ConvNetConfig Backbone) : ConvNetMethodConfig(Backbone)
 {
     public override OptimizerConfig Optimizer { get; init; } =
         new(OptimizerKind.Sgd, BaseLearningRate: 0.2, WeightDecay: 5e-4, Momentum: 0.9, Nesterov: true, WarmupFraction: 0.02);
@@ -27,10 +27,6 @@ public sealed record RotNetConfig(ConvNetConfig Backbone) : MethodConfig
     /// <summary>CPU scale: the tiny NIN (width 64, 4 blocks); SGD base lr 0.1 (measured stable at batch 128–256 on Fashion-MNIST).</summary>
     public static RotNetConfig Tiny(int imageSize = 28, int channels = 1) =>
         new(ConvNetConfig.Tiny(imageSize, channels)) { Optimizer = Paper.Optimizer with { BaseLearningRate = 0.1 } };
-
-    public override MethodConfig ForInput(int imageSize, int channels) => this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
-
-    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
     public override IPretrainModel Build(BuildContext context) => new RotNet(this);
 
@@ -58,9 +54,11 @@ public sealed class RotNet : Module<Tensor, RotNetOutput>, IPretrainModel
             ["nin"] = () => RotNetConfig.Paper,
         },
         [
-            MethodOption.Integer<RotNetConfig>("--blocks", "conv blocks in the backbone (paper: 3–5, best 4)", (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<RotNetConfig>("--width", "channels per block (paper: 192)", (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
-        ]);
+            .. ConvNetMethodConfig.SizeOptions<RotNetConfig>("conv blocks in the backbone (paper: 3–5, best 4)", "channels per block (paper: 192)"),
+        ])
+    {
+        Evaluations = [new MethodEvaluation("rotation", "rotation-prediction accuracy on test images (the pretext task; chance 0.25)", MeasureRotation)],
+    };
 
     public const int Rotations = 4;
 
@@ -100,12 +98,10 @@ public sealed class RotNet : Module<Tensor, RotNetOutput>, IPretrainModel
     }
 
     /// <summary>Rotation-prediction accuracy on held-out images (the pretext task itself; chance 0.25).</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(Tensor images, Normalization normalization, Generator generator)
+    static EvaluationReport MeasureRotation(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images);
+        var output = ((RotNet)request.Model).call(request.Images);
         double accuracy = output.Logits.argmax(1).eq(output.Labels).to_type(ScalarType.Float64).mean().item<double>();
-        return new Dictionary<string, double> { ["rotation_accuracy"] = accuracy };
+        return EvaluationReport.Of("rotation_accuracy", accuracy);
     }
 }

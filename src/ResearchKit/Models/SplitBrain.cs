@@ -21,7 +21,7 @@ namespace ResearchKit.Models;
 /// the data's (3: colour only).</param>
 /// <param name="Temperature">T of the annealed mean for the coloured
 /// images of figures and metrics (as colorization: 0.38).</param>
-public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature = 0.38) : MethodConfig
+public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature = 0.38) : ConvNetMethodConfig(Backbone)
 {
     /// <summary>Adam at 4e-3 per 256 (1e-3 at batch 64, the common rate for small CNNs;
     /// measured: colorization and split-brain barely move at 1e-3 per 256 in 64 steps), warmup
@@ -32,11 +32,6 @@ public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature
     /// <summary>CPU scale: two halves of RotNet's tiny NIN (32 + 32 channels) on 32 px colour images (`shapes`).</summary>
     public static SplitBrainConfig Tiny(int imageSize = 32, int channels = 3) =>
         new(ConvNetConfig.Tiny(imageSize, channels));
-
-    public override MethodConfig ForInput(int imageSize, int channels) =>
-        this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
-
-    public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
     public override IPretrainModel Build(BuildContext context) => new SplitBrain(this, context);
 
@@ -158,20 +153,16 @@ public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainMode
         [new UpdatePhase("loss", (batch, _) => call(batch.Images).Loss, UpdatePhase.TrainableOf(this))];
 
     /// <summary>Held-out: PSNR of the L → ab half's colouring, and the ab → L half's accuracy over L bins.</summary>
-    public IReadOnlyDictionary<string, double> PretextMetrics(
-        Tensor images,
-        Normalization normalization,
-        Generator generator)
+    static EvaluationReport MeasureCrossChannel(EvaluationRequest request)
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var output = call(images);
-        return new Dictionary<string, double>
+        var (model, images) = ((SplitBrain)request.Model, request.Images);
+        var output = model.call(images);
+        return new EvaluationReport(new Dictionary<string, double>
         {
             ["colour_psnr"] =
-                Colorization.ColourPsnr(context, images, ColorBins.Ab.Decode(output.AbLogits, Config.Temperature)),
+                Colorization.ColourPsnr(model.context, images, ColorBins.Ab.Decode(output.AbLogits, model.Config.Temperature)),
             ["lightness_accuracy"] = LinearProbe.Accuracy(output.LightnessLogits, output.LightnessTarget),
-        };
+        });
     }
 
     static Figure DrawColourings(FigureRequest request)
@@ -188,14 +179,12 @@ public sealed class SplitBrain : Module<Tensor, SplitBrainOutput>, IPretrainMode
         typeof(SplitBrainConfig),
         new Dictionary<string, Func<MethodConfig>> { ["tiny"] = () => SplitBrainConfig.Tiny() },
         [
-            MethodOption.Integer<SplitBrainConfig>("--blocks", "conv blocks in each half",
-                (c, v) => c with { Backbone = c.Backbone with { Depth = v } }),
-            MethodOption.Integer<SplitBrainConfig>("--width", "channels per block, both halves together",
-                (c, v) => c with { Backbone = c.Backbone with { Width = v } }),
+            .. ConvNetMethodConfig.SizeOptions<SplitBrainConfig>("conv blocks in each half", "channels per block, both halves together"),
             MethodOption.Number<SplitBrainConfig>("--temperature", "T of the annealed mean for colourings",
                 (c, v) => c with { Temperature = v }),
         ])
     {
+        Evaluations = [new MethodEvaluation("cross-channel", "PSNR of the L → ab half's colourings and the ab → L half's accuracy over L bins", MeasureCrossChannel)],
         Figures = [new MethodFigure("colourings",
             "test images in grey, coloured by the L → ab half, and the originals", [], DrawColourings)],
     };

@@ -1,4 +1,5 @@
 using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Layers;
 using ResearchKit.Methods;
 using ResearchKit.Training;
@@ -79,7 +80,57 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
             MethodOption.Integer<SupervisedConfig>("--width", "CNN channels per block, or ViT width",
                 (c, v) => c.Backbone == SupervisedBackbone.Cnn ? c with { Cnn = c.Cnn with { Width = v } } : c with { Vit = c.Vit with { Dim = v } }),
             MethodOption.Number<SupervisedConfig>("--label-smoothing", "share of the target spread over all classes (DeiT: 0.1)", (c, v) => c with { LabelSmoothing = v }),
-        ]);
+        ])
+    {
+        Evaluations =
+        [
+            new MethodEvaluation("classifier", "its own head on labelled test images: accuracy, NLL and expected calibration error (15 bins)",
+                MeasureClassifier),
+            new MethodEvaluation("ood", "out-of-distribution detection by maximum softmax probability: AUROC and FPR at 95% TPR",
+                MeasureOod) { Needs = ["ood"] },
+        ],
+    };
+
+    /// <summary>Probabilities [N, Classes] of normalised images, in batches.</summary>
+    Tensor Probabilities(Tensor images) => EvaluationRequest.Batched(images, x => functional.softmax(call(x).to_type(ScalarType.Float32), 1));
+
+    /// <summary>Test accuracy, negative log-likelihood and ECE (Guo et al., 2017) with the reliability diagram's points.</summary>
+    static EvaluationReport MeasureClassifier(EvaluationRequest request)
+    {
+        var probabilities = ((Supervised)request.Model).Probabilities(request.Images);
+        var labels = request.Labels;
+        var (confidence, predicted) = probabilities.max(1);
+        double nll = -probabilities.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().mean().item<float>();
+        var correct = predicted.eq(labels).cpu().data<bool>().ToArray();
+        var bins = Calibration.Reliability(confidence.to_type(ScalarType.Float64).cpu().data<double>().ToArray(), correct);
+        var filled = bins.Where(b => b.Count > 0).ToArray();
+        return new EvaluationReport(new Dictionary<string, double>
+        {
+            ["test_accuracy"] = correct.Count(c => c) / (double)correct.Length,
+            ["test_nll"] = nll,
+            ["ece"] = Calibration.ExpectedError(bins),
+        })
+        {
+            Curves = new Dictionary<string, Curve>
+            {
+                ["reliability"] = new("confidence", "accuracy", filled.Select(b => b.Confidence).ToArray(), filled.Select(b => b.Accuracy).ToArray()),
+            },
+        };
+    }
+
+    /// <summary>Maximum softmax probability as the in-distribution score (Hendrycks &amp; Gimpel, 2017): test images against the
+    /// "ood" data set's.</summary>
+    static EvaluationReport MeasureOod(EvaluationRequest request)
+    {
+        var model = (Supervised)request.Model;
+        double[] Scores(Tensor images) => model.Probabilities(images).amax(1).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+        double[] inScores = Scores(request.Images), outScores = Scores(request.ExtraImages("ood"));
+        return new EvaluationReport(new Dictionary<string, double>
+        {
+            ["ood_auroc"] = OodDetection.Auroc(inScores, outScores),
+            ["ood_fpr_at_95_tpr"] = OodDetection.FalsePositiveRateAt95(inScores, outScores),
+        });
+    }
 
     public SupervisedConfig Config { get; }
     readonly Backbone backbone;

@@ -10,17 +10,22 @@ namespace ResearchKit.Runs;
 
 /// <summary>
 /// How a pre-trained backbone is measured in the ablation notebooks: a linear probe and kNN on every layer (fit
-/// on <see cref="ProbeTrain"/> training images, scored on <see cref="ProbeTest"/> test images), the method's
-/// pretext metrics on <see cref="PretextImages"/> test images, then fine-tuning (<see cref="FineTuneBlocks"/> last
-/// blocks, all by default) on <see cref="FineTuneTrain"/> images. FineTuneEpochs = 0 skips fine-tuning.
+/// on <see cref="ProbeTrain"/> training images, scored on <see cref="ProbeTest"/> test images), the method's own
+/// evaluations (<see cref="MethodInfo.Evaluations"/>) on <see cref="PretextImages"/> labelled test images, then
+/// fine-tuning (<see cref="FineTuneBlocks"/> last blocks, all by default; the method's default objective) on
+/// <see cref="FineTuneTrain"/> images. FineTuneEpochs = 0 skips fine-tuning.
 /// </summary>
+/// <param name="ExtraData">Extra data sets by role for the evaluations that need them ("ood" → "mnist"); null: none, and
+/// evaluations that need one are skipped. Left out of the JSON when null, so cached results keep their keys.</param>
 public sealed record EvaluationOptions(long ProbeTrain = 10_000, long ProbeTest = 10_000, int FineTuneEpochs = 2,
-    long FineTuneTrain = 10_000, int FineTuneBlocks = int.MaxValue, int PretextImages = 256);
+    long FineTuneTrain = 10_000, int FineTuneBlocks = int.MaxValue, int PretextImages = 256,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ExtraData = null);
 
 /// <summary>One point of an ablation: any method's configuration, pre-training options, evaluation. Pretrain.Epochs = 0 measures the untrained network (the floors).</summary>
 public sealed record Experiment(MethodConfig Method, PretrainOptions Pretrain, EvaluationOptions Evaluation);
 
-/// <summary>What one ablation point measured (accuracies in 0..1; FineTune is NaN when skipped).</summary>
+/// <summary>What one ablation point measured (accuracies in 0..1; FineTune is NaN when skipped). <see cref="Pretext"/> holds
+/// the scalars of every evaluation the method declares, by name (rotation_accuracy, reconstruction_psnr, ece…).</summary>
 public sealed record ExperimentResult(
     double[] ProbeByLayer, double[] KnnByLayer, int BestLayer, double BestProbe, double FineTune,
     double FinalLoss, Dictionary<string, double> Pretext, double PretrainSeconds, double EvaluationSeconds);
@@ -34,12 +39,14 @@ public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTe
 /// a linear probe by fine-tuning; int.MaxValue: every block). A source with Pretrain.Epochs = 0 is the untrained
 /// network: fine-tuning every block of it is training from scratch with the same budget.
 /// </summary>
-/// <param name="AuxiliaryWeight">λ of the backbone's own pre-training loss kept while fine-tuning (iGPT §3.5); null: <see cref="FineTuneConfig.AuxiliaryWeight"/>'s default.</param>
+/// <param name="Objective">The fine-tuning objective by name (<see cref="MethodInfo.Objective"/>); null: the method's default.</param>
+/// <param name="ObjectiveOptions">Its options by name ("--lambda" → "0.5"); null: its defaults.</param>
 /// <param name="BaseLearningRate">Fine-tuning's base learning rate (per 256 images); null: <see cref="FineTuneConfig.BaseLearningRate"/>'s default.</param>
 /// <remarks>Unset (null) settings are left out of the JSON, so sweep results cached before they existed keep their keys.</remarks>
 public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AuxiliaryWeight = null,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? BaseLearningRate = null);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? BaseLearningRate = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Objective = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ObjectiveOptions = null);
 
 /// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
 public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
@@ -70,7 +77,8 @@ public static class Experiments
         var (model, normalization, losses) = Pretrained(experiment, data, workFolder, progress, status, cancel);
         double pretrainSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        var result = Evaluate(model, normalization, data, experiment, progress, status, cancel);
+        var result = Evaluate(model, normalization, data, experiment, progress, status, cancel,
+            experiment.Pretrain.Epochs > 0 ? (PretrainFolder(workFolder), "final") : null);
         model.Module.Dispose();   // free its native memory now, not whenever finalizers run: a sweep builds many models
         return result with { FinalLoss = Math.Round(MeanOfLast(losses, losses.Count), 4), PretrainSeconds = Math.Round(pretrainSeconds, 1), EvaluationSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1) };
     }
@@ -101,7 +109,7 @@ public static class Experiments
             // Epoch 0: this run's initial weights (the trainer builds them the same way); later epochs: their snapshots.
             var snapshot = epoch == 0 ? Pretraining.Build(config.Method, p.Seed, Pretraining.Context(config)) : Pretraining.Load(folder, epoch).Model;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel);
+            var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel, (folder, $"epoch-{epoch}"));
             snapshot.Module.Dispose();
             results.Add(new EpochResult(epoch, epoch == 0 ? double.NaN : Math.Round(MeanOfLast(losses, epoch * perEpoch), 4),
                 result with { EvaluationSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1) }));
@@ -116,16 +124,17 @@ public static class Experiments
     public static FineTuneOutcome FineTune(FineTuneExperiment experiment, string sourceWorkFolder, IProgress<TrainProgress>? progress = null,
         Action<string>? status = null, CancellationToken cancel = default)
     {
-        var (source, blocks, epochs, trainLimit, testLimit, seed, auxiliaryWeight, learningRate) = experiment;
+        var (source, blocks, epochs, trainLimit, testLimit, seed, learningRate, objective, objectiveOptions) = experiment;
         if (blocks < 0) throw new ResearchKitException($"fine-tuning: the number of trainable blocks must be ≥ 0; got {blocks}");
+        var loss = MethodRegistry.Of(source.Method).Objective(objective, objectiveOptions);
         long trainNeeded = Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit);
         using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, testLimit);
         var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
         var recipe = new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit);
-        recipe = recipe with { AuxiliaryWeight = auxiliaryWeight ?? recipe.AuxiliaryWeight, BaseLearningRate = learningRate ?? recipe.BaseLearningRate };
-        var result = FineTuning.Run(model.Backbone, data, normalization, recipe, progress, cancel);
+        recipe = recipe with { BaseLearningRate = learningRate ?? recipe.BaseLearningRate };
+        var result = FineTuning.Run(model.Backbone, data, normalization, recipe, progress, cancel, loss);
         model.Module.Dispose();
         return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
             result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
@@ -159,11 +168,16 @@ public static class Experiments
         finally { data.Train.DisposeIfCopy(split); }
     }
 
-    /// <summary>Probes every layer, measures the pretext task and fine-tunes, as <paramref name="experiment"/>'s evaluation says (times and loss left to the caller).</summary>
+    /// <summary>
+    /// Probes every layer, runs the method's evaluations and fine-tunes, as <paramref name="experiment"/>'s evaluation says
+    /// (times and loss left to the caller). The evaluations' outcomes are also stored in <paramref name="store"/>'s run folder
+    /// under its weights' name, when one is given.
+    /// </summary>
     static ExperimentResult Evaluate(IPretrainModel model, Normalization normalization, DatasetSplits data, Experiment experiment,
-        IProgress<TrainProgress>? progress, Action<string>? status, CancellationToken cancel)
+        IProgress<TrainProgress>? progress, Action<string>? status, CancellationToken cancel, (string Folder, string Weights)? store = null)
     {
-        var (_, p, e) = experiment;
+        var (method, p, e) = experiment;
+        var info = MethodRegistry.Of(method);
         model.Module.eval();
         status?.Invoke("probing every layer");
         var probeTrain = data.Train.Take(e.ProbeTrain);
@@ -174,27 +188,42 @@ public static class Experiments
         data.Test.DisposeIfCopy(probeTest);
         var probes = LinearProbe.PerLayer(trainFeatures, testFeatures, data.Train.ClassCount);
 
-        Dictionary<string, double> pretext;
+        status?.Invoke($"evaluating ({string.Join(", ", info.Evaluations.Select(v => v.Name))})");
+        List<EvaluationOutcome> outcomes;
+        using (var extra = ExtraData.Load(e.ExtraData, (data.Test.Height, data.Test.Channels), e.PretextImages))
         using (var scope = NewDisposeScope())
-        using (no_grad())
         using (var generator = new Generator((ulong)p.Seed))
         {
-            var images = normalization.Apply(data.Test.Images[..(int)Math.Min(e.PretextImages, data.Test.Count)], Compute.Device);
-            pretext = model.PretextMetrics(images, normalization, generator).ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 4));
+            long n = Math.Min(e.PretextImages, data.Test.Count);
+            var request = new EvaluationRequest(model, normalization, normalization.Apply(data.Test.Images[..(int)n], Compute.Device),
+                data.Test.Labels[..(int)n].to(Compute.Device), extra.Sets, generator);
+            outcomes = MethodEvaluations.Run(info, request);
+            if (store is { } target)
+                MethodEvaluations.Store(target.Folder, target.Weights, outcomes, EvaluationContext(n, p.Seed, extra));
         }
+        var pretext = MethodEvaluations.Scalars(outcomes);
 
         double fineTune = double.NaN;
         if (e.FineTuneEpochs > 0)
         {
             status?.Invoke("fine-tuning");
             fineTune = FineTuning.Run(model.Backbone, data, normalization,
-                new FineTuneConfig(e.FineTuneEpochs, e.FineTuneBlocks, Seed: p.Seed, TrainLimit: e.FineTuneTrain), progress, cancel).Accuracy;
+                new FineTuneConfig(e.FineTuneEpochs, e.FineTuneBlocks, Seed: p.Seed, TrainLimit: e.FineTuneTrain), progress, cancel,
+                info.Objective(null)).Accuracy;
         }
         int best = probes.MaxBy(r => r.Accuracy)!.Layer;
         return new ExperimentResult(
             probes.Select(r => Math.Round(r.Accuracy, 4)).ToArray(), probes.Select(r => Math.Round(r.KnnAccuracy ?? double.NaN, 4)).ToArray(),
             best, Math.Round(probes[best].Accuracy, 4), Math.Round(fineTune, 4), double.NaN, pretext, 0, 0);
     }
+
+    /// <summary>What a stored evaluation was measured on: test images, seed, extra data sets.</summary>
+    public static System.Text.Json.Nodes.JsonObject EvaluationContext(long images, int seed, ExtraData extra) => new()
+    {
+        ["testImages"] = images,
+        ["seed"] = seed,
+        ["extra"] = System.Text.Json.JsonSerializer.SerializeToNode(extra.Descriptions),
+    };
 
     /// <summary>Test accuracy (0..1) of a linear probe on raw pixels, standardised per pixel: the floor a learned feature must beat.</summary>
     public static double RawPixelProbe(RawPixelFloor floor)
