@@ -15,6 +15,35 @@ public class NotebookTests
 
     internal static JsonObject Markdown(string source) => new() { ["cell_type"] = "markdown", ["id"] = Guid.NewGuid().ToString("N")[..8], ["metadata"] = new JsonObject(), ["source"] = source };
 
+    /// <summary>
+    /// The committed notebooks are nbformat 4.5 documents Jupyter accepts without warnings: every cell has a unique id
+    /// (a future nbformat makes a missing one an error), code cells carry no outputs, and a cell tagged "parameters" sets
+    /// Smoke (CI runs each with -p Smoke=true).
+    /// </summary>
+    [Fact]
+    public void Committed_notebooks_have_cell_ids_no_outputs_and_a_smoke_parameter()
+    {
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(root.FullName, "ResearchKit.sln"))) root = root.Parent!;
+        var notebooks = Directory.GetFiles(Path.Combine(root.FullName, "notebooks"), "*.ipynb");
+        Assert.NotEmpty(notebooks);
+        foreach (var path in notebooks)
+        {
+            var name = Path.GetFileName(path);
+            var document = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            Assert.True((int)document["nbformat"]! == 4 && (int)document["nbformat_minor"]! >= 5, name);
+            var cells = document["cells"]!.AsArray().Select(c => c!.AsObject()).ToArray();
+            var ids = cells.Select(c => (string?)c["id"]).ToArray();
+            Assert.All(ids, id => Assert.Matches("^[a-zA-Z0-9_-]{1,64}$", id ?? $"{name}: a cell without an id"));
+            Assert.Equal(ids.Length, ids.Distinct().Count());
+            var code = cells.Where(c => (string?)c["cell_type"] == "code").ToArray();
+            Assert.All(code, c => Assert.True(c["outputs"]!.AsArray().Count == 0, $"{name}: a committed code cell has outputs"));
+            var parameters = code.Where(c => c["metadata"]?["tags"]?.AsArray().Any(t => (string?)t == "parameters") == true).ToArray();
+            Assert.True(parameters.Length == 1, $"{name}: {parameters.Length} cells tagged parameters");
+            Assert.Contains("Smoke", string.Concat(parameters[0]["source"]!.AsArray().Select(l => (string?)l)));
+        }
+    }
+
     internal static string Write(params JsonObject[] cells)
     {
         var notebook = new JsonObject
