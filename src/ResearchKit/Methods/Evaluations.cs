@@ -11,10 +11,10 @@ namespace ResearchKit.Methods;
 /// (reconstruction PSNR, rotation accuracy, bits per pixel), or what a paper judges it by (calibration, OOD detection,
 /// sample quality). It returns named scalars, curves and figures; generic code stores and reads them by name only.
 /// </summary>
-/// <param name="Needs">Roles of the extra data sets it needs (e.g. "ood"): it runs only when each is given
-/// (`evaluate RUN --extra ood=mnist`, <see cref="Runs.EvaluationOptions.ExtraData"/>).</param>
 public sealed record MethodEvaluation(string Name, string Description, Func<EvaluationRequest, EvaluationReport> Run)
 {
+    /// <summary>Roles of the extra data sets it needs (e.g. "ood"): it runs only when each is given
+    /// (`evaluate RUN --extra ood=mnist`, <see cref="Runs.EvaluationOptions.ExtraData"/>).</summary>
     public IReadOnlyList<string> Needs { get; init; } = [];
 }
 

@@ -16,7 +16,7 @@ public sealed record StepTiming(int Steps, double MedianMs, double MeanMs, doubl
 /// them — on one fixed batch of random images and labels, so data loading is not timed. Steps run back to back as in
 /// training, with no read-back inside a step; the device is synchronised only at the end of each of up to five timing
 /// windows, so on a GPU the host's launch work overlaps the device's. Used by `researchkit bench` and by the efficiency
-/// measurements (<see cref="MaeEfficiency"/>).
+/// measurements a method offers as a study (MAE's efficiency study).
 /// </summary>
 public sealed class StepTimer : IDisposable
 {
@@ -45,7 +45,7 @@ public sealed class StepTimer : IDisposable
     public StepTiming Measure(int steps, int warmup, Action<int>? beforeStep = null) => Measure(TrainingStep, steps, warmup, beforeStep);
 
     /// <summary>
-    /// Times part of a step instead of all of it (<see cref="MaeEfficiency"/> times the encoder alone): <paramref name="work"/>
+    /// Times part of a step instead of all of it (MAE's efficiency study times the encoder alone): <paramref name="work"/>
     /// gets the fixed batch and the timer's generator and runs in a dispose scope of its own.
     /// </summary>
     public StepTiming Measure(Action<Batch, Generator> work, int steps, int warmup, Action<int>? beforeStep = null)
