@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using ResearchKit.Layers;
 using ResearchKit.Methods;
 using TorchSharp;
@@ -13,6 +14,11 @@ namespace ResearchKit.Models;
 /// </summary>
 public abstract record ConvNetMethodConfig(ConvNetConfig Backbone) : MethodConfig
 {
+    /// <summary>First in config.json, where each method's own record put it before this base existed: sweep keys hash that
+    /// JSON, so the order keeps earlier cached results (the serializer lists a base's properties after the derived ones).</summary>
+    [JsonPropertyOrder(-1)]
+    public ConvNetConfig Backbone { get; init; } = Backbone;
+
     public override MethodConfig ForInput(int imageSize, int channels) =>
         this with { Backbone = Backbone with { ImageSize = imageSize, Channels = channels } };
 
