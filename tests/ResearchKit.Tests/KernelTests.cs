@@ -65,6 +65,15 @@ public class KernelTests
             return (code, err.Trim());
         }
         Assert.Equal((1, "error: --name 'my kernel': a kernel name is ASCII letters, digits, '.', '-' and '_'"), Cli("kernel", "install", "--prefix", prefix, "--name", "my kernel"));
+        // "." and ".." are Jupyter's characters but name folders: uninstall once deleted PREFIX/share/jupyter with them (issue 22).
+        var jupyter = Path.Combine(prefix, "share", "jupyter");
+        Directory.CreateDirectory(Path.Combine(jupyter, "kernels", "other"));
+        foreach (var dots in new[] { ".", "..", "..." })
+            foreach (var verb in new[] { "install", "uninstall" })
+                Assert.Equal((1, $"error: --name '{dots}': a kernel name needs a letter, digit, '-' or '_' ('.' and '..' are folders)"),
+                    Cli("kernel", verb, "--prefix", prefix, "--name", dots));
+        Assert.True(Directory.Exists(Path.Combine(jupyter, "kernels", "other")));
+        Assert.Equal(["other"], Directory.GetDirectories(Path.Combine(jupyter, "kernels")).Select(Path.GetFileName));
         Assert.Equal((1, "error: choose one of --user, --prefix DIR, --sys-prefix"), Cli("kernel", "install", "--user", "--prefix", prefix));
         Assert.Equal((1, $"error: no kernel 'absent' in {Path.Combine(prefix, "share", "jupyter", "kernels")}"), Cli("kernel", "uninstall", "--prefix", prefix, "--name", "absent"));
         var missing = Path.Combine(prefix, "none.json");

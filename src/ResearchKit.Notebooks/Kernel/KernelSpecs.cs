@@ -64,9 +64,7 @@ public static class KernelSpecs
 
     public static string Install(KernelLocation location, string name = DefaultName, string displayName = "C# (ResearchKit)")
     {
-        if (name.Length == 0 || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_')))
-            throw new ResearchKitException($"--name '{name}': a kernel name is ASCII letters, digits, '.', '-' and '_'");
-        var folder = Path.Combine(location.KernelsFolder(), name);
+        var folder = KernelFolder(location, name);
         Directory.CreateDirectory(folder);
         var spec = new JsonObject
         {
@@ -103,9 +101,27 @@ public static class KernelSpecs
         return found;
     }
 
+    /// <summary>
+    /// The kernel's own folder, directly inside the location's kernels folder. A name is one path segment of Jupyter's
+    /// characters: "." and ".." pass a character check but name the kernels folder or its parent, which uninstall
+    /// would then delete with everything in it.
+    /// </summary>
+    static string KernelFolder(KernelLocation location, string name)
+    {
+        if (name.Length == 0 || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_')))
+            throw new ResearchKitException($"--name '{name}': a kernel name is ASCII letters, digits, '.', '-' and '_'");
+        if (name.All(c => c == '.'))
+            throw new ResearchKitException($"--name '{name}': a kernel name needs a letter, digit, '-' or '_' ('.' and '..' are folders)");
+        var kernels = Path.GetFullPath(location.KernelsFolder());
+        var folder = Path.GetFullPath(Path.Combine(kernels, name));
+        if (Path.GetDirectoryName(folder) != Path.TrimEndingDirectorySeparator(kernels))
+            throw new ResearchKitException($"--name '{name}': not a folder directly inside {kernels}");
+        return folder;
+    }
+
     public static string Uninstall(KernelLocation location, string name = DefaultName)
     {
-        var folder = Path.Combine(location.KernelsFolder(), name);
+        var folder = KernelFolder(location, name);
         var file = Path.Combine(folder, "kernel.json");
         if (!File.Exists(file)) throw new ResearchKitException($"no kernel '{name}' in {location.KernelsFolder()}");
         if (JsonNode.Parse(File.ReadAllText(file))?["metadata"]?["researchkit"]?.GetValue<bool>() != true)
