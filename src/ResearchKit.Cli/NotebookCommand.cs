@@ -20,8 +20,11 @@ static class NotebookCommand
         {
             var path = r.GetValue(input)!;
             var outPath = r.GetValue(output) ?? Path.Combine("out", Path.GetFileName(path));
+            // The executed copy is rewritten after every cell: over the source it would replace the user's notebook.
+            if (Path.GetFullPath(outPath) == Path.GetFullPath(path))
+                throw new ResearchKitException($"-o {outPath}: that is the notebook being run; write the executed copy elsewhere");
             var options = new RunOptions(Parameters.ParseAssignments(r.GetValue(parameters) ?? []),
-                r.GetValue(timeout) is { } s ? TimeSpan.FromSeconds(s) : null, r.GetValue(continueOnError))
+                r.GetValue(timeout) is { } s ? CellTimeout(s) : null, r.GetValue(continueOnError))
             { OutputPath = outPath, HtmlPath = r.GetValue(html) };
             using var stop = new GracefulStop("stopping the running cell and saving the notebook");
             var name = Path.GetFileName(path);
@@ -81,4 +84,10 @@ static class NotebookCommand
             catch (IOException) { return 120; }
         }
     }
+
+    /// <summary>A cell's time limit: a positive, finite number of seconds up to a year (NaN, 0 and negative values used to
+    /// fail cells at random or throw from TimeSpan).</summary>
+    static TimeSpan CellTimeout(double seconds) => seconds is > 0 and <= 365 * 24 * 3600
+        ? TimeSpan.FromSeconds(seconds)
+        : throw new ResearchKitException($"--timeout: expected seconds above 0 and at most a year (31536000); got {seconds}");
 }

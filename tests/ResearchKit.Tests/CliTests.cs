@@ -479,6 +479,19 @@ public class CliTests
         (code, _, err) = Cli("notebook", "run", ok, "-o", Path.Combine(dir, "ok.ipynb", "x.ipynb"));
         Assert.Equal(1, code);
         Assert.StartsWith($"error: -o {Path.Combine(dir, "ok.ipynb", "x.ipynb")}: cannot write there", err.Trim());
+
+        // Issue 22: a limit that is no number of seconds is refused before any cell runs (it failed cells at random or threw
+        // from TimeSpan), and the executed copy may not overwrite the notebook it comes from.
+        foreach (var limit in new[] { "0", "-5", "NaN", "Infinity", "1e20" })
+        {
+            (code, _, err) = Cli("notebook", "run", ok, "--timeout", limit, "-o", Path.Combine(dir, "limit.ipynb"));
+            Assert.Equal((1, $"error: --timeout: expected seconds above 0 and at most a year (31536000); got {double.Parse(limit)}"), (code, err.Trim()));
+        }
+        Assert.False(File.Exists(Path.Combine(dir, "limit.ipynb")));
+        var source = File.ReadAllText(ok);
+        (code, _, err) = Cli("notebook", "run", ok, "-o", ok);
+        Assert.Equal((1, $"error: -o {ok}: that is the notebook being run; write the executed copy elsewhere"), (code, err.Trim()));
+        Assert.Equal(source, File.ReadAllText(ok));
     }
 
     [Fact]
