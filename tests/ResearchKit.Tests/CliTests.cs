@@ -364,6 +364,19 @@ public class CliTests
         (code, _, err) = Cli("pretrain", "--method", "mae", "--lr", "-1", "--out", dir);
         Assert.Equal(1, code);
         Assert.Contains("--lr", err);
+
+        // Each bound is the one that applies (issue 22): -1 epochs once said 0 was allowed, and rotnet's blocks named the
+        // backbone's minimum (1), not rotnet's (2).
+        foreach (var epochs in new[] { "-1", "0" })
+        {
+            (code, _, err) = Cli("pretrain", "--method", "rotnet", "--epochs", epochs, "--out", dir);
+            Assert.Equal((1, $"error: epochs (--epochs) must be at least 1; got {epochs}"), (code, err.Trim()));
+        }
+        foreach (var blocks in new[] { "0", "1" })
+        {
+            (code, _, err) = Cli("pretrain", "--method", "rotnet", "--blocks", blocks, "--out", dir);
+            Assert.Equal((1, $"error: rotnet: blocks (--blocks) must be at least 2; got {blocks}"), (code, err.Trim()));
+        }
         Assert.False(Directory.Exists(dir), "a rejected run must not create its folder or config.json");
     }
 

@@ -32,8 +32,9 @@ public sealed record RotNetConfig(ConvNetConfig Backbone) : ConvNetMethodConfig(
 
     public override void Validate()
     {
-        Backbone.Validate();
+        // Its own bound first: the backbone's (at least 1) would name the wrong minimum.
         if (Backbone.Depth < 2) throw new ResearchKitException($"rotnet: blocks (--blocks) must be at least 2; got {Backbone.Depth}");
+        Backbone.Validate();
     }
 }
 

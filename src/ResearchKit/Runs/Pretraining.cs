@@ -54,16 +54,23 @@ public static class Pretraining
     public static PretrainRun Run(MethodConfig method, PretrainOptions options, string directory,
         IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, IEnumerable<ITrainerCallback>? callbacks = null)
     {
-        options.Validate();
+        ValidateForTraining(options);
         using var data = DatasetCatalog.Load(options.Dataset, options.TrainLimit, testLimit: 1);
         return Run(method, options, data.Train, directory, progress, cancel, callbacks);
+    }
+
+    /// <summary>Pre-training needs an epoch; options alone allow 0, which experiments use for the untrained floor (no run folder).</summary>
+    static void ValidateForTraining(PretrainOptions options)
+    {
+        if (options.Epochs < 1) throw new ResearchKitException($"epochs (--epochs) must be at least 1; got {options.Epochs}");
+        options.Validate();
     }
 
     /// <summary>The run configuration for a method, options and training split: validated, nothing written.</summary>
     /// <param name="recorded">The precision of the run being resumed, if any: kept unless the options name another.</param>
     public static RunConfig Configure(MethodConfig method, PretrainOptions options, ImageDataset train, Precision? recorded = null)
     {
-        options.Validate();   // TrainConfig.Validate below adds that a run needs at least one epoch (0 is for floors only)
+        ValidateForTraining(options);
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the backbones need square images");
         var normalization = Normalization.Of(train);
         var sized = Sized(method, train, normalization);
