@@ -194,3 +194,55 @@ public class BeitTests
         Assert.True(metrics["masked_token_accuracy"] > 3.0 / 64, $"masked-token accuracy {metrics["masked_token_accuracy"]:P1} (chance 1.6%)");
     }
 }
+
+/// <summary>Issue 22, items 2 and 3: weights are tied to the configuration and the tokenizer they were trained with.</summary>
+public class ProvenanceTests
+{
+    [Fact]
+    public void A_run_refuses_weights_whose_tokenizer_or_settings_changed_after_training_naming_what_changed()
+    {
+        var root = TestData.TempDir();
+        var tokenizerDir = Path.Combine(root, "tokenizer");
+        var tokenizerConfig = TokenizerConfig.Tiny() with { Codes = 32 };
+        var tokenizerOptions = new TokenizerTrainOptions(Epochs: 1, TrainLimit: 256, BatchSize: 64, ReportImages: 64);
+        TokenizerRun.Train(tokenizerConfig, tokenizerOptions, tokenizerDir);
+        var method = BeitConfig.Tiny() with { Tokenizer = tokenizerDir };
+        var options = new PretrainOptions(Epochs: 1, TrainLimit: 256, BatchSize: 64);
+        string run = Path.Combine(root, "beit"), other = Path.Combine(root, "beit-seed-1");
+        Pretraining.Run(method, options, run);
+        Pretraining.Run(method, options with { Seed = 1 }, other);
+        Pretraining.Load(run).Model.Module.Dispose();   // intact: loads
+
+        // A checkpoint copied from another run of the same shapes: the seed differs.
+        var checkpoint = Path.Combine(run, Trainer.CheckpointFile);
+        var kept = File.ReadAllBytes(checkpoint);
+        File.Copy(Path.Combine(other, Trainer.CheckpointFile), checkpoint, overwrite: true);
+        var e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains("train.seed: 1 before, 0 now", e.Message);
+        File.WriteAllBytes(checkpoint, kept);
+
+        // config.json edited by hand, tensor shapes kept (more heads of the same width).
+        var configPath = Path.Combine(run, Pretraining.ConfigFile);
+        var original = File.ReadAllText(configPath);
+        var edited = System.Text.Json.Nodes.JsonNode.Parse(original)!;
+        int heads = (int)edited["method"]!["encoder"]!["heads"]!;
+        edited["method"]!["encoder"]!["heads"] = heads * 2;
+        File.WriteAllText(configPath, edited.ToJsonString());
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains($"method.encoder.heads: {heads} before, {heads * 2} now", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        File.WriteAllText(configPath, original);
+
+        // The tokenizer extended in place (as README documents): probing and resuming both refuse the run.
+        TokenizerRun.Train(tokenizerConfig, tokenizerOptions with { Epochs = 2 }, tokenizerDir);
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains($"tokenizer {tokenizerDir} changed after these weights were trained on it", e.Message);
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(method, options with { Epochs = 2 }, run));
+        Assert.Contains($"tokenizer {tokenizerDir} changed", e.Message);
+        Assert.StartsWith(checkpoint, e.Message);
+
+        // Without its tokenizer the run still loads: evaluating a backbone does not need it.
+        Directory.Delete(tokenizerDir, recursive: true);
+        Pretraining.Load(run).Model.Module.Dispose();
+    }
+}

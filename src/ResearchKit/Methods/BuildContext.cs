@@ -44,6 +44,19 @@ public sealed record BuildContext(Normalization Normalization, int ImageSize, in
     public Tensor FromPixels(Tensor pixels) => Normalization.Standardize(pixels);
 }
 
+/// <summary>A folder a model is built from, by role ("tokenizer"), and the files whose bytes define it.</summary>
+public sealed record FrozenDependency(string Role, string Folder, IReadOnlyList<string> Files)
+{
+    /// <summary>The name a run's provenance records it under.</summary>
+    public string Name => $"{Role} {Folder}";
+
+    /// <summary>Another pre-training run (a teacher, a source): its configuration and weights.</summary>
+    public static FrozenDependency Run(string role, string folder) => new(role, folder, [Pretraining.ConfigFile, Training.Trainer.CheckpointFile]);
+
+    /// <summary>SHA-256 of its files as they are now, or null when the folder is gone.</summary>
+    public string? Sha256() => Training.Provenance.OfFiles(Folder, Files);
+}
+
 /// <summary>
 /// A model's frozen dependencies, each read from its folder on first use with one check of its format version (by its
 /// reader) and of its input shape against the model's, and never part of the model's weights: evaluating a trained

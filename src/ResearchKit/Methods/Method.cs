@@ -36,6 +36,12 @@ public abstract record MethodConfig
     public abstract void Validate();
 
     /// <summary>
+    /// The folders this configuration's model is built from (a tokenizer, a teacher run): a run records their identity, so
+    /// weights trained on one are never silently used with another (<see cref="Training.Provenance"/>).
+    /// </summary>
+    public virtual IEnumerable<FrozenDependency> FrozenDependencies() => [];
+
+    /// <summary>
     /// Builds the method's model for a run described by <paramref name="context"/> (its normalisation, shape and frozen
     /// dependencies); call <see cref="Compute.Seed"/> first for a seeded initialisation.
     /// </summary>

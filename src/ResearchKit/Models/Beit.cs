@@ -55,6 +55,8 @@ public sealed record BeitConfig(
 
     public override IPretrainModel Build(BuildContext context) => new Beit(this, context);
 
+    public override IEnumerable<FrozenDependency> FrozenDependencies() => Tokenizer is { } folder ? [TokenizerRun.Dependency(folder)] : [];
+
     public override void Validate()
     {
         Encoder.Validate();

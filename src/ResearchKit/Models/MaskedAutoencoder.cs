@@ -69,6 +69,9 @@ public sealed record MaeConfig(
 
     public override IPretrainModel Build(BuildContext context) => new MaskedAutoencoder(this, context);
 
+    public override IEnumerable<FrozenDependency> FrozenDependencies() =>
+        Target == MaeTarget.Token && Tokenizer is { } folder ? [TokenizerRun.Dependency(folder)] : [];
+
     /// <summary>This configuration with a decoder of width <paramref name="width"/>: heads of at least 16 dimensions, at most as many as now (Table 1b).</summary>
     public MaeConfig WithDecoderWidth(int width) => this with { DecoderDim = width, DecoderHeads = Math.Max(1, Math.Min(DecoderHeads, width / 16)) };
 

@@ -104,7 +104,7 @@ public static class Pretraining
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
         var model = Build(config.Method, options.Seed, Context(config));
-        var trainer = new Trainer(config.Train, directory);
+        var trainer = new Trainer(config.Train, directory) { Provenance = ProvenanceOf(config) };
         if (callbacks is not null) trainer.Callbacks.AddRange(callbacks);
         var result = trainer.Fit(loader, model, progress, cancel);
         return new PretrainRun(directory, config, model, result);
@@ -143,9 +143,7 @@ public static class Pretraining
         bool hasTraining = File.Exists(Path.Combine(directory, Trainer.CheckpointFile)) || File.Exists(Path.Combine(directory, Trainer.MetricsFile));
         if (File.Exists(configPath) && hasTraining)
         {
-            // A run from before precisions existed was trained in fp32.
-            static JsonNode? WithoutEpochs(RunConfig c) => JsonNode.Parse(Serialize(c with { Train = c.Train with { Epochs = 0, Precision = c.Train.Precision ?? Precision.Fp32 } }));
-            var (previous, current) = (WithoutEpochs(ReadConfig(directory)), WithoutEpochs(config));
+            var (previous, current) = (JsonNode.Parse(Comparable(ReadConfig(directory))), JsonNode.Parse(Comparable(config)));
             if (JsonDifference.First(previous, current) is { } difference)
                 throw new ResearchKitException($"{directory} holds a run with other settings ({difference}); choose a new --out folder or repeat the same settings (only --epochs may change)");
             if (CheckpointStore.SavedStep(Path.Combine(directory, Trainer.CheckpointFile)) is { } done && done > totalSteps)
@@ -154,6 +152,14 @@ public static class Pretraining
         }
         AtomicFile.WriteAllText(configPath, Serialize(config));
     }
+
+    /// <summary>A run's settings as canonical JSON, less what a resumed run may change: the epochs (a run from before
+    /// precisions existed was trained in fp32).</summary>
+    static string Comparable(RunConfig c) => Serialize(c with { Train = c.Train with { Epochs = 0, Precision = c.Train.Precision ?? Precision.Fp32 } });
+
+    /// <summary>What a run's weights are trained from: its comparable settings and its frozen dependencies as they are now.</summary>
+    public static Provenance ProvenanceOf(RunConfig config) => Provenance.Of(Comparable(config),
+        config.Method.FrozenDependencies().Select(d => (d.Name, d.Sha256())).Where(d => d.Item2 is not null).Select(d => (d.Name, d.Item2!)));
 
     /// <summary>What a run's model is built with: its method's shape, the run's normalisation, its dependencies from their folders.</summary>
     public static BuildContext Context(RunConfig config) => BuildContext.Of(config.Method, config.Normalization);
@@ -201,7 +207,7 @@ public static class Pretraining
         IPretrainModel model;
         using (Compute.OnHost()) model = config.Method.Build(Context(config));
         model.Module.to(Compute.Device).eval();
-        Trainer.LoadWeights(model.Module, weights);   // in place, on the device
+        Trainer.LoadWeights(model.Module, weights, ProvenanceOf(config));   // in place, on the device
         return (config, model);
 
         static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path

@@ -77,6 +77,9 @@ public static class TokenizerRun
 {
     public const string ManifestFile = "tokenizer.json", ReportsFile = "reports.jsonl";
 
+    /// <summary>A tokenizer folder as a model's frozen dependency: its manifest and weights define it.</summary>
+    public static FrozenDependency Dependency(string directory) => new("tokenizer", directory, [ManifestFile, Trainer.CheckpointFile]);
+
     /// <summary>Trains (or resumes) a tokenizer; <paramref name="report"/> gets held-out usage and PSNR every ReportEvery steps and at the end.</summary>
     public static (TokenizerManifest Manifest, VisualTokenizer Tokenizer) Train(TokenizerConfig config, TokenizerTrainOptions options, string directory,
         IProgress<TrainProgress>? progress = null, Action<TokenizerReport>? report = null, CancellationToken cancel = default)

@@ -26,8 +26,10 @@ public sealed class CheckpointStore(string directory)
 
     /// <param name="Phases">Each update phase as "name/every", in order: the optimizer states follow this order.</param>
     /// <param name="Weights">SHA-256 (hex) of each weight tensor's bytes, by state-dict name.</param>
+    /// <param name="Provenance">The configuration and dependencies the weights were trained with; null in checkpoints
+    /// written before it was recorded, and for training that has no run configuration (a tokenizer).</param>
     sealed record TrainerState(long Step, Dictionary<string, List<double>> Losses, TrainConfig Config, List<string> Phases, bool HasState,
-        Dictionary<string, string> Weights);
+        Dictionary<string, string> Weights, Provenance? Provenance = null);
 
     static Dictionary<string, string> Checksums(IEnumerable<(string Name, Tensor Value)> tensors) =>
         tensors.ToDictionary(kv => kv.Name, kv =>
@@ -39,14 +41,14 @@ public sealed class CheckpointStore(string directory)
     static List<string> Describe(IReadOnlyList<UpdatePhase> phases) => phases.Select(p => $"{p.Name}/{p.Every}").ToList();
 
     public void Save(long step, TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<FlatOptimizer> optimizers,
-        ICheckpointState? state, Dictionary<string, List<double>> losses)
+        ICheckpointState? state, Dictionary<string, List<double>> losses, Provenance? provenance = null)
     {
         var body = new MemoryStream();
         var weights = ModuleState.Of(model);
         using (var writer = new BinaryWriter(body, System.Text.Encoding.UTF8, leaveOpen: true))
         {
             writer.Write(Magic);
-            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null, Checksums(weights))));
+            writer.Write(JsonSerializer.Serialize(new TrainerState(step, losses, config, Describe(phases), state is not null, Checksums(weights), provenance)));
             ModuleState.Write(writer, weights);
             foreach (var optimizer in optimizers) optimizer.Save(writer);
             state?.Save(writer);
@@ -61,11 +63,12 @@ public sealed class CheckpointStore(string directory)
 
     /// <summary>Restores weights, optimizers, extra state and the loss history; returns the step to continue from.</summary>
     public long Load(TrainConfig config, nn.Module model, IReadOnlyList<UpdatePhase> phases, IReadOnlyList<FlatOptimizer> optimizers,
-        ICheckpointState? state, Dictionary<string, List<double>> losses)
+        ICheckpointState? state, Dictionary<string, List<double>> losses, Provenance? provenance = null)
     {
         var (body, intact) = Verified(Path);
         using var reader = new BinaryReader(body);
         var saved = ReadHeader(reader, Path);
+        CheckProvenance(saved, provenance, Path);
         if (JsonDifference.First(Comparable(saved.Config), Comparable(config)) is { } difference)
             throw new ResearchKitException($"{Path}: was written with other training settings ({difference}); use a new output folder or the same settings (only epochs may grow)");
         if (!saved.Phases.SequenceEqual(Describe(phases)) || saved.HasState != (state is not null))
@@ -166,13 +169,25 @@ public sealed class CheckpointStore(string directory)
         return ReadHeader(reader, checkpointPath).Step;
     }
 
-    /// <summary>Loads only the model weights of a checkpoint (for probing, fine-tuning).</summary>
-    public static void LoadWeights(nn.Module model, string checkpointPath)
+    /// <summary>Refuses a checkpoint whose recorded provenance differs from the run's as it is now (<see cref="Provenance.Difference"/>).</summary>
+    static void CheckProvenance(TrainerState saved, Provenance? now, string path)
+    {
+        if (saved.Provenance is { } recorded && now is not null
+            && recorded.Difference(now) is { } difference)
+            throw new ResearchKitException($"{path}: {difference}; restore what changed, or re-run pre-training into a new folder");
+    }
+
+    /// <summary>
+    /// Loads only the model weights of a checkpoint (for probing, fine-tuning), after checking that they were trained
+    /// with <paramref name="provenance"/> when both it and the checkpoint record one.
+    /// </summary>
+    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null)
     {
         if (!File.Exists(checkpointPath)) throw new ResearchKitException($"{checkpointPath}: checkpoint not found (did pre-training finish its first epoch?)");
         var (body, intact) = Verified(checkpointPath);
         using var reader = new BinaryReader(body);
         var saved = ReadHeader(reader, checkpointPath);
+        CheckProvenance(saved, provenance, checkpointPath);
         // Per-tensor checksums: the weights may be intact even when later sections are not.
         LoadWeights(model, reader, saved, intact, checkpointPath, "weights do not fit the model in config.json");
     }

@@ -82,6 +82,9 @@ public sealed class Trainer
     /// <summary>Called during <see cref="Fit(DataLoader, ITrainable, IProgress{TrainProgress}?, CancellationToken)"/>, in order.</summary>
     public List<ITrainerCallback> Callbacks { get; } = [];
 
+    /// <summary>What the weights are trained from, recorded in every checkpoint and checked on resume (<see cref="Training.Provenance"/>).</summary>
+    public Provenance? Provenance { get; init; }
+
     /// <param name="directory">Where checkpoint.bin and metrics.jsonl go; null trains in memory only.</param>
     public Trainer(TrainConfig config, string? directory = null)
     {
@@ -139,7 +142,7 @@ public sealed class Trainer
         var metrics = directory is null ? null : new MetricsLog(directory);
         if (checkpoint is not null && checkpoint.Exists)
         {
-            step = checkpoint.Load(config, model, phases, optimizers, trainable.State, losses);
+            step = checkpoint.Load(config, model, phases, optimizers, trainable.State, losses, Provenance);
             resumed = true;
         }
         metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
@@ -221,7 +224,7 @@ public sealed class Trainer
         void Save(long at)
         {
             pending.Read();
-            checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses);
+            checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses, Provenance);
             foreach (var callback in Callbacks) callback.OnCheckpoint(at, checkpoint.Path);
         }
     }
@@ -285,7 +288,8 @@ public sealed class Trainer
     }
 
     /// <summary>Loads only the model weights of a checkpoint written by a trainer (for probing, fine-tuning).</summary>
-    public static void LoadWeights(nn.Module model, string checkpointPath) => CheckpointStore.LoadWeights(model, checkpointPath);
+    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null) =>
+        CheckpointStore.LoadWeights(model, checkpointPath, provenance);
 
     /// <summary>The logged steps of a run folder's metrics.jsonl, in order.</summary>
     public static List<StepMetrics> ReadMetrics(string directory) => MetricsLog.Read(directory);
