@@ -127,6 +127,31 @@ public class DataTests
         File.WriteAllBytes(broken, [0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
         var e = Assert.Throws<DataFormatException>(() => ImageFolderReader.Read(root, 8, 3));
         Assert.Contains(broken, e.Message);
+        File.Delete(broken);
+
+        // A truncated PNG (issue 22, item 4): its header decodes, its pixels end early; SKBitmap.Decode filled the rest.
+        using var noise = new SKBitmap(32, 32);
+        var random = new Random(0);
+        for (int y = 0; y < 32; y++)
+            for (int x = 0; x < 32; x++) noise.SetPixel(x, y, new SKColor((byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256)));
+        using var encoded = noise.Encode(SKEncodedImageFormat.Png, 100);
+        var cut = Path.Combine(root, "dog", "cut.png");
+        File.WriteAllBytes(cut, encoded.ToArray()[..(int)(encoded.Size / 2)]);
+        e = Assert.Throws<DataFormatException>(() => ImageFolderReader.Read(root, 8, 3));
+        Assert.Equal($"{cut}: truncated image (its data ends before its last row)", e.Message);
+
+        // Whole JPEGs and grey PNGs still decode (opaque and one-channel sources convert to RGBA).
+        File.Delete(cut);
+        using (var jpeg = noise.Encode(SKEncodedImageFormat.Jpeg, 90)) File.WriteAllBytes(Path.Combine(root, "dog", "b.jpg"), jpeg.ToArray());
+        using (var grey = new SKBitmap(new SKImageInfo(8, 8, SKColorType.Gray8)))
+        {
+            grey.Erase(new SKColor(77, 77, 77));
+            using var png = grey.Encode(SKEncodedImageFormat.Png, 100);
+            File.WriteAllBytes(Path.Combine(root, "dog", "c.png"), png.ToArray());
+        }
+        (images, _, _) = ImageFolderReader.Read(root, 8, 3);
+        Assert.Equal(4, images.shape[0]);
+        Assert.Equal(new byte[] { 77, 77, 77 }, images[3, .., 5, 5].data<byte>().ToArray());
     }
 
     [Fact]

@@ -154,10 +154,26 @@ public static class ImageFolderReader
             classes.ToArray());
     }
 
+    /// <summary>
+    /// The whole image, or an error: SKBitmap.Decode returns a truncated file's rows that did decode and fills the rest,
+    /// so a cut PNG would be trained on; the codec reports it as incomplete input (issue 22, item 4).
+    /// </summary>
+    static SKBitmap DecodeWhole(string file)
+    {
+        using var codec = SKCodec.Create(file) ?? throw new DataFormatException(file, "cannot be decoded as an image (corrupt or unsupported format)");
+        var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        var bitmap = new SKBitmap(info);
+        var result = codec.GetPixels(info, bitmap.GetPixels());
+        if (result == SKCodecResult.Success) return bitmap;
+        bitmap.Dispose();
+        throw new DataFormatException(file, result == SKCodecResult.IncompleteInput
+            ? "truncated image (its data ends before its last row)" : $"cannot be decoded as an image ({result})");
+    }
+
     /// <summary>One image → channels planes of imageSize² bytes (C, H, W order).</summary>
     public static byte[] Decode(string file, int imageSize, int channels)
     {
-        using var decoded = SKBitmap.Decode(file) ?? throw new DataFormatException(file, "cannot be decoded as an image (corrupt or unsupported format)");
+        using var decoded = DecodeWhole(file);
         using var resized = decoded.Width == imageSize && decoded.Height == imageSize
             ? decoded.Copy(SKColorType.Rgba8888)
             : decoded.Resize(new SKImageInfo(imageSize, imageSize, SKColorType.Rgba8888, SKAlphaType.Unpremul), new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.Linear));
