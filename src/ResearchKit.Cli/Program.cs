@@ -20,6 +20,11 @@ try
     var parsed = root.Parse(args);
     if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens, args[0]) is { } unknown)
         throw new ResearchKitException(unknown);
+    if (args.Length > 0 && ParseErrors.OneLine(parsed) is { } badArguments)
+    {
+        Console.Error.WriteLine(badArguments);
+        return 2;
+    }
     return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (NativeLibraries.Describe(e) is { } native)

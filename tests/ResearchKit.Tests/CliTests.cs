@@ -333,7 +333,7 @@ public class CliTests
         Assert.False(Directory.Exists(refused));
         var (tooMany, message) = Error(Cli("palette", "fit", "--k", "300", "--images", "1", "--out", Path.Combine(folder, "k.json")));
         Assert.Equal(1, tooMany);
-        Assert.Matches(@"^error: palette: k = 300 is more than the \d+ distinct colours in the 196 sampled pixels; choose a smaller --k or sample more images$", message);
+        Assert.Matches(@"^error: palette: k = 300 \(--k\) is more than the \d+ distinct colours in the 196 sampled pixels; choose a smaller --k or sample more images \(--images\)$", message);
         Assert.False(File.Exists(Path.Combine(folder, "k.json")));
         Assert.Equal((1, $"error: {Path.Combine(folder, "none.json")}: palette file not found (write one with `researchkit palette fit --out {Path.Combine(folder, "none.json")}`)"),
             Error(Cli("palette", "info", Path.Combine(folder, "none.json"))));
@@ -424,9 +424,19 @@ public class CliTests
         Assert.Contains("config.json", err);
         Assert.Single(err.Trim().Split('\n'));
 
-        (code, _, err) = Cli("pretrain", "--epochs", "abc", "--out", "x");
-        Assert.NotEqual(0, code);
-        Assert.Contains("--epochs", err);
+        // Bad arguments (issue 22, item 14): one line in our words, not the parser's "System.Int32" and the whole help text.
+        foreach (var (args, expected) in new[]
+        {
+            (new[] { "pretrain", "--epochs", "abc", "--out", "x" }, "error: --epochs: expected a whole number; got 'abc'; see `researchkit pretrain --help`"),
+            (new[] { "probe", "/nonexistent/run", "--train-limit", "1.5" },
+                "error: --train-limit: expected a whole number; got '1.5'; see `researchkit probe --help`"),
+            (new[] { "palette", "fit", "--k", "8", "--out", "x", "--fit", "3" },
+                "error: Unrecognized command or argument '--fit'; see `researchkit palette fit --help`"),
+        })
+        {
+            (code, var output, err) = Cli(args);
+            Assert.Equal((2, expected, ""), (code, err.Trim(), output));
+        }
 
         // An --out folder that cannot be created (under a file): one line naming the path, no stack trace.
         var file = Path.Combine(TestData.TempDir(), "a-file");

@@ -76,7 +76,11 @@ public class ImageGptTests
         var levels = tensor(new byte[] { 0, 60, 120, 180, 255 });
         var images = levels.index_select(0, randint(0, 5, [40 * 16], generator: new Generator(0))).reshape(40, 1, 4, 4);
         var error = Assert.Throws<ResearchKitException>(() => ColorPalette.FitTo(images, 8, 4));
-        Assert.Equal("palette: k = 8 is more than the 5 distinct colours in the 640 sampled pixels; choose a smaller --k or sample more images", error.Message);
+        Assert.Equal("palette: k = 8 (--k) is more than the 5 distinct colours in the 640 sampled pixels; choose a smaller --k or sample more images (--images)", error.Message);
+        // iGPT fits its palette with --colors on images it chooses itself (issue 22, item 14: it named --k).
+        using var data = new ImageDataset("levels", "train", images, zeros(40, dtype: ScalarType.Int64), ["one"], "test");
+        error = Assert.Throws<ResearchKitException>(() => (ImageGptConfig.Tiny() with { Colors = 8, Resolution = 4 }).ForInput(4, 1).ForData(data, Normalization.Of(data)));
+        Assert.Equal("palette: k = 8 (--colors) is more than the 5 distinct colours in the 640 sampled pixels; choose a smaller --colors", error.Message);
         var palette = ColorPalette.FitTo(images, 5, 4);
         Assert.True(palette.Colors.flatten().allclose(levels.to_type(ScalarType.Float32) / 255, atol: 1e-6));   // every level is a colour
         Assert.Equal(0, palette.Fit!.Inertia, 1e-9);

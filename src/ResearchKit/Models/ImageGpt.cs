@@ -60,7 +60,7 @@ public sealed record ImageGptConfig(
         {
             Validate();
             int n = (int)Math.Min(PaletteImages, train.Count);
-            palette = ColorPalette.FitTo(train.Images[..n], Colors, Resolution, seed: 0, train.Name);
+            palette = ColorPalette.FitTo(train.Images[..n], Colors, Resolution, seed: 0, train.Name, kOption: "--colors", imagesOption: null);
         }
         return this with { Colors = palette.K, PaletteColors = palette.ColorRows() };
     }

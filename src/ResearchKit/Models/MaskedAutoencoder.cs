@@ -88,8 +88,10 @@ public sealed record MaeConfig(
         Encoder.Validate();
         if (!(MaskRatio > 0 && MaskRatio < 1)) throw new ResearchKitException($"mae: mask ratio (--mask-ratio) must be in (0, 1); got {MaskRatio}");
         if (DecoderDepth < 1) throw new ResearchKitException($"mae: decoder depth (--decoder-depth) must be at least 1; got {DecoderDepth}");
-        if (DecoderDim < 4 || DecoderDim % DecoderHeads != 0 || DecoderDim % 4 != 0)
-            throw new ResearchKitException($"mae: decoder dim (--decoder-dim) {DecoderDim} must be a positive multiple of 4 and of the decoder heads ({DecoderHeads})");
+        if (DecoderDim < 4 || DecoderDim % 4 != 0)
+            throw new ResearchKitException($"mae: decoder dim (--decoder-dim) must be a positive multiple of 4; got {DecoderDim}");
+        if (DecoderHeads < 1 || DecoderDim % DecoderHeads != 0)
+            throw new ResearchKitException($"mae: decoder dim {DecoderDim} must be a multiple of the decoder heads ({DecoderHeads})");
         if (Sampling == MaskSampling.Grid && Math.Abs(MaskRatio - 0.75) > 1e-9 && Math.Abs(MaskRatio - 0.5) > 1e-9)
             throw new ResearchKitException($"mae: grid sampling is a checkerboard at mask ratio 0.5 or keeps one of every 2×2 patches at 0.75; got --mask-ratio {MaskRatio}");
         if (Sampling == MaskSampling.Block && (MinBlock < 1 || MinBlock > Encoder.Length))

@@ -57,11 +57,14 @@ public sealed class ColorPalette
     /// Fits k colours to the pixels of <paramref name="images"/> (uint8 [N, C, H, W], down-sampled to <paramref name="resolution"/>²
     /// first) by k-means with k-means++ seeding. Refuses a k larger than the number of distinct colours.
     /// </summary>
-    public static ColorPalette FitTo(Tensor images, int k, int resolution, int seed = 0, string dataset = "", int inits = DefaultInits)
+    /// <param name="kOption">The option that set k, for the errors (iGPT's is --colors).</param>
+    /// <param name="imagesOption">The option that sets how many images are sampled, if the caller has one.</param>
+    public static ColorPalette FitTo(Tensor images, int k, int resolution, int seed = 0, string dataset = "", int inits = DefaultInits,
+        string kOption = "--k", string? imagesOption = "--images")
     {
         if (resolution < 1) throw new ResearchKitException($"palette: the resolution (--size) must be at least 1; got {resolution}");
         using var scope = NewDisposeScope();
-        return FitPixels(PixelsAt(images, resolution), k, seed, inits).FittedOn(dataset, resolution, (int)images.shape[0]);
+        return FitPixels(PixelsAt(images, resolution), k, seed, inits, kOption, imagesOption).FittedOn(dataset, resolution, (int)images.shape[0]);
     }
 
     /// <summary>The pixels a palette is fitted on: uint8 images [N, C, H, W] down-sampled to <paramref name="resolution"/>², as [N·R², C] in [0, 1].</summary>
@@ -72,15 +75,16 @@ public sealed class ColorPalette
         new(Colors, (Fit ?? throw new InvalidOperationException("the palette was not fitted here")) with { Dataset = dataset, Resolution = resolution, Images = images });
 
     /// <summary>Fits k colours to pixels [N, C] in [0, 1]: k-means over the distinct colours weighted by their counts.</summary>
-    public static ColorPalette FitPixels(Tensor pixels, int k, int seed = 0, int inits = DefaultInits)
+    public static ColorPalette FitPixels(Tensor pixels, int k, int seed = 0, int inits = DefaultInits, string kOption = "--k", string? imagesOption = "--images")
     {
-        if (k < 2) throw new ResearchKitException($"palette: k (--k) must be at least 2; got {k}");
+        if (k < 2) throw new ResearchKitException($"palette: k ({kOption}) must be at least 2; got {k}");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (distinct, counts) = DistinctColors(pixels);
         if (distinct.shape[0] < k)
-            throw new ResearchKitException($"palette: k = {k} is more than the {distinct.shape[0]} distinct colours in the {pixels.shape[0]} sampled pixels; choose a smaller --k or sample more images");
+            throw new ResearchKitException($"palette: k = {k} ({kOption}) is more than the {distinct.shape[0]} distinct colours in the {pixels.shape[0]} " +
+                $"sampled pixels; choose a smaller {kOption}{(imagesOption is null ? "" : $" or sample more images ({imagesOption})")}");
         var fit = KMeans.Fit(distinct, k, seed, counts!, inits: inits);
         // Sorted by brightness (mean over channels), so token order means something when printed.
         var colors = fit.Centers.index_select(0, fit.Centers.mean([1L]).argsort()).to_type(ScalarType.Float32);
