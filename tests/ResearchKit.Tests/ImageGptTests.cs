@@ -78,8 +78,8 @@ public class ImageGptTests
         var error = Assert.Throws<ResearchKitException>(() => ColorPalette.FitTo(images, 8, 4));
         Assert.Equal("palette: k = 8 (--k) is more than the 5 distinct colours in the 640 sampled pixels; choose a smaller --k or sample more images (--images)", error.Message);
         // iGPT fits its palette with --colors on images it chooses itself (issue 22, item 14: it named --k).
-        using var data = new ImageDataset("levels", "train", images, zeros(40, dtype: ScalarType.Int64), ["one"], "test");
-        error = Assert.Throws<ResearchKitException>(() => (ImageGptConfig.Tiny() with { Colors = 8, Resolution = 4 }).ForInput(4, 1).ForData(data, Normalization.Of(data)));
+        using var levelsData = new ImageDataset("levels", "train", images, zeros(40, dtype: ScalarType.Int64), ["one"], "test");
+        error = Assert.Throws<ResearchKitException>(() => (ImageGptConfig.Tiny() with { Colors = 8, Resolution = 4 }).ForInput(4, 1).ForData(levelsData, Normalization.Of(levelsData)));
         Assert.Equal("palette: k = 8 (--colors) is more than the 5 distinct colours in the 640 sampled pixels; choose a smaller --colors", error.Message);
         var palette = ColorPalette.FitTo(images, 5, 4);
         Assert.True(palette.Colors.flatten().allclose(levels.to_type(ScalarType.Float32) / 255, atol: 1e-6));   // every level is a colour

@@ -40,6 +40,10 @@ public static class MethodRegistry
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,   // NaN: "no pre-training loss" for untrained baselines
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
         TypeInfoResolver = new DefaultJsonTypeInfoResolver { Modifiers = { AddMethodTypes } },
+        // A hand-edited file that drops a field without a default, or nulls one that cannot be null, is refused when read,
+        // naming the field, instead of failing later with a NullReferenceException (issue 22, item 7).
+        RespectRequiredConstructorParameters = true,
+        RespectNullableAnnotations = true,
     };
 
     static void AddMethodTypes(JsonTypeInfo info)

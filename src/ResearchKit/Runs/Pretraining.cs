@@ -184,7 +184,7 @@ public static class Pretraining
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
         {
-            throw new DataFormatException(path, $"not a valid run configuration: {e.Message}");
+            throw new DataFormatException(path, $"not a valid run configuration: {JsonErrors.Plain(e)}");
         }
     }
 

@@ -215,7 +215,7 @@ public static class TokenizerRun
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
         {
-            throw new DataFormatException(path, $"not a valid tokenizer manifest: {e.Message}");
+            throw new DataFormatException(path, $"not a valid tokenizer manifest: {JsonErrors.Plain(e)}");
         }
         catch (ResearchKitException e) when (e is not DataFormatException)
         {

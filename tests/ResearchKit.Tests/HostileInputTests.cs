@@ -1,0 +1,118 @@
+using System.Text.Json.Nodes;
+using ResearchKit.Data;
+using ResearchKit.Models;
+using ResearchKit.Runs;
+using ResearchKit.Tokenizers;
+using ResearchKit.Training;
+
+namespace ResearchKit.Tests;
+
+/// <summary>
+/// Issue 22's hostile inputs, each reproduced as the issue reports it: the run folder's integrity (provenance, hand-edited
+/// files), missing native libraries, and the messages that once misled. CLI option cases live in <see cref="CliTests"/>.
+/// </summary>
+public class HostileInputTests
+{
+    [Fact]
+    public void A_run_refuses_weights_whose_tokenizer_or_settings_changed_after_training_naming_what_changed()
+    {
+        var root = TestData.TempDir();
+        var tokenizerDir = Path.Combine(root, "tokenizer");
+        var tokenizerConfig = TokenizerConfig.Tiny() with { Codes = 32 };
+        var tokenizerOptions = new TokenizerTrainOptions(Epochs: 1, TrainLimit: 256, BatchSize: 64, ReportImages: 64);
+        TokenizerRun.Train(tokenizerConfig, tokenizerOptions, tokenizerDir);
+        var method = BeitConfig.Tiny() with { Tokenizer = tokenizerDir };
+        var options = new PretrainOptions(Epochs: 1, TrainLimit: 256, BatchSize: 64);
+        string run = Path.Combine(root, "beit"), other = Path.Combine(root, "beit-seed-1");
+        Pretraining.Run(method, options, run);
+        Pretraining.Run(method, options with { Seed = 1 }, other);
+        Pretraining.Load(run).Model.Module.Dispose();   // intact: loads
+
+        // A checkpoint copied from another run of the same shapes: the seed differs.
+        var checkpoint = Path.Combine(run, Trainer.CheckpointFile);
+        var kept = File.ReadAllBytes(checkpoint);
+        File.Copy(Path.Combine(other, Trainer.CheckpointFile), checkpoint, overwrite: true);
+        var e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains("train.seed: 1 before, 0 now", e.Message);
+        File.WriteAllBytes(checkpoint, kept);
+
+        // config.json edited by hand, tensor shapes kept (more heads of the same width).
+        var configPath = Path.Combine(run, Pretraining.ConfigFile);
+        var original = File.ReadAllText(configPath);
+        var edited = System.Text.Json.Nodes.JsonNode.Parse(original)!;
+        int heads = (int)edited["method"]!["encoder"]!["heads"]!;
+        edited["method"]!["encoder"]!["heads"] = heads * 2;
+        File.WriteAllText(configPath, edited.ToJsonString());
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains($"method.encoder.heads: {heads} before, {heads * 2} now", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        File.WriteAllText(configPath, original);
+
+        // The tokenizer extended in place (as README documents): probing and resuming both refuse the run.
+        TokenizerRun.Train(tokenizerConfig, tokenizerOptions with { Epochs = 2 }, tokenizerDir);
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Load(run));
+        Assert.Contains($"tokenizer {tokenizerDir} changed after these weights were trained on it", e.Message);
+        e = Assert.Throws<ResearchKitException>(() => Pretraining.Run(method, options with { Epochs = 2 }, run));
+        Assert.Contains($"tokenizer {tokenizerDir} changed", e.Message);
+        Assert.StartsWith(checkpoint, e.Message);
+
+        // Without its tokenizer the run still loads: evaluating a backbone does not need it.
+        Directory.Delete(tokenizerDir, recursive: true);
+        Pretraining.Load(run).Model.Module.Dispose();
+    }
+
+    /// <summary>Item 7: config.json with a required field removed or nulled gave a NullReferenceException later.</summary>
+    [Fact]
+    public void A_config_json_missing_or_nulling_a_required_field_is_refused_naming_the_field()
+    {
+        var dir = TestData.TempDir();
+        using var train = TestData.Random(32);
+        var config = Pretraining.Configure(MaeConfig.Tiny(), new PretrainOptions(), train);
+        var path = Path.Combine(dir, Pretraining.ConfigFile);
+        foreach (var (edit, expected) in new (Action<JsonObject>, string)[]
+        {
+            (c => c["method"]!.AsObject().Remove("encoder"), "missing required field 'method.encoder'"),
+            (c => c.Remove("dataset"), "missing required field 'dataset'"),
+            (c => c["method"]!["encoder"] = null, "field 'method.encoder' must not be null"),
+            (c => c["normalization"]!["mean"] = null, "field 'normalization.mean' must not be null"),
+            (c => c["train"] = null, "field 'train' must not be null"),
+        })
+        {
+            var json = JsonNode.Parse(Pretraining.Serialize(config))!.AsObject();
+            edit(json);
+            File.WriteAllText(path, json.ToJsonString());
+            var e = Assert.Throws<DataFormatException>(() => Pretraining.ReadConfig(dir));
+            Assert.Equal($"{path}: not a valid run configuration: {expected}", e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Item 10: a native library that does not load (here a damaged libSkiaSharp.so in a copy of the CLI's folder) is one
+    /// line naming the library, not a hundred lines of TypeInitializationException.
+    /// </summary>
+    [Fact]
+    public void A_native_library_that_does_not_load_is_a_one_line_error_naming_it()
+    {
+        var copy = TestData.TempDir();
+        var built = AppContext.BaseDirectory;
+        foreach (var folder in Directory.GetDirectories(built, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(copy, Path.GetRelativePath(built, folder)));
+        foreach (var file in Directory.GetFiles(built, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(copy, Path.GetRelativePath(built, file));
+            // The host finds the app's folder through the real path of its entry assembly, so that one is copied.
+            if (Path.GetFileName(file).StartsWith("ResearchKit.Cli.", StringComparison.Ordinal)) File.Copy(file, target);
+            else if (Path.GetFileName(file) == "libSkiaSharp.so") File.WriteAllText(target, "not a shared library");
+            else File.CreateSymbolicLink(target, file);
+        }
+        var output = Path.Combine(copy, "palette.json");
+        var (code, stdout, err) = TestData.RunProcess("dotnet",
+            [Path.Combine(copy, "ResearchKit.Cli.dll"), "palette", "fit", "--dataset", "shapes", "--k", "4", "--images", "10", "--size", "8", "--out", output],
+            TestData.Guarded, TimeSpan.FromMinutes(2));
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.StartsWith("error: SkiaSharp's native library libSkiaSharp.so could not be loaded (", err);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(output));
+    }
+}
