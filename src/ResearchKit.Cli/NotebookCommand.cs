@@ -42,7 +42,11 @@ static class NotebookCommand
         var worker = new Command("worker", "Internal: the notebook worker process") { socket, directory };
         worker.Hidden = true;
         worker.SetAction(r => WorkerHost.Run(r.GetValue(socket)!, r.GetValue(directory)!));
-        return new Command("notebook", "Run notebooks headless") { run, worker };
+        var executed = new Argument<string>("output") { Description = "an output notebook written by `notebook run`" };
+        var status = new Command("status", "Whether a run's output notebook is completed, failed, interrupted, running or dead (its runner was killed)")
+            { executed };
+        status.SetAction(r => Console.WriteLine(RunnerRecord.StatusOf(r.GetValue(executed)!)));
+        return new Command("notebook", "Run notebooks headless") { run, status, worker };
     }
 
     /// <summary>

@@ -38,8 +38,8 @@ static class PaletteCommand
         var command = new Command("fit", "Fit a palette on a sample of training pixels (k-means, k-means++ seeding)") { dataset, k, size, images, inits, seed, outFile };
         command.SetAction(r =>
         {
+            var path = OutputPath.File(r.GetValue(outFile)!);   // before the fit: a folder here would lose its work
             var (palette, _) = FitOn(r.GetValue(dataset)!, r.GetValue(k), r.GetValue(size), r.GetValue(images), r.GetValue(seed), r.GetValue(inits));
-            var path = r.GetValue(outFile)!;
             palette.Save(path);
             var f = palette.Fit!;
             Console.WriteLine($"fitted {palette.K} colours to {f.Pixels} pixels ({f.DistinctColors} distinct) of {f.Images} {f.Dataset} images at {f.Resolution}×{f.Resolution} " +

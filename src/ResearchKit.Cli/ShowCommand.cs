@@ -30,6 +30,7 @@ static class ShowCommand
         command.SetAction(r => Commands.Run(r.GetValue(device)!, r.GetValue(precision), () =>
         {
             var folder = r.GetValue(dir)!;
+            if (r.GetValue(outFile) is { } target) OutputPath.File(target);   // before the model is loaded and drawn
             var info = MethodRegistry.Of(Pretraining.ReadConfig(folder).Method);
             if (r.GetValue(what) is not { } name)
             {

@@ -28,10 +28,14 @@ public sealed class NotebookDocument
         JsonNode? root;
         try { root = JsonNode.Parse(File.ReadAllText(path)); }
         catch (JsonException e) { throw new ResearchKitException($"{path}: not a notebook (invalid JSON: {e.Message})"); }
+        // The version first: nbformat 3 keeps its cells in "worksheets", so "no cells array" would hide what is wrong.
+        int? version = root is JsonObject r && r["nbformat"] is JsonValue v && v.TryGetValue<int>(out var n) ? n : null;
+        if (version is < 4)
+            throw new ResearchKitException($"{path}: nbformat {version} is not supported; convert it with `jupyter nbconvert --to notebook --nbformat 4 {path}`");
         if (root is not JsonObject o || o["cells"] is not JsonArray cells)
             throw new ResearchKitException($"{path}: not a notebook (expected a JSON object with a \"cells\" array)");
-        if (o["nbformat"]?.GetValue<int>() != 4)
-            throw new ResearchKitException($"{path}: nbformat {o["nbformat"]} is not supported; expected nbformat 4");
+        if (version != 4)
+            throw new ResearchKitException($"{path}: nbformat {o["nbformat"]?.ToJsonString() ?? "(missing)"} is not supported; expected nbformat 4");
         for (int i = 0; i < cells.Count; i++)
             if (cells[i] is not JsonObject cell || cell["cell_type"]?.GetValue<string>() is not ("code" or "markdown" or "raw"))
                 throw new ResearchKitException($"{path}: cell {i} has no valid cell_type (code, markdown or raw)");

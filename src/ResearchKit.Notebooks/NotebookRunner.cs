@@ -191,6 +191,7 @@ public static class NotebookRunner
                     ["duration_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
                     ["status"] = state,
                 };
+                if (state == "running") RunnerRecord.Current().WriteTo((JsonObject)metadata["researchkit"]!);   // a reader can tell a dead run
                 notebook.Root["metadata"] = metadata;
             }
         }
@@ -216,7 +217,7 @@ public static class NotebookRunner
     static void CheckWritable(string path, string option)
     {
         var full = Path.GetFullPath(path);
-        if (Directory.Exists(full)) throw new ResearchKitException($"{option} {path}: is a folder; expected a file path");
+        OutputPath.File(path, option);
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(full)!);

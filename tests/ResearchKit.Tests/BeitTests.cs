@@ -156,9 +156,15 @@ public class BeitTests
         e = Assert.Throws<DataFormatException>(() => TokenizerRun.Load(dir, imageSize: 28, patchSize: 2));
         Assert.Contains("this model needs 28×28×1 images in 2×2 patches", e.Message);
 
-        // A damaged checkpoint is named by its file; so is a manifest that is not JSON.
+        // A checkpoint of another codebook size is blamed on the manifest that describes the tokenizer, not on a
+        // config.json the folder does not have (issue 22, item 14).
         var checkpoint = Path.Combine(dir, "checkpoint.bin");
         var bytes = File.ReadAllBytes(checkpoint);
+        File.Copy(Path.Combine(QuickTokenizer(images: 128, codes: 16), "checkpoint.bin"), checkpoint, overwrite: true);
+        e = Assert.Throws<DataFormatException>(() => TokenizerRun.Load(dir));
+        Assert.StartsWith($"{checkpoint}: weights do not fit the model in tokenizer.json", e.Message);
+
+        // A damaged checkpoint is named by its file; so is a manifest that is not JSON.
         File.WriteAllBytes(checkpoint, bytes[..(bytes.Length / 5)]);   // cut inside the weights (the optimizer state follows them)
         e = Assert.Throws<DataFormatException>(() => TokenizerRun.Load(dir));
         Assert.StartsWith(checkpoint, e.Message);

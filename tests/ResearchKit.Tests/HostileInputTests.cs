@@ -116,3 +116,27 @@ public class HostileInputTests
         Assert.False(File.Exists(output));
     }
 }
+
+/// <summary>Issue 22, item 14: notebooks the engine cannot run say why, in one line.</summary>
+public class NotebookFormatTests
+{
+    [Fact]
+    public void An_nbformat_3_notebook_is_told_how_to_convert_and_other_versions_are_named()
+    {
+        var dir = TestData.TempDir();
+        foreach (var (json, expected) in new[]
+        {
+            ("""{"nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}], "metadata": {}}""",
+                "nbformat 3 is not supported; convert it with `jupyter nbconvert --to notebook --nbformat 4 {0}`"),
+            ("""{"nbformat": "4", "nbformat_minor": 5, "cells": [], "metadata": {}}""", "nbformat \"4\" is not supported; expected nbformat 4"),
+            ("""{"nbformat_minor": 5, "cells": [], "metadata": {}}""", "nbformat (missing) is not supported; expected nbformat 4"),
+            ("""{"nbformat": 4, "nbformat_minor": 5, "metadata": {}}""", "not a notebook (expected a JSON object with a \"cells\" array)"),
+        })
+        {
+            var path = Path.Combine(dir, "old.ipynb");
+            File.WriteAllText(path, json);
+            var e = Assert.Throws<ResearchKitException>(() => ResearchKit.Notebooks.NotebookDocument.Load(path));
+            Assert.Equal($"{path}: {string.Format(expected, path)}", e.Message);
+        }
+    }
+}

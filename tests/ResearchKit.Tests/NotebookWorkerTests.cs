@@ -130,7 +130,7 @@ public class NotebookWorkerTests
         File.WriteAllText(file, "");
         var path = Write(Code($"System.IO.File.WriteAllText(@\"{marker}\", \"x\");"));
         var e = Assert.Throws<ResearchKitException>(() => NotebookRunner.Run(path, new RunOptions { OutputPath = Path.Combine(file, "out.ipynb") }));
-        Assert.StartsWith($"-o {Path.Combine(file, "out.ipynb")}: cannot write there", e.Message);
+        Assert.Equal($"{Path.Combine(file, "out.ipynb")}: {file} is a file, so -o cannot be created under it", e.Message);
         e = Assert.Throws<ResearchKitException>(() => NotebookRunner.Run(path, new RunOptions { HtmlPath = "/proc/report.html" }));
         Assert.StartsWith("--html /proc/report.html: cannot write there", e.Message);
         Assert.False(File.Exists(marker));
@@ -166,5 +166,38 @@ public class NotebookWorkerTests
         var used = CellDependencies.Used("for (int i = 0; i < n; i++) list.Add(i);\nvar f = (int x) => x + offset;\nforeach (var item in items) Console.WriteLine(item.Name);");
         Assert.Equal(new[] { "Console", "items", "list", "n", "offset" }, used.Order(StringComparer.Ordinal));
         Assert.Equal(new[] { "Helper", "T", "f", "model" }, CellDependencies.Declared("var model = 1;\nint Helper() => 2;\nclass T { }\nvar f = 3;").Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>
+    /// Issue 22, item 14: after `kill -9` of `notebook run` its output said "running" for ever. The runner records its host,
+    /// process id and start time, and `notebook status` reports a vanished runner as dead.
+    /// </summary>
+    [Fact]
+    public void A_killed_runner_leaves_an_output_that_reads_as_dead_not_running()
+    {
+        var dir = TestData.TempDir();
+        var path = Write(Code("System.Threading.Thread.Sleep(15000);"));
+        var output = Path.Combine(dir, "out.ipynb");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ResearchKit.Cli.dll"), "notebook", "run", path, "-o", output })
+            start.ArgumentList.Add(a);
+        using var runner = System.Diagnostics.Process.Start(start)!;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!(File.Exists(output) && File.ReadAllText(output).Contains("\"pid\"")) && clock.Elapsed.TotalSeconds < 60) Thread.Sleep(100);
+        Assert.Equal("running", RunnerRecord.StatusOf(output));
+        var (code, status, _) = TestData.Cli("notebook", "status", output);
+        Assert.Equal((0, "running"), (code, status.Trim()));
+
+        runner.Kill();   // SIGKILL: nothing of the runner runs after it
+        Assert.True(runner.WaitForExit(30_000));
+        Assert.Equal("dead", RunnerRecord.StatusOf(output));
+        (code, status, _) = TestData.Cli("notebook", "status", output);
+        Assert.Equal((0, "dead"), (code, status.Trim()));
+
+        // A finished run keeps its status; a notebook no runner wrote is a one-line error.
+        Assert.Equal(0, TestData.Cli("notebook", "run", Write(Code("1 + 1")), "-o", output).Code);
+        Assert.Equal("completed", RunnerRecord.StatusOf(output));
+        var e = Assert.Throws<ResearchKitException>(() => RunnerRecord.StatusOf(path));
+        Assert.Equal($"{path}: not written by `researchkit notebook run` (no metadata.researchkit)", e.Message);
     }
 }

@@ -55,6 +55,7 @@ public static class Pretraining
         IProgress<TrainProgress>? progress = null, CancellationToken cancel = default, IEnumerable<ITrainerCallback>? callbacks = null)
     {
         ValidateForTraining(options);
+        OutputPath.Folder(directory);
         using var data = DatasetCatalog.Load(options.Dataset, options.TrainLimit, testLimit: 1);
         return Run(method, options, data.Train, directory, progress, cancel, callbacks);
     }
@@ -99,7 +100,7 @@ public static class Pretraining
         var config = Configure(method, options, train, RecordedPrecision(directory));   // validation first: nothing is written for a rejected run
         var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
             augmentation: Augmentation.Of(options.Augment));
-        if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
+        OutputPath.Folder(directory);
         using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 

@@ -85,12 +85,12 @@ public static class TokenizerRun
         IProgress<TrainProgress>? progress = null, Action<TokenizerReport>? report = null, CancellationToken cancel = default)
     {
         options.Validate();
+        OutputPath.Folder(directory);
         using var data = DatasetCatalog.Load(options.Dataset, options.TrainLimit, options.ReportImages);
         var train = data.Train;
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the tokenizer needs square images");
         config = config.ForInput(train.Height, train.Channels);
         config.Validate();
-        if (File.Exists(directory)) throw new ResearchKitException($"{directory}: is a file; --out must be a folder");
         var normalization = Normalization.Of(train);
         var manifest = new TokenizerManifest(config, options, normalization);
         using var writer = RunLock.Acquire(directory);
@@ -236,7 +236,7 @@ public static class TokenizerRun
         VisualTokenizer tokenizer;
         using (Compute.OnHost()) tokenizer = manifest.Tokenizer.Build();
         tokenizer.Module.to(Compute.Device).eval();
-        Trainer.LoadWeights(tokenizer, checkpoint);   // in place, on the device
+        Trainer.LoadWeights(tokenizer, checkpoint, describedBy: ManifestFile);   // in place, on the device
         // A model may load its tokenizer lazily inside a training step's dispose scope; its weights must outlive that step.
         foreach (var state in tokenizer.state_dict().Values) state.DetachFromDisposeScope();
         return new LoadedTokenizer(directory, manifest, tokenizer);

@@ -181,7 +181,8 @@ public sealed class CheckpointStore(string directory)
     /// Loads only the model weights of a checkpoint (for probing, fine-tuning), after checking that they were trained
     /// with <paramref name="provenance"/> when both it and the checkpoint record one.
     /// </summary>
-    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null)
+    /// <param name="describedBy">The file that describes the model, named when the weights do not fit it.</param>
+    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null, string describedBy = "config.json")
     {
         if (!File.Exists(checkpointPath)) throw new ResearchKitException($"{checkpointPath}: checkpoint not found (did pre-training finish its first epoch?)");
         var (body, intact) = Verified(checkpointPath);
@@ -189,6 +190,6 @@ public sealed class CheckpointStore(string directory)
         var saved = ReadHeader(reader, checkpointPath);
         CheckProvenance(saved, provenance, checkpointPath);
         // Per-tensor checksums: the weights may be intact even when later sections are not.
-        LoadWeights(model, reader, saved, intact, checkpointPath, "weights do not fit the model in config.json");
+        LoadWeights(model, reader, saved, intact, checkpointPath, $"weights do not fit the model in {describedBy}");
     }
 }

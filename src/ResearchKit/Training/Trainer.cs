@@ -288,8 +288,8 @@ public sealed class Trainer
     }
 
     /// <summary>Loads only the model weights of a checkpoint written by a trainer (for probing, fine-tuning).</summary>
-    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null) =>
-        CheckpointStore.LoadWeights(model, checkpointPath, provenance);
+    public static void LoadWeights(nn.Module model, string checkpointPath, Provenance? provenance = null, string describedBy = "config.json") =>
+        CheckpointStore.LoadWeights(model, checkpointPath, provenance, describedBy);
 
     /// <summary>The logged steps of a run folder's metrics.jsonl, in order.</summary>
     public static List<StepMetrics> ReadMetrics(string directory) => MetricsLog.Read(directory);
