@@ -126,11 +126,14 @@ static class Commands
             if (r.GetValue(method) != info.Name)
                 throw new ResearchKitException($"--method: got '{r.GetValue(method)}' but the options were read for '{info.Name}'; write --method NAME or --method=NAME");
             var config = info.Preset(r.GetValue(preset)!);
+            var given = new List<MethodOption>();
             foreach (var (o, option) in own)
             {
-                if (o.IsFlag) { if (r.GetValue((Option<bool>)option)) config = o.Apply(config, "true"); }
-                else if (r.GetValue((Option<string>)option) is { } text) config = o.Apply(config, text);
+                if (o.IsFlag) { if (r.GetValue((Option<bool>)option)) { config = o.Apply(config, "true"); given.Add(o); } }
+                else if (r.GetValue((Option<string>)option) is { } text) { config = o.Apply(config, text); given.Add(o); }
             }
+            // After every option: --target pca may come after --pca-components.
+            if (given.Select(o => o.Useless(info, config)).FirstOrDefault(e => e is not null) is { } useless) throw new ResearchKitException(useless);
             return config;
         };
     }

@@ -212,9 +212,15 @@ public class CliTests
             (["--sampling", "grid", "--mask-ratio", "0.6"], "error: mae: grid sampling is a checkerboard at mask ratio 0.5 or keeps one of every 2×2 patches at 0.75; got --mask-ratio 0.6"),
             (["--augment", "colour"], "error: --augment: expected one of none, fixed-crop, random-crop, crop-jitter; got 'colour'"),
             (["--target", "tokens"], "error: --target: expected one of pixel, norm-pixel, pca, token; got 'tokens'"),
+            // Options that would do nothing are refused, not recorded as if they mattered (issue 22, item 5).
+            (["--pca-components", "8"], "error: mae: --pca-components does nothing without --target pca"),
+            (["--target", "pca", "--tokenizer", tokenizer], "error: mae: --tokenizer does nothing without --target token"),
+            (["--min-block", "4", "--sampling", "grid", "--mask-ratio", "0.5"], "error: mae: --min-block does nothing without --sampling block"),
+            (["--method", "igpt", "--objective", "ar", "--mask-ratio", "0.5"], "error: igpt: --mask-ratio does nothing without --objective bert"),
+            (["--method", "beit", "--masking", "random", "--min-block", "4"], "error: beit: --min-block does nothing without --masking blockwise"),
         })
         {
-            (code, _, err) = Cli([.. new[] { "pretrain", "--method", "mae", "--epochs", "1", "--out", never }, .. options]);
+            (code, _, err) = Cli([.. new[] { "pretrain", "--epochs", "1", "--out", never }, .. (options.Contains("--method") ? options : ["--method", "mae", .. options])]);
             Assert.Equal(1, code);
             Assert.Equal(expected, err.Trim());
         }

@@ -66,6 +66,21 @@ public interface IPretrainModel : ITrainable
 /// </summary>
 public sealed record MethodOption(string Name, string Description, bool IsFlag, Func<MethodConfig, string, MethodConfig> Apply)
 {
+    /// <summary>
+    /// For an option that matters only in some configurations: null when it has an effect on the configuration it ends up
+    /// in, else what it needs ("--target pca"). A given option that would do nothing is refused rather than recorded in
+    /// config.json (and a sweep's key) as if it mattered.
+    /// </summary>
+    public Func<MethodConfig, string?>? Unused { get; init; }
+
+    /// <summary>This option, refused unless <paramref name="applies"/> holds for the final configuration.</summary>
+    public MethodOption Only<TConfig>(Func<TConfig, bool> applies, string requirement) where TConfig : MethodConfig =>
+        this with { Unused = c => applies((TConfig)c) ? null : requirement };
+
+    /// <summary>A one-line error when this option, given, has no effect on <paramref name="config"/>; else null.</summary>
+    public string? Useless(MethodInfo method, MethodConfig config) =>
+        Unused?.Invoke(config) is { } needs ? $"{method.Name}: {Name} does nothing without {needs}" : null;
+
     public static MethodOption Number<TConfig>(string name, string description, Func<TConfig, double, TConfig> apply) where TConfig : MethodConfig =>
         new(name, description, false, (c, text) => apply((TConfig)c, ParseNumber(name, text)));
 

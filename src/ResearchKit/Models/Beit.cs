@@ -94,12 +94,14 @@ public sealed class Beit : Module<Tensor, Generator?, BeitOutput>, IPretrainMode
             ["vit-base"] = () => BeitConfig.ViTBase,
         },
         [
-            MethodOption.Text<BeitConfig>("--tokenizer", "tokenizer folder from `researchkit tokenizer train` (token targets)", (c, v) => c with { Tokenizer = v }),
+            MethodOption.Text<BeitConfig>("--tokenizer", "tokenizer folder from `researchkit tokenizer train` (token targets)", (c, v) => c with { Tokenizer = v })
+                .Only<BeitConfig>(c => c.Target == BeitTarget.Tokens, "--target tokens"),
             MethodOption.Number<BeitConfig>("--mask-ratio", "share of patches corrupted (paper: 0.4)", (c, v) => c with { MaskRatio = v }),
             MethodOption.Choice<BeitConfig, BeitMasking>("--masking", "how corrupted patches are chosen (Table 4)", (c, v) => c with { Masking = v }),
             MethodOption.Choice<BeitConfig, BeitTarget>("--target", "what the MIM head predicts (Table 4)", (c, v) => c with { Target = v }),
             MethodOption.Flag<BeitConfig>("--predict-all", "count every position in the loss, not only the masked ones (Table 4)", c => c with { PredictAll = true }),
-            MethodOption.Integer<BeitConfig>("--min-block", "smallest block of blockwise masking, in patches (paper: 16)", (c, v) => c with { MinBlock = v }),
+            MethodOption.Integer<BeitConfig>("--min-block", "smallest block of blockwise masking, in patches (paper: 16)", (c, v) => c with { MinBlock = v })
+                .Only<BeitConfig>(c => c.Masking == BeitMasking.Blockwise, "--masking blockwise"),
         ])
     {
         Evaluations = [new MethodEvaluation("masked-prediction", "accuracy of the predicted token at masked patches (or the masked pixels' PSNR)", MeasureMaskedPrediction)],

@@ -121,9 +121,11 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         [
             MethodOption.Choice<ImageGptConfig, ImageGptObjective>("--objective", "next-pixel (ar) or masked-pixel (bert) prediction (§2.2)", (c, v) => c with { Objective = v }),
             MethodOption.Text<ImageGptConfig>("--palette", "palette file from `researchkit palette fit` (default: fit one on the first 2000 training images)", (c, v) => c with { Palette = v }),
-            MethodOption.Integer<ImageGptConfig>("--colors", "palette size k when the palette is fitted here (paper: 512; with --palette the file sets k)", (c, v) => c with { Colors = v }),
+            MethodOption.Integer<ImageGptConfig>("--colors", "palette size k when the palette is fitted here (paper: 512; with --palette the file sets k)", (c, v) => c with { Colors = v })
+                .Only<ImageGptConfig>(c => c.Palette is null, "a palette fitted here (with --palette the file sets k)"),
             MethodOption.Integer<ImageGptConfig>("--resolution", "side of the down-sampled images (paper: 32–64)", (c, v) => c with { Resolution = v }),
-            MethodOption.Number<ImageGptConfig>("--mask-ratio", "share of pixels masked by the BERT objective (paper: 0.15)", (c, v) => c with { MaskRatio = v }),
+            MethodOption.Number<ImageGptConfig>("--mask-ratio", "share of pixels masked by the BERT objective (paper: 0.15)", (c, v) => c with { MaskRatio = v })
+                .Only<ImageGptConfig>(c => c.Objective == ImageGptObjective.Bert, "--objective bert"),
             MethodOption.Integer<ImageGptConfig>("--depth", "transformer blocks", (c, v) => c with { Depth = v }),
             MethodOption.Integer<ImageGptConfig>("--dim", "transformer width", (c, v) => c with { Dim = v }),
             MethodOption.Integer<ImageGptConfig>("--heads", "attention heads", (c, v) => c with { Heads = v }),

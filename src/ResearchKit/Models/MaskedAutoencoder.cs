@@ -152,13 +152,16 @@ public sealed class MaskedAutoencoder : Module<Tensor, Generator?, MaeOutput>, I
             MethodOption.Number<MaeConfig>("--mask-ratio", "fraction of patches removed (paper: 0.75)", (c, v) => c with { MaskRatio = v }),
             MethodOption.Choice<MaeConfig, MaeTarget>("--target", "what the decoder reconstructs (Table 1d)", (c, v) => c with { Target = v }),
             MethodOption.Flag<MaeConfig>("--norm-pix-loss", "the official code's name for --target norm-pixel", c => c with { Target = MaeTarget.NormPixel }),
-            MethodOption.Integer<MaeConfig>("--pca-components", "PCA coefficients predicted with --target pca (paper: 96 of 768)", (c, v) => c with { PcaComponents = v }),
-            MethodOption.Text<MaeConfig>("--tokenizer", "tokenizer folder for --target token (`researchkit tokenizer train`)", (c, v) => c with { Tokenizer = v }),
+            MethodOption.Integer<MaeConfig>("--pca-components", "PCA coefficients predicted with --target pca (paper: 96 of 768)", (c, v) => c with { PcaComponents = v })
+                .Only<MaeConfig>(c => c.Target == MaeTarget.Pca, "--target pca"),
+            MethodOption.Text<MaeConfig>("--tokenizer", "tokenizer folder for --target token (`researchkit tokenizer train`)", (c, v) => c with { Tokenizer = v })
+                .Only<MaeConfig>(c => c.Target == MaeTarget.Token, "--target token"),
             MethodOption.Integer<MaeConfig>("--decoder-depth", "decoder blocks (paper: 8; Table 1a)", (c, v) => c with { DecoderDepth = v }),
             MethodOption.Integer<MaeConfig>("--decoder-dim", "decoder width (paper: 512; Table 1b)",
                 (c, v) => c.WithDecoderWidth(v)),
             MethodOption.Choice<MaeConfig, MaskSampling>("--sampling", "how removed patches are chosen (Table 1f)", (c, v) => c with { Sampling = v }),
-            MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v }),
+            MethodOption.Integer<MaeConfig>("--min-block", "smallest block of --sampling block, in patches (BEiT: 16)", (c, v) => c with { MinBlock = v })
+                .Only<MaeConfig>(c => c.Sampling == MaskSampling.Block, "--sampling block"),
             MethodOption.Flag<MaeConfig>("--mask-token-in-encoder", "the encoder also sees mask tokens (Table 1c ablation, ~3.3× FLOPs)", c => c with { MaskTokenInEncoder = true }),
         ])
     {
