@@ -363,8 +363,7 @@ static class Commands
             foreach (var (name, value) in new[] { ("--batch", r.GetValue(batch)), ("--steps", r.GetValue(steps)), ("--image-size", size), ("--channels", imageChannels) })
                 Positive(name, value);
             if (r.GetValue(warmup) < 0) throw new ResearchKitException($"--warmup: expected 0 or more steps; got {r.GetValue(warmup)}");
-            Positive("--threads", r.GetValue(threads));
-            if (r.GetValue(threads) is { } t) ThreadPolicy.Set(t);
+            if (r.GetValue(threads) is { } t) ThreadPolicy.Set(ThreadPolicy.Checked(t, "--threads"));
             if (r.GetValue(study) is { } studyName)
             {
                 var chosen = info.Study(studyName);

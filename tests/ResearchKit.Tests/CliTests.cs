@@ -383,6 +383,18 @@ public class CliTests
             (code, _, err) = Cli("pretrain", "--method", "rotnet", "--blocks", blocks, "--out", dir);
             Assert.Equal((1, $"error: rotnet: blocks (--blocks) must be at least 2; got {blocks}"), (code, err.Trim()));
         }
+        // Sizes the machine cannot hold are refused from the configuration, before anything is built or written (issue 22,
+        // items 8 and 11: a decoder of depth 100,000 spent minutes building; width 10⁶ died allocating after config.json).
+        foreach (var args in new[] { new[] { "--decoder-depth", "10000000" }, ["--decoder-dim", "1000000"] })
+        {
+            (code, _, err) = Cli(["pretrain", "--method", "mae", "--out", dir, .. args]);
+            Assert.Equal(1, code);
+            Assert.Matches(@"^error: mae: the model would have [\d.]+(e\+\d+| billion) parameters and need about [\d.]+ TB to train at batch 1, " +
+                @"more than the [\d.]+ [MGT]B this machine has; choose smaller sizes \(`researchkit pretrain --method mae --help` lists them\) or a smaller --batch$", err.Trim());
+        }
+        (code, _, err) = Cli("tokenizer", "train", "--codes", "1000000000", "--out", dir);
+        Assert.Equal(1, code);
+        Assert.Matches(@"^error: tokenizer: the model would have [\d.]+ billion parameters and need about [\d.]+ TB to train at batch 64, .*; choose a smaller --codes or --batch$", err.Trim());
         Assert.False(Directory.Exists(dir), "a rejected run must not create its folder or config.json");
     }
 
@@ -469,6 +481,9 @@ public class CliTests
         foreach (var (args, expected) in new[]
         {
             (new[] { "bench", "--steps", "0" }, "error: --steps: expected a positive whole number; got 0"),
+            // Issue 22, item 11: 1,000 threads never finished a step; threads are capped at the cores there are.
+            (new[] { "bench", "--threads", "1000" }, $"error: --threads: expected 1 … {Environment.ProcessorCount} threads (the cores this machine has); got 1000"),
+            (new[] { "bench", "--threads", "0" }, $"error: --threads: expected 1 … {Environment.ProcessorCount} threads (the cores this machine has); got 0"),
             (new[] { "probe", "/nonexistent/run", "--train-limit", "-5" }, "error: --train-limit: expected a positive whole number; got -5"),
             (new[] { "finetune", "/nonexistent/run", "--lr", "NaN" }, "error: --lr: expected a positive finite number; got NaN"),
         })

@@ -117,6 +117,43 @@ public class HostileInputTests
     }
 }
 
+/// <summary>Issue 22, items 8 and 11: sizes are worked out from the configuration and refused before anything is built.</summary>
+public class ModelSizeTests
+{
+    /// <summary>Every method's estimate against the parameters its built model has (tiny presets on 32×32 RGB images).</summary>
+    [Theory]
+    [MemberData(nameof(Methods))]
+    public void Estimated_parameters_match_the_built_model(string method)
+    {
+        var preset = ResearchKit.Methods.MethodRegistry.Get(method).Preset("tiny");
+        if (preset is BeitConfig beit) preset = beit with { Target = BeitTarget.Pixels };   // token targets need a tokenizer folder
+        var config = preset.ForInput(32, 3);
+        if (config is ImageGptConfig igpt)   // a palette of grey levels, as ForData would fit one
+            config = igpt with { PaletteColors = Enumerable.Range(0, igpt.Colors).Select(i => Enumerable.Repeat(i / (igpt.Colors - 1f), 3).ToArray()).ToArray() };
+        var estimate = config.Size();
+        Assert.NotNull(estimate);
+        var model = config.Build();
+        double actual = model.Module.parameters().Sum(p => (double)p.numel());
+        model.Module.Dispose();
+        // Transformers are counted exactly; convolutional methods count the backbone, their heads being small beside it.
+        double lower = config is ConvNetMethodConfig ? 0.5 : 0.999;
+        Assert.InRange(estimate!.Parameters / actual, lower, 1.001);
+    }
+
+    [Theory]
+    [InlineData(TokenizerKind.Vq)]
+    [InlineData(TokenizerKind.Dvae)]
+    public void The_tokenizer_estimate_matches_the_built_tokenizer(TokenizerKind kind)
+    {
+        var config = TokenizerConfig.Tiny(kind);
+        using var tokenizer = config.Build();
+        double actual = tokenizer.Module.parameters().Sum(p => (double)p.numel());
+        Assert.InRange(config.Size().Parameters / actual, 0.95, 1.05);   // biases and norms are left out
+    }
+
+    public static TheoryData<string> Methods() => new(ResearchKit.Methods.MethodRegistry.Names);
+}
+
 /// <summary>Issue 22, item 14: notebooks the engine cannot run say why, in one line.</summary>
 public class NotebookFormatTests
 {

@@ -42,6 +42,12 @@ public abstract record MethodConfig
     public virtual IEnumerable<FrozenDependency> FrozenDependencies() => [];
 
     /// <summary>
+    /// The model's size worked out from this configuration, without building it, so a run that cannot fit the machine is
+    /// refused before anything is built or written (<see cref="MemoryBudget"/>); null: not estimated.
+    /// </summary>
+    public virtual ModelSize? Size() => null;
+
+    /// <summary>
     /// Builds the method's model for a run described by <paramref name="context"/> (its normalisation, shape and frozen
     /// dependencies); call <see cref="Compute.Seed"/> first for a seeded initialisation.
     /// </summary>

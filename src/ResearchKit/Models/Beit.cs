@@ -55,6 +55,9 @@ public sealed record BeitConfig(
 
     public override IPretrainModel Build(BuildContext context) => new Beit(this, context);
 
+    public override ModelSize? Size() =>
+        Encoder.Size() + ModelSize.Table(Encoder.Dim) + ModelSize.Linear(Encoder.Dim, Target == BeitTarget.Tokens ? Codes : Encoder.PatchDim, Encoder.Length);
+
     public override IEnumerable<FrozenDependency> FrozenDependencies() => Tokenizer is { } folder ? [TokenizerRun.Dependency(folder)] : [];
 
     public override void Validate()

@@ -24,6 +24,9 @@ public abstract record ConvNetMethodConfig(ConvNetConfig Backbone) : MethodConfi
 
     public override (int ImageSize, int Channels) InputShape() => (Backbone.ImageSize, Backbone.Channels);
 
+    /// <summary>The backbone's size: the pretext heads of these methods are small beside it (a method with a larger one overrides this).</summary>
+    public override ModelSize? Size() => Backbone.Size();
+
     /// <summary>--blocks and --width, with the method's own descriptions of them.</summary>
     public static MethodOption[] SizeOptions<TConfig>(string blocks, string width) where TConfig : ConvNetMethodConfig =>
     [
@@ -46,6 +49,21 @@ public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Wid
 
     /// <summary>Side of block <paramref name="block"/>'s output map: the input is halved after blocks 0 and 1, as RotNet's NIN pools after its first two blocks.</summary>
     public int SpatialSize(int block) => ImageSize >> Math.Min(block, 2);
+
+    /// <summary>
+    /// Each NIN block's three convolutions (3×3, 1×1, 1×1) and BatchNorms; per image, each block keeps its three
+    /// convolution and three BatchNorm outputs at its resolution.
+    /// </summary>
+    public ModelSize Size()
+    {
+        var size = ModelSize.None;
+        for (int block = 0; block < Depth; block++)
+        {
+            double inputs = block == 0 ? Channels : Width, side = SpatialSize(block);
+            size += new ModelSize(9 * inputs * Width + 2.0 * Width * Width + 6.0 * Width, 6 * side * side * Width);
+        }
+        return size;
+    }
 
     public void Validate()
     {

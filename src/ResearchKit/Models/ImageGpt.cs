@@ -67,6 +67,10 @@ public sealed record ImageGptConfig(
 
     public override IPretrainModel Build(BuildContext context) => new ImageGpt(this, context);
 
+    /// <summary>Colour embeddings, positions, the blocks over the sequence (a start token and every pixel), the norm and the colour head.</summary>
+    public override ModelSize? Size() => ModelSize.Table((Colors + 2.0) * Dim + (1.0 + Length) * Dim + 2 * Dim)
+        + ModelSize.TransformerBlocks(Depth, Dim, Heads, MlpRatio, 1.0 + Length) + new ModelSize(Dim * (double)Colors, Length * (double)Colors);
+
     public override void Validate()
     {
         if (Resolution < 2 || Resolution > ImageSize)

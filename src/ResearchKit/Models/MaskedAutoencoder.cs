@@ -69,6 +69,14 @@ public sealed record MaeConfig(
 
     public override IPretrainModel Build(BuildContext context) => new MaskedAutoencoder(this, context);
 
+    /// <summary>The encoder on the kept patches (all of them, with mask tokens, in the Table 1c ablation), then the decoder on every patch.</summary>
+    public override ModelSize? Size()
+    {
+        double patches = Encoder.Length, kept = MaskTokenInEncoder ? patches : Math.Ceiling(patches * (1 - MaskRatio));
+        return Encoder.Size(kept + 1) + ModelSize.Linear(Encoder.Dim, DecoderDim, patches + 1) + ModelSize.Table(Encoder.Dim + 3 * DecoderDim)
+            + ModelSize.TransformerBlocks(DecoderDepth, DecoderDim, DecoderHeads, 4.0, patches + 1) + ModelSize.Linear(DecoderDim, PredictionDim, patches);
+    }
+
     public override IEnumerable<FrozenDependency> FrozenDependencies() =>
         Target == MaeTarget.Token && Tokenizer is { } folder ? [TokenizerRun.Dependency(folder)] : [];
 

@@ -35,6 +35,9 @@ public sealed record SplitBrainConfig(ConvNetConfig Backbone, double Temperature
 
     public override IPretrainModel Build(BuildContext context) => new SplitBrain(this, context);
 
+    /// <summary>Two half-width networks, one on L and one on ab (§3.1).</summary>
+    public override ModelSize? Size() => Half(1).Size() + Half(2).Size();
+
     /// <summary>One half: half the width, taking <paramref name="channels"/> (1: L, 2: ab).</summary>
     public ConvNetConfig Half(int channels) => Backbone with
     {

@@ -61,6 +61,9 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
     }
 
     public override IPretrainModel Build(BuildContext context) => new Supervised(this);
+
+    public override ModelSize? Size() => Backbone == SupervisedBackbone.Cnn
+        ? Cnn.Size() + ModelSize.Linear(Cnn.Width, Classes) : Vit.Size() + ModelSize.Linear(Vit.Dim, Classes);
 }
 
 /// <summary>A backbone and a linear head trained on the labels (<see cref="SupervisedConfig"/>). The preset picks the backbone

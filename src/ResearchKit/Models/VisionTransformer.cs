@@ -1,3 +1,4 @@
+using ResearchKit.Methods;
 using ResearchKit.Layers;
 using ResearchKit.Tokenizers;
 using System.Text.Json.Serialization;
@@ -29,6 +30,10 @@ public sealed record ViTConfig(
 
     /// <summary>CPU-scale ViT for 28×28 or 32×32 images: patch 4, dim 128, depth 6, 4 heads (~1.2 M parameters).</summary>
     public static ViTConfig Tiny(int imageSize = 28, int channels = 1) => new(imageSize, 4, channels, 128, 6, 4);
+
+    /// <summary>Patch embedding, [CLS], the blocks over <paramref name="tokens"/> positions (default: every patch and [CLS]), the final norm.</summary>
+    public ModelSize Size(double? tokens = null) =>
+        ModelSize.Linear(PatchDim, Dim, Length) + ModelSize.Table(3 * Dim) + ModelSize.TransformerBlocks(Depth, Dim, Heads, MlpRatio, tokens ?? Length + 1);
 
     public void Validate()
     {

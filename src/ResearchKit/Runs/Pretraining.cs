@@ -79,6 +79,7 @@ public static class Pretraining
         var training = new TrainConfig(options.Epochs, options.BatchSize, optimizer, Seed: options.Seed,
             Precision: options.Precision ?? recorded ?? Compute.Precision);
         training.Validate();
+        CheckSize(sized, options.BatchSize);
         return new RunConfig(options.Dataset, options.TrainLimit, sized with { Optimizer = optimizer }, training, normalization, options.Augment,
             Version: RunConfig.CurrentVersion);
     }
@@ -88,9 +89,18 @@ public static class Pretraining
     {
         var sized = method.ForInput(train.Height, train.Channels);
         sized.Validate();
+        CheckSize(sized, batch: 1);   // before ForData, which may fit on data (a palette) at this size
         sized = sized.ForData(train, normalization);
         sized.Validate();
         return sized;
+    }
+
+    /// <summary>Refuses a configuration whose model cannot be trained on this machine, before it is built (<see cref="MemoryBudget"/>).</summary>
+    static void CheckSize(MethodConfig method, int batch)
+    {
+        var name = MethodRegistry.Of(method).Name;
+        if (method.Size() is { } size)
+            MemoryBudget.Check(size, batch, name, $"choose smaller sizes (`researchkit pretrain --method {name} --help` lists them) or a smaller --batch");
     }
 
     /// <summary>Pre-trains (or resumes) on an already loaded training split; <paramref name="callbacks"/> join the trainer's (e.g. <see cref="EpochSnapshots"/>).</summary>
@@ -101,10 +111,11 @@ public static class Pretraining
         var loader = new DataLoader(train, Math.Min(options.BatchSize, (int)train.Count), config.Normalization, shuffle: true, seed: options.Seed,
             augmentation: Augmentation.Of(options.Augment));
         OutputPath.Folder(directory);
+        // Built before the folder is touched: a model that fails to build (an allocation the estimate missed) leaves nothing behind.
+        var model = Build(config.Method, options.Seed, Context(config));
         using var writer = RunLock.Acquire(directory);   // one process trains in a folder at a time
         PrepareFolder(directory, config, (long)loader.BatchesPerEpoch * options.Epochs);
 
-        var model = Build(config.Method, options.Seed, Context(config));
         var trainer = new Trainer(config.Train, directory) { Provenance = ProvenanceOf(config) };
         if (callbacks is not null) trainer.Callbacks.AddRange(callbacks);
         var result = trainer.Fit(loader, model, progress, cancel);

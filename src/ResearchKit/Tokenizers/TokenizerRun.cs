@@ -91,6 +91,8 @@ public static class TokenizerRun
         if (train.Height != train.Width) throw new ResearchKitException($"{train.Name}: images are {train.Height}×{train.Width}; the tokenizer needs square images");
         config = config.ForInput(train.Height, train.Channels);
         config.Validate();
+        // Before the folder is written and the tokenizer built.
+        MemoryBudget.Check(config.Size(), (int)Math.Min(options.BatchSize, train.Count), "tokenizer", "choose a smaller --codes or --batch");
         var normalization = Normalization.Of(train);
         var manifest = new TokenizerManifest(config, options, normalization);
         using var writer = RunLock.Acquire(directory);

@@ -46,6 +46,19 @@ public sealed record TokenizerConfig(
 
     public TokenizerConfig ForInput(int imageSize, int channels) => this with { ImageSize = imageSize, Channels = channels };
 
+    /// <summary>
+    /// Its size before it is built (<see cref="Methods.MemoryBudget"/>): the encoder's and decoder's convolutions and the
+    /// codebook; per image, the convolutions' feature maps and, per code position, a distance (or logit), a soft assignment
+    /// and a one-hot row over every code. `--codes 10000000` would spend its first minute building a 40 GB table.
+    /// </summary>
+    public Methods.ModelSize Size()
+    {
+        // The encoder ends in a code vector (VQ) or a logit per code (dVAE); the decoder starts from a code's embedding.
+        double grid = GridSize * (double)GridSize, pixels = (double)ImageSize * ImageSize, encoded = Kind == TokenizerKind.Vq ? CodeDim : Codes;
+        double convolutions = 2 * (9.0 * Channels * Hidden + (double)Hidden * Hidden * PatchSize * PatchSize) + Hidden * ((double)encoded + CodeDim);
+        return new(convolutions + Codes * (double)CodeDim, 4 * pixels * Hidden + 3 * grid * Codes + 2 * grid * Hidden);
+    }
+
     /// <summary>Throws a one-line error naming the option and the expected range.</summary>
     public void Validate()
     {

@@ -29,7 +29,7 @@ public sealed class ThreadPolicy
         if (adaptive is null && int.TryParse(setting, out var n))
         {
             if (n < 1) throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
-            Set(n);
+            Set(Checked(n, "RESEARCHKIT_THREADS"));
         }
         else if (adaptive is null && !string.IsNullOrEmpty(setting) && setting != "auto")
             throw new ResearchKitException($"RESEARCHKIT_THREADS must be a positive number or 'auto'; got '{setting}'");
@@ -60,6 +60,18 @@ public sealed class ThreadPolicy
         if (!adaptive) return get_num_threads();
         int threads = Math.Clamp((int)Math.Round(cores - OthersLoad()), 1, ceiling);
         Set(threads);
+        return threads;
+    }
+
+    /// <summary>
+    /// <paramref name="threads"/> when it is between 1 and the cores there are, else a one-line error naming
+    /// <paramref name="setting"/>: more threads than cores only contend (1,000 threads never finished a benchmark step).
+    /// </summary>
+    public static int Checked(int threads, string setting)
+    {
+        int cores = Environment.ProcessorCount;
+        if (threads < 1 || threads > cores)
+            throw new ResearchKitException($"{setting}: expected 1 … {cores} threads (the cores this machine has); got {threads}");
         return threads;
     }
 
