@@ -21,6 +21,9 @@ public static partial class JsonErrors
         return message;
     }
 
+    /// <summary>Whether the document lacks a field it must have (rather than being malformed).</summary>
+    public static bool IsMissingField(Exception e) => MissingRequired().IsMatch(e.Message);
+
     [GeneratedRegex(@"was missing required properties including: (?<names>'[^']*'(, '[^']*')*)")]
     private static partial Regex MissingRequired();
 

@@ -117,6 +117,9 @@ public class KernelTests
             Assert.True(found[key]!["seconds"]!.GetValue<double>() < 1.0, $"{key} took {found[key]!["seconds"]} s");
         }
         Assert.Equal("42", found["after_interrupts"]![0]!.GetValue<string>());
+        // Requests sent right after an error reply run; only those queued behind the failed cell are aborted (issue 22, item 12).
+        Assert.Equal(["ok", "ok"], found["after_error_reply"]!.AsArray().Select(s => s!.GetValue<string>()));
+        Assert.Equal("ok", found["after_interrupt_reply"]!.GetValue<string>());
 
         Assert.Equal("input_request", found["input_request"]!.GetValue<string>());
         Assert.Equal("Ada", found["input_value"]![0]!.GetValue<string>());

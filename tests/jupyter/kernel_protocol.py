@@ -85,6 +85,12 @@ def scenario():
     found["error"] = {"status": r1["status"], "ename": r1.get("ename"), "evalue": r1.get("evalue"),
                       "iopub_error": [c["ename"] for t, c in o1 if t == "error"], "queued_status": r2["status"]}
 
+    # Shift+Enter right after an error reply: nothing sent after the reply is aborted (only what was queued before it).
+    failing = kc.execute("throw new InvalidOperationException(\"again\");")
+    shell_reply(failing)
+    soon = [kc.execute("x + 2") for _ in range(2)]
+    found["after_error_reply"] = [shell_reply(m)["status"] for m in soon]
+
     reply, _ = run("var list = new List<int>();")
     msg_id = kc.complete("list.Ad", 7)
     completion = shell_reply(msg_id)
@@ -117,6 +123,12 @@ def scenario():
         return {"status": reply["status"], "ename": reply.get("ename"), "seconds": time.monotonic() - sent}
 
     found["interrupt_loop"] = interrupted("long spins = 0;\nwhile (true) { spins++; }", 2)
+    # The issue's reproduction: interrupt, read the error reply, execute at once (not waiting for idle).
+    looping = kc.execute("while (true) { }")
+    time.sleep(2)
+    km.interrupt_kernel()
+    shell_reply(looping)
+    found["after_interrupt_reply"] = shell_reply(kc.execute("x + 3"))["status"]
     training = """var folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "rk-kernel-" + Guid.NewGuid().ToString("N"));
     Pretraining.Run(MaeConfig.Tiny(), new PretrainOptions("shapes", Epochs: 50, TrainLimit: 2048, BatchSize: 64), folder, Progress("train"), Cancel);"""
     found["interrupt_training"] = interrupted(training, 8)

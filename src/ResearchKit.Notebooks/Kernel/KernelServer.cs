@@ -283,8 +283,21 @@ public sealed class KernelServer : IDisposable
             return;
         }
         var error = result.Outputs.OfType<JsonObject>().LastOrDefault(o => o["output_type"]?.GetValue<string>() == "error");
+        // What was queued behind the failed cell is taken before its reply goes out: a request sent after the front end
+        // saw the reply (Shift+Enter right after ■) is not aborted (ipykernel: stop_on_error_timeout 0).
+        var queued = stopOnError ? TakeQueued(socket) : [];
         ReplyError(socket, request, result.ErrorName ?? "Error", result.ErrorValue ?? "", error?["traceback"]?.DeepClone() as JsonArray);
-        if (stopOnError) AbortQueued(socket);
+        foreach (var message in queued)
+        {
+            if (message.Type != "execute_request")
+            {
+                Handle(socket, message);
+                continue;
+            }
+            Publish("status", new JsonObject { ["execution_state"] = "busy" }, message);
+            Reply(socket, message, "execute_reply", new JsonObject { ["status"] = "aborted", ["execution_count"] = executionCount });
+            Publish("status", new JsonObject { ["execution_state"] = "idle" }, message);
+        }
     }
 
     /// <summary>
@@ -306,22 +319,17 @@ public sealed class KernelServer : IDisposable
             ["traceback"] = traceback ?? new JsonArray($"{name}: {value}"),
         });
 
-    /// <summary>After a failed cell, execute requests already queued are answered `aborted` (stop_on_error), as ipykernel does.</summary>
-    void AbortQueued(RouterSocket socket)
+    /// <summary>
+    /// The shell requests that arrived while a cell ran and wait in the socket's queue, without waiting for more: after a
+    /// failed cell the execute requests among them are answered `aborted` (stop_on_error), as ipykernel does.
+    /// </summary>
+    List<JupyterMessage> TakeQueued(RouterSocket socket)
     {
+        var queued = new List<JupyterMessage>();
         var raw = new NetMQMessage();
-        while (socket.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(50), ref raw))
-        {
-            if (Accept(raw) is not { } queued) continue;
-            if (queued.Type != "execute_request")
-            {
-                Handle(socket, queued);
-                continue;
-            }
-            Publish("status", new JsonObject { ["execution_state"] = "busy" }, queued);
-            Reply(socket, queued, "execute_reply", new JsonObject { ["status"] = "aborted", ["execution_count"] = executionCount });
-            Publish("status", new JsonObject { ["execution_state"] = "idle" }, queued);
-        }
+        while (socket.TryReceiveMultipartMessage(TimeSpan.Zero, ref raw))
+            if (Accept(raw) is { } message) queued.Add(message);
+        return queued;
     }
 
     /// <summary>Console.ReadLine in a cell: an input_request on stdin to the front end that sent the cell, answered by input_reply.</summary>

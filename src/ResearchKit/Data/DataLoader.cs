@@ -19,6 +19,15 @@ public sealed record Normalization(float[] Mean, float[] Std)
     (Tensor Mean, Tensor Std) Statistics(Device device) =>
         (DeviceCopy.Of(Mean, [1, Mean.Length, 1, 1], device), DeviceCopy.Of(Std, [1, Std.Length, 1, 1], device));
 
+    /// <summary>Throws a one-line error unless there is a finite mean and a positive, finite std for each channel.</summary>
+    public void Validate()
+    {
+        if (Mean.Length == 0 || Mean.Length != Std.Length)
+            throw new ResearchKitException($"normalization: expected a mean and a std per channel; got {Mean.Length} means and {Std.Length} stds");
+        if (Mean.Any(m => !float.IsFinite(m)) || Std.Any(s => !(s > 0 && float.IsFinite(s))))
+            throw new ResearchKitException($"normalization: means must be finite and stds positive and finite; got mean [{string.Join(", ", Mean)}], std [{string.Join(", ", Std)}]");
+    }
+
     /// <summary>No normalisation: images stay pixel values in [0, 1] (mean 0, std 1 per channel).</summary>
     public static Normalization Identity(int channels) => new(new float[channels], Enumerable.Repeat(1f, channels).ToArray());
 

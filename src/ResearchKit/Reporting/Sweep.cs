@@ -111,7 +111,8 @@ public static class Sweep
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
         {
-            throw new Data.DataFormatException(path, $"not a readable sweep result ({JsonErrors.Plain(e)}); {advice}");
+            var problem = JsonErrors.Plain(e);
+            throw new Data.DataFormatException(path, (JsonErrors.IsMissingField(e) ? $"incomplete sweep result ({problem})" : $"not a readable sweep result ({problem})") + $"; {advice}");
         }
         if (entry is null || entry.Config is null || entry.Result is null || entry.Key is null)
             throw new Data.DataFormatException(path, $"an incomplete sweep result (no key, configuration or result); {advice}");

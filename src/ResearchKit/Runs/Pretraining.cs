@@ -96,11 +96,11 @@ public static class Pretraining
     }
 
     /// <summary>Refuses a configuration whose model cannot be trained on this machine, before it is built (<see cref="MemoryBudget"/>).</summary>
-    static void CheckSize(MethodConfig method, int batch)
+    static void CheckSize(MethodConfig method, int batch, string? advice = null)
     {
         var name = MethodRegistry.Of(method).Name;
         if (method.Size() is { } size)
-            MemoryBudget.Check(size, batch, name, $"choose smaller sizes (`researchkit pretrain --method {name} --help` lists them) or a smaller --batch");
+            MemoryBudget.Check(size, batch, name, advice ?? $"choose smaller sizes (`researchkit pretrain --method {name} --help` lists them) or a smaller --batch");
     }
 
     /// <summary>Pre-trains (or resumes) on an already loaded training split; <paramref name="callbacks"/> join the trainer's (e.g. <see cref="EpochSnapshots"/>).</summary>
@@ -192,6 +192,15 @@ public static class Pretraining
             var config = JsonSerializer.Deserialize<RunConfig>(text, MethodRegistry.Json) ?? throw new DataFormatException(path, "empty configuration");
             if (config.Method is null || config.Train is null || config.Normalization is null)
                 throw new DataFormatException(path, "incomplete run configuration: 'method', 'train' and 'normalization' are required");
+            // Values a hand edit can put out of range, refused here, naming the file, rather than failing in a model or a step.
+            try
+            {
+                config.Method.Validate();
+                config.Train.Validate();
+                config.Normalization.Validate();
+                BuildContext.Of(config.Method, config.Normalization);
+            }
+            catch (ResearchKitException e) when (e is not DataFormatException) { throw new DataFormatException(path, e.Message); }
             return config;
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
@@ -216,10 +225,15 @@ public static class Pretraining
         if (step is { } s)
             weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory),
                 "steps", "this run kept no step snapshots (pre-train with --snapshot-steps N to keep one every N steps)");
+        // Before anything is built: weights trained with other settings, and a model this machine cannot hold, are refused.
+        var provenance = ProvenanceOf(config);
+        CheckpointStore.CheckProvenance(weights, provenance);
+        try { CheckSize(config.Method, batch: 1, advice: "was config.json edited?"); }
+        catch (ResearchKitException tooLarge) { throw new DataFormatException(Path.Combine(directory, ConfigFile), tooLarge.Message); }
         IPretrainModel model;
         using (Compute.OnHost()) model = config.Method.Build(Context(config));
         model.Module.to(Compute.Device).eval();
-        Trainer.LoadWeights(model.Module, weights, ProvenanceOf(config));   // in place, on the device
+        Trainer.LoadWeights(model.Module, weights, provenance);   // in place, on the device
         return (config, model);
 
         static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path

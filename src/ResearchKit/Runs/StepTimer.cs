@@ -31,6 +31,9 @@ public sealed class StepTimer : IDisposable
     public StepTimer(MethodConfig config, int batchSize, int imageSize, int channels, int seed = 0)
     {
         config.Validate();
+        if (config.Size() is { } size)   // the random batch too: --image-size 100000 is images the machine cannot hold
+            MemoryBudget.Check(size + new ModelSize(0, (double)channels * imageSize * imageSize), batchSize, MethodRegistry.Of(config).Name,
+                "choose a smaller --batch, --image-size or model");
         BatchSize = batchSize;
         Model = Pretraining.Build(config, seed);
         Model.Module.train();

@@ -169,6 +169,17 @@ public sealed class CheckpointStore(string directory)
         return ReadHeader(reader, checkpointPath).Step;
     }
 
+    /// <summary>
+    /// Refuses the checkpoint at <paramref name="checkpointPath"/> when it records another provenance than
+    /// <paramref name="now"/>, reading only its header: before a model is built for it. A missing file is left to the loader.
+    /// </summary>
+    public static void CheckProvenance(string checkpointPath, Provenance now)
+    {
+        if (!File.Exists(checkpointPath)) return;
+        using var reader = new BinaryReader(File.OpenRead(checkpointPath));
+        CheckProvenance(ReadHeader(reader, checkpointPath), now, checkpointPath);
+    }
+
     /// <summary>Refuses a checkpoint whose recorded provenance differs from the run's as it is now (<see cref="Provenance.Difference"/>).</summary>
     static void CheckProvenance(TrainerState saved, Provenance? now, string path)
     {
