@@ -111,7 +111,7 @@ public class FuzzTests
             if (!(clean && !traced && bounded))
                 failures.Add($"{string.Join(' ', args)} → exit {code} in {elapsed.TotalSeconds:F0} s: {err.Trim()}");
             return clean && !traced && bounded;
-        }), maxTest: 80, failures);
+        }), maxTest: 60, failures);
     }
 
     /// <summary>
@@ -164,7 +164,7 @@ public class FuzzTests
                 failures.Add($"{what}: {x.GetType().Name}: {x.Message.ReplaceLineEndings(" ")}");
             }
             return failures.Count == 0;
-        }), maxTest: 300, failures);
+        }), maxTest: 200, failures);
     }
 
     /// <summary>One edit of one method's config.json, printed as FsCheck reports a counterexample.</summary>

@@ -124,6 +124,27 @@ public sealed class FeedForward : Module<Tensor, Tensor>
 /// <summary>Pre-norm transformer block (ViT §3.1): x + Attn(LN(x)), then x + MLP(LN(x)).</summary>
 public sealed class TransformerBlock : Module<Tensor, Tensor>
 {
+    /// <summary>
+    /// Runs <paramref name="blocks"/> in order on <paramref name="x"/> [B, T, D] and returns each block's output pooled by
+    /// <paramref name="pool"/>: the per-layer features probes read. Each block's intermediates (attention maps, MLP
+    /// activations) and the previous block's tokens are freed as soon as the block is done, not when the caller's scope
+    /// ends: held for every layer of a batch they took iGPT's feature pass to 9.8 GB (issue 22, item 13).
+    /// </summary>
+    public static Tensor[] PooledOutputs(IList<TransformerBlock> blocks, Tensor x, Func<Tensor, Tensor> pool)
+    {
+        var pooled = new Tensor[blocks.Count];
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var next = blocks[i].call(x);
+            pooled[i] = pool(next).MoveToOuterDisposeScope();
+            if (i > 0) x.Dispose();   // the previous block's tokens; the caller's input stays the caller's
+            x = next.MoveToOuterDisposeScope();
+        }
+        if (blocks.Count > 0) x.Dispose();
+        return pooled;
+    }
+
     readonly LayerNorm norm1;
     readonly SelfAttention attn;
     readonly LayerNorm norm2;

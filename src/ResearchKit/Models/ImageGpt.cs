@@ -227,10 +227,14 @@ public sealed class ImageGpt : Backbone, IPretrainModel
         return cat([full(tokenIds.shape[0], 1, SosToken, dtype: ScalarType.Int64, device: tokenIds.device), body], 1);
     }
 
+    /// <summary>Tokens [B, T] → their embeddings plus positions [B, T, D].</summary>
+    Tensor Embed(Tensor input) => tokens.call(input) + positions.narrow(1, 0, input.shape[1]);
+
     /// <summary>Token ids [B, T] at positions 0 … T−1 → the final normed hidden states [B, T, D] (with <paramref name="hidden"/>: each block's output).</summary>
+
     Tensor Encode(Tensor input, List<Tensor>? hidden = null)
     {
-        var x = tokens.call(input) + positions.narrow(1, 0, input.shape[1]);
+        var x = Embed(input);
         foreach (var block in blocks)
         {
             x = block.call(x);
@@ -284,9 +288,7 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     /// <summary>Per block: the layer-normed output averaged over the sequence (§3.4, f^l = ⟨LN(h^l_i)⟩_i), [B, D] each.</summary>
     public override Tensor[] LayerFeatures(Tensor images)
     {
-        var hidden = new List<Tensor>(Depth);
-        Encode(Input(Tokenize(images), null), hidden);
-        return hidden.Select(h => functional.layer_norm(h, [Config.Dim]).mean([1L])).ToArray();
+        return TransformerBlock.PooledOutputs(blocks, Embed(Input(Tokenize(images), null)), h => functional.layer_norm(h, [Config.Dim]).mean([1L]));
     }
 
     /// <summary>Fine-tuning's features and the generative loss from the same pass (§3.5: L = L_CLF + λ·L_GEN); BERT masks as in pre-training.</summary>

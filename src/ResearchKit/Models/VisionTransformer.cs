@@ -135,9 +135,7 @@ public sealed class VisionTransformer : Backbone
     /// <summary>Pooled features [B, D] of every block (layer 0 … depth−1), for per-layer probes.</summary>
     public override Tensor[] LayerFeatures(Tensor images)
     {
-        var hidden = new List<Tensor>(Depth);
-        Encode(PrependCls(EmbedPatches(images)), hidden);
-        return hidden.Select(h => Pool(h, Pooling)).ToArray();
+        return TransformerBlock.PooledOutputs(blocks, PrependCls(EmbedPatches(images)), h => Pool(h, Pooling));
     }
 
     /// <summary>[B, 1 + L, D] → [B, D]: mean of the patch tokens, or the [CLS] token.</summary>

@@ -49,7 +49,6 @@ public class DeviceLintTests
         ["TensorIO.Write"] = "checkpoints: a method's extra state",
         ["ImageDataset.ChannelStatistics"] = "once per data set: its normalisation",
         ["IdxReader.ReadPair"] = "reading files into host tensors",
-        ["LayerFeatures.Extract"] = "evaluation: probe features are kept on the host",
         ["FineTuning.Accuracy"] = "evaluation: reads its result",
         ["LinearProbe.Train"] = "evaluation: L-BFGS reads its objective",
         ["LinearProbe.Accuracy"] = "evaluation: reads its result",
