@@ -17,7 +17,7 @@ public sealed record LayerFeatures(Tensor[] Layers, Tensor Labels) : IDisposable
     /// between the batches' large temporaries fragments the heap (.config/researchkit.env keeps freed memory mapped), and
     /// peak memory then grew with every batch (issue 22, item 13).
     /// </summary>
-    public static LayerFeatures Extract(Backbone backbone, ImageDataset data, Normalization normalization, int batchSize = 128, Device? device = null)
+    public static LayerFeatures Extract(Backbone backbone, ImageDataset data, Normalization normalization, int batchSize = 64, Device? device = null)
     {
         device ??= Compute.Device;
         var perLayer = new Tensor?[backbone.Depth];
