@@ -230,16 +230,12 @@ public sealed class ImageGpt : Backbone, IPretrainModel
     /// <summary>Tokens [B, T] → their embeddings plus positions [B, T, D].</summary>
     Tensor Embed(Tensor input) => tokens.call(input) + positions.narrow(1, 0, input.shape[1]);
 
-    /// <summary>Token ids [B, T] at positions 0 … T−1 → the final normed hidden states [B, T, D] (with <paramref name="hidden"/>: each block's output).</summary>
-
-    Tensor Encode(Tensor input, List<Tensor>? hidden = null)
+    /// <summary>Token ids [B, T] at positions 0 … T−1 → the final normed hidden states [B, T, D] (per-layer features:
+    /// <see cref="LayerFeatures"/>, which pools each block as it ends).</summary>
+    Tensor Encode(Tensor input)
     {
         var x = Embed(input);
-        foreach (var block in blocks)
-        {
-            x = block.call(x);
-            hidden?.Add(x);
-        }
+        foreach (var block in blocks) x = block.call(x);
         return norm.call(x);
     }
 

@@ -226,14 +226,13 @@ public static class Pretraining
             weights = Snapshot(StepSnapshots.PathOf(directory, s), StepSnapshots.Kept(directory),
                 "steps", "this run kept no step snapshots (pre-train with --snapshot-steps N to keep one every N steps)");
         // Before anything is built: weights trained with other settings, and a model this machine cannot hold, are refused.
-        var provenance = ProvenanceOf(config);
-        CheckpointStore.CheckProvenance(weights, provenance);
+        CheckpointStore.CheckProvenance(weights, ProvenanceOf(config));
         try { CheckSize(config.Method, batch: 1, advice: "was config.json edited?"); }
         catch (ResearchKitException tooLarge) { throw new DataFormatException(Path.Combine(directory, ConfigFile), tooLarge.Message); }
         IPretrainModel model;
         using (Compute.OnHost()) model = config.Method.Build(Context(config));
         model.Module.to(Compute.Device).eval();
-        Trainer.LoadWeights(model.Module, weights, provenance);   // in place, on the device
+        Trainer.LoadWeights(model.Module, weights);   // in place, on the device; provenance was checked above
         return (config, model);
 
         static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path
