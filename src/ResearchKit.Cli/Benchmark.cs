@@ -65,8 +65,17 @@ static class Benchmark
     static double ResidentMb(string field)
     {
         const string status = "/proc/self/status";
-        if (!File.Exists(status)) return 0;
-        var line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith(field + ":"));
-        return line is null ? 0 : Math.Round(long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0, 1);
+        return File.Exists(status) ? StatusFieldMb(File.ReadLines(status), field) : 0;
+    }
+
+    /// <summary>
+    /// A "Field:&lt;tab&gt;   1234 kB" line's value in MB. The kernel pads the number to 8 columns with spaces after the tab,
+    /// so from 10 GB up ("VmRSS:	10485760 kB") only the tab separates it: split on any whitespace.
+    /// </summary>
+    internal static double StatusFieldMb(IEnumerable<string> lines, string field)
+    {
+        var line = lines.FirstOrDefault(l => l.StartsWith(field + ":"));
+        var parts = line?.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+        return parts is [_, var kb, "kB"] && long.TryParse(kb, out long value) ? Math.Round(value / 1024.0, 1) : 0;
     }
 }

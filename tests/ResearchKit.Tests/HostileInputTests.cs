@@ -115,6 +115,20 @@ public class HostileInputTests
         Assert.Equal("", stdout);
         Assert.False(File.Exists(output));
     }
+
+    /// <summary>
+    /// `bench` read a process's memory by splitting /proc/self/status on spaces. The kernel pads values to 8 columns
+    /// after the tab, so at 10 GB and more only the tab is left and the split found "kB": CI's test host crashed there.
+    /// </summary>
+    [Fact]
+    public void Proc_status_memory_fields_are_read_with_and_without_padding()
+    {
+        string[] status = ["Name:\ttesthost", "VmHWM:\t10485760 kB", "VmRSS:\t    2048 kB", "VmSwap:\t", "Threads:\t12"];
+        Assert.Equal(10240.0, ResearchKit.Cli.Benchmark.StatusFieldMb(status, "VmHWM"));
+        Assert.Equal(2.0, ResearchKit.Cli.Benchmark.StatusFieldMb(status, "VmRSS"));
+        Assert.Equal(0.0, ResearchKit.Cli.Benchmark.StatusFieldMb(status, "VmSwap"));     // malformed: no value
+        Assert.Equal(0.0, ResearchKit.Cli.Benchmark.StatusFieldMb(status, "VmData"));     // absent
+    }
 }
 
 /// <summary>Issue 22, items 8 and 11: sizes are worked out from the configuration and refused before anything is built.</summary>
