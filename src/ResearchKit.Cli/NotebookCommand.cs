@@ -14,11 +14,15 @@ static class NotebookCommand
         var html = new Option<string?>("--html") { Description = "also write a standalone HTML report (works offline), rewritten after every cell" };
         var timeout = new Option<double?>("--timeout") { Description = "seconds any one cell may run (compilation not counted)" };
         var continueOnError = new Option<bool>("--continue-on-error") { Description = "run the remaining cells after a failing one (exit code is still non-zero)" };
-        var run = new Command("run", "Run every C# cell of a notebook in order and write the executed notebook as it goes")
-            { input, parameters, output, html, timeout, continueOnError };
+        var device = Commands.DeviceOption();
+        var run = new Command("run", "Run every code cell of a notebook (C#, F#, Polyglot magics) in order and write the executed notebook as it goes")
+            { input, parameters, output, html, timeout, continueOnError, device };
         run.SetAction(r =>
         {
             var path = r.GetValue(input)!;
+            // Cells run in worker processes: the device reaches them (and Compute.Device there) through the environment.
+            Compute.Choose(r.GetValue(device));   // a device this machine lacks is refused here, before any cell runs
+            Environment.SetEnvironmentVariable("RESEARCHKIT_DEVICE", r.GetValue(device));
             var outPath = r.GetValue(output) ?? Path.Combine("out", Path.GetFileName(path));
             // The executed copy is rewritten after every cell: over the source it would replace the user's notebook.
             if (Path.GetFullPath(outPath) == Path.GetFullPath(path))

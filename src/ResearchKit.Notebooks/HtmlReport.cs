@@ -12,7 +12,7 @@ namespace ResearchKit.Notebooks;
 /// </summary>
 public static class HtmlReport
 {
-    static readonly MarkdownPipeline Pipeline = new MarkdownPipelineBuilder().UseAdvancedExtensions().Build();
+    internal static readonly MarkdownPipeline Pipeline = new MarkdownPipelineBuilder().UseAdvancedExtensions().Build();
 
     public static void Write(NotebookDocument notebook, string path) => AtomicFile.WriteAllText(path, Render(notebook));
 

@@ -15,6 +15,24 @@ public sealed record Html(string Content, string? Text = null);
 /// <summary>Markdown to display as text/markdown (rendered by front ends and by the HTML report).</summary>
 public sealed record Markdown(string Content);
 
+/// <summary>JavaScript for the front end to run: text/html holding a script element, as .NET Interactive's Javascript() displays.</summary>
+public sealed record ScriptContent(string Code);
+
+/// <summary>LaTeX shown as written (text/latex), as .NET Interactive's LaTeXString: `new LaTeXString(@"\begin{align}…")`.</summary>
+public sealed record LaTeXString(string Content)
+{
+    public override string ToString() => Content;
+}
+
+/// <summary>A formula shown as display maths (text/latex between $$), as .NET Interactive's MathString.</summary>
+public sealed record MathString(string Content)
+{
+    public override string ToString() => $"$${Content}$$";
+}
+
+/// <summary>Rows to show as a table with a CSV copy (text/html and text/csv), as .NET Interactive's DisplayTable().</summary>
+public sealed record TableContent(string Html, string Csv, string Text);
+
 /// <summary>
 /// One formatter registry for every output: a value becomes a mime bundle with text/plain always, plus
 /// text/html (charts, frames, tensors, records), image/png (image grids) or text/markdown. Formatters
@@ -30,6 +48,10 @@ public static class MimeFormatter
         Register<ImageGrid>(g => new() { ["image/png"] = Convert.ToBase64String(g.Png), ["text/plain"] = g.ToString() });
         Register<Html>(h => new() { ["text/html"] = h.Content, ["text/plain"] = h.Text ?? "HTML" });
         Register<Markdown>(m => new() { ["text/markdown"] = m.Content, ["text/plain"] = m.Content });
+        Register<ScriptContent>(j => new() { ["text/html"] = $"<script type=\"text/javascript\">{j.Code}</script>", ["text/plain"] = j.Code });
+        Register<LaTeXString>(l => new() { ["text/latex"] = l.ToString(), ["text/plain"] = l.ToString() });
+        Register<MathString>(m => new() { ["text/latex"] = m.ToString(), ["text/plain"] = m.ToString() });
+        Register<TableContent>(t => new() { ["text/html"] = t.Html, ["text/csv"] = t.Csv, ["text/plain"] = t.Text });
         Register<Tensor>(t => new() { ["text/html"] = TensorHtml(t), ["text/plain"] = TensorText(t) });
         // Any other Deedle series or frame: its own compact text (head and tail), not Formatting's walk of its object graph.
         Register<Deedle.Internal.IFsiFormattable>(d => new() { ["text/html"] = $"<pre>{WebUtility.HtmlEncode(d.Format())}</pre>", ["text/plain"] = d.Format() });
@@ -59,6 +81,38 @@ public static class MimeFormatter
             result["text/html"] = value.ToDisplayString("text/html");
         if (value is not string && result.Values.Any(v => v.Length > DisplayLimit)) return Summary(value, result.Values.Max(v => v.Length));
         return result;
+    }
+
+    /// <summary>
+    /// Rows as a table: one column per public property or field of the element type (a scalar sequence is one column,
+    /// "value"), at most <paramref name="limit"/> rows shown and a count of the rest. Cells use the default text format.
+    /// </summary>
+    public static TableContent Table<T>(IEnumerable<T> rows, int limit = 100)
+    {
+        var type = typeof(T) == typeof(object) ? rows.FirstOrDefault()?.GetType() ?? typeof(object) : typeof(T);
+        bool scalar = type.IsPrimitive || type == typeof(string) || type == typeof(decimal) || type.IsEnum;
+        var members = scalar ? [] : type.GetProperties().Where(p => p.GetIndexParameters().Length == 0).Cast<System.Reflection.MemberInfo>()
+            .Concat(type.GetFields()).ToList();
+        var names = scalar || members.Count == 0 ? ["value"] : members.Select(m => m.Name).ToList();
+        object? Get(object? row, int i) => members.Count == 0 ? row
+            : members[i] is System.Reflection.PropertyInfo p ? p.GetValue(row) : ((System.Reflection.FieldInfo)members[i]).GetValue(row);
+        var all = rows.ToList();
+        var cells = all.Take(limit).Select(r => names.Select((_, i) => Get(r, i)?.ToDisplayString("text/plain") ?? "").ToList()).ToList();
+        var html = new StringBuilder("<table><thead><tr>");
+        foreach (var name in names) html.Append("<th>").Append(WebUtility.HtmlEncode(name)).Append("</th>");
+        html.Append("</tr></thead><tbody>");
+        foreach (var row in cells) html.Append("<tr>").AppendJoin("", row.Select(c => $"<td>{WebUtility.HtmlEncode(c)}</td>")).Append("</tr>");
+        if (all.Count > limit) html.Append($"<tr><td colspan=\"{names.Count}\">… {all.Count - limit} more rows</td></tr>");
+        html.Append("</tbody></table>");
+        static string Csv(string field) => field.IndexOfAny([',', '"', '\n', '\r']) < 0 ? field : $"\"{field.Replace("\"", "\"\"")}\"";
+        var csv = new StringBuilder().AppendJoin(",", names.Select(Csv)).Append('\n');
+        foreach (var row in all.Select(r => names.Select((_, i) => Get(r, i)?.ToDisplayString("text/plain") ?? "")))
+            csv.AppendJoin(",", row.Select(Csv)).Append('\n');
+        var widths = names.Select((n, i) => Math.Max(n.Length, cells.Count == 0 ? 0 : cells.Max(r => r[i].Length))).ToList();
+        var text = new StringBuilder().AppendJoin("  ", names.Select((n, i) => n.PadRight(widths[i]))).Append('\n');
+        foreach (var row in cells) text.AppendJoin("  ", row.Select((c, i) => c.PadRight(widths[i]))).Append('\n');
+        if (all.Count > limit) text.Append($"… {all.Count - limit} more rows\n");
+        return new TableContent(html.ToString(), csv.ToString(), text.ToString());
     }
 
     /// <summary>The type, the item count and the first items: what a reader needs when the full display would be huge.</summary>

@@ -15,11 +15,24 @@ public sealed class NotebookGlobals
 
     public CancellationToken Cancel { get; internal set; }
 
+
     /// <summary>The folder the notebook runs in (its own folder).</summary>
     public string NotebookDirectory => session.WorkingDirectory;
 
     /// <summary>Shows a value with its richest mime types; returns a handle whose Update replaces it in place.</summary>
     public DisplayHandle display(object? value) => session.Display(value);
+
+    /// <summary>Shows a value in the given mime types only (`display(x, "text/html")`), as .NET Interactive's display does.</summary>
+    public DisplayHandle display(object? value, params string[] mimeTypes) => session.Display(value, mimeTypes);
+
+    /// <summary>.NET Interactive's spelling of <see cref="display(object?)"/>.</summary>
+    public DisplayHandle Display(object? value, params string[] mimeTypes) => session.Display(value, mimeTypes);
+
+    /// <summary>Markup to show as HTML (.NET Interactive's HTML helper): return it from a cell or pass it to display.</summary>
+    public Html HTML(string markup) => new(markup);
+
+    /// <summary>Runs JavaScript in the front end (.NET Interactive's Javascript helper): displayed at once, as there.</summary>
+    public DisplayHandle Javascript(string code) => session.Display(new ScriptContent(code));
 
     /// <summary>A live one-line status for training and sweeps, updated in place (at most every half second).</summary>
     public NotebookProgress Progress(string title) =>
@@ -59,4 +72,11 @@ public sealed class NotebookProgress(DisplayHandle handle, string title, Action<
         handle.Update(new Html($"<code>{System.Net.WebUtility.HtmlEncode(text)}</code>", text));
         report(text);
     }
+}
+
+/// <summary>.NET Interactive's display extensions that notebooks written for it call on values.</summary>
+public static class PolyglotDisplay
+{
+    /// <summary>Shows rows as a table (text/html, text/csv), one column per property: `results.DisplayTable()`.</summary>
+    public static DisplayHandle DisplayTable<T>(this IEnumerable<T> rows) => NotebookSession.DisplayCurrent(MimeFormatter.Table(rows));
 }

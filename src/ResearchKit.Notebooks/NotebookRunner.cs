@@ -136,9 +136,7 @@ public static class NotebookRunner
             CellResult result;
             try
             {
-                result = CheckLanguage(cell, label) is { } wrong
-                    ? Failed(outputs, "CellSourceError", wrong)
-                    : session.Execute(source, label, outputs, options.CellTimeout, cancel);
+                result = session.Execute(source, label with { Language = Language(cell) }, outputs, options.CellTimeout, cancel);
             }
             finally
             {
@@ -240,13 +238,10 @@ public static class NotebookRunner
 
     static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ");
 
-    /// <summary>Cells that Polyglot marks as another language cannot run here.</summary>
-    static string? CheckLanguage(JsonObject cell, CellLabel label)
-    {
-        var language = cell["metadata"]?["polyglot_notebook"]?["kernelName"]?.GetValue<string>()
-            ?? cell["metadata"]?["dotnet_interactive"]?["language"]?.GetValue<string>();
-        return language is not null and not "csharp" ? $"{label.File} is a {language} cell; ResearchKit runs C# cells only" : null;
-    }
+    /// <summary>The cell's language as Polyglot Notebooks records it (kernelName), or as older .NET Interactive did; C# if neither.</summary>
+    static string Language(JsonObject cell) =>
+        cell["metadata"]?["polyglot_notebook"]?["kernelName"]?.GetValue<string>()
+            ?? cell["metadata"]?["dotnet_interactive"]?["language"]?.GetValue<string>() ?? "csharp";
 
     /// <summary>Validates -p values against the parameters cell and inserts the injected-parameters cell after it.</summary>
     public static void InjectParameters(NotebookDocument notebook, IReadOnlyDictionary<string, string> values)

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.CodeAnalysis;
+using Microsoft.DotNet.Interactive.Formatting;
 using Microsoft.CodeAnalysis.CSharp.Scripting;
 using Microsoft.CodeAnalysis.Scripting;
 using ResearchKit.Reporting;
@@ -40,10 +41,14 @@ public sealed record CellStarted : OutputEvent;
 /// </summary>
 public sealed record CellLabel(int Index, int ExecutionCount, int CellCount = 0)
 {
-    /// <summary>The compilation's file name, so stack frames read `cell 5:line 3`.</summary>
-    public string File => $"cell {Index}";
-    public override string ToString() =>
-        $"In [{(ExecutionCount > 0 ? ExecutionCount : " ")}] (cell {Index}{(CellCount > 0 ? $" of {CellCount}" : "")})";
+    /// <summary>The kernel the cell's lines go to until a magic says otherwise (Polyglot's kernelName metadata).</summary>
+    public string Language { get; init; } = "csharp";
+
+    /// <summary>The compilation's file name, so stack frames read `cell 5:line 3`; `In [3]` when the position is unknown (0).</summary>
+    public string File => Index > 0 ? $"cell {Index}" : $"In [{ExecutionCount}]";
+    public override string ToString() => Index > 0
+        ? $"In [{(ExecutionCount > 0 ? ExecutionCount : " ")}] (cell {Index}{(CellCount > 0 ? $" of {CellCount}" : "")})"
+        : $"In [{ExecutionCount}]";
 }
 
 /// <summary>The result of one cell: its nbformat outputs and, when it failed, the error. SessionLost: every earlier cell's state is gone.</summary>
@@ -65,13 +70,6 @@ public interface ICellSession : IDisposable
 /// </summary>
 public sealed class NotebookSession : ICellSession
 {
-    /// <summary>Packages whose `#r "nuget: …"` lines are accepted: ResearchKit already references them.</summary>
-    public static readonly IReadOnlySet<string> ShippedPackages = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
-    {
-        "TorchSharp", "TorchSharp-cpu", "libtorch-cpu-linux-x64", "Plotly.NET", "Plotly.NET.CSharp", "Plotly.NET.Interactive",
-        "Deedle", "SkiaSharp", "Microsoft.DotNet.Interactive.Formatting", "ResearchKit",
-    };
-
     static readonly string[] Imports =
     [
         "System", "System.IO", "System.Linq", "System.Collections.Generic", "System.Threading", "System.Threading.Tasks",
@@ -93,13 +91,18 @@ public sealed class NotebookSession : ICellSession
 
     static readonly AsyncLocal<NotebookSession?> current = new();
 
-    readonly ScriptOptions options;
+    ScriptOptions options;   // grows as `#r "nuget: …"` adds packages
     readonly NotebookGlobals globals;
     readonly TextWriter originalOut = Console.Out, originalError = Console.Error;
     ScriptState<object>? state;
+    readonly System.Diagnostics.Stopwatch running = new();   // since the cell's first code started
     OutputList outputs = new();
     readonly HashSet<string> displayIds = [];
     bool plotlyIncluded;
+    readonly PolyglotKernels polyglot;
+    readonly PackageReferences packages;
+    FSharpKernel? fsharp;   // started by the first F# part
+    readonly List<string> packageErrors = [];   // this cell's references that could not be honoured
 
     public string WorkingDirectory { get; }
     public event Action<OutputEvent>? Output;
@@ -122,7 +125,15 @@ public sealed class NotebookSession : ICellSession
             .WithOptimizationLevel(OptimizationLevel.Release)
             .WithEmitDebugInformation(true).WithFileEncoding(Encoding.UTF8)   // stack frames carry `cell N:line M`
             .WithLanguageVersion(Microsoft.CodeAnalysis.CSharp.LanguageVersion.Latest);
+        polyglot = new PolyglotKernels(this, new CSharpVariables(this), () => FSharp);
+        packages = new PackageReferences(WorkingDirectory);
     }
+
+    /// <summary>Paths of the assemblies C# cells reference: F# gets the same ones.</summary>
+    IEnumerable<string> ReferencePaths() => options.MetadataReferences.OfType<PortableExecutableReference>()
+        .Select(r => r.FilePath).OfType<string>().Where(p => p.Length > 0);
+
+    FSharpKernel FSharp => fsharp ??= new FSharpKernel(ReferencePaths().Concat(packages.Assemblies), WorkingDirectory);
 
     /// <summary>Completions at <paramref name="cursor"/> of code typed as the next cell (Jupyter's complete_reply content).</summary>
     public JsonObject Complete(string code, int cursor)
@@ -154,14 +165,17 @@ public sealed class NotebookSession : ICellSession
         state = CSharpScript.Create(Preamble, options.WithFilePath("preamble"), typeof(NotebookGlobals)).RunAsync(globals).GetAwaiter().GetResult();
     }
 
-    /// <summary>Runs one cell's source; a cell we cannot run (another language, an unknown package) fails with CellSourceError.</summary>
+    /// <summary>
+    /// Runs one cell's source: its parts in order (<see cref="PolyglotCell"/>), stopping at the first that fails. A cell
+    /// we cannot run (an unknown magic, an unknown package) fails with CellSourceError before any part runs.
+    /// </summary>
     public CellResult Execute(string source, CellLabel cell, OutputList? outputList = null, TimeSpan? timeout = null, CancellationToken cancel = default)
     {
         WarmUp();
         outputs = outputList ?? new OutputList();
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        string code;
-        try { code = Interrupts.Instrument(Preprocess(source)); }
+        PolyglotCell parsed;
+        try { parsed = PolyglotCell.Parse(source, cell.Language); }
         catch (CellSourceException e)
         {
             outputs.Complete();
@@ -174,47 +188,29 @@ public sealed class NotebookSession : ICellSession
         current.Value = this;
         try
         {
-            var script = state!.Script.ContinueWith(code, options.WithFilePath(cell.File));
-            var errors = script.Compile(cancel).Where(d => d.Severity == DiagnosticSeverity.Error).ToArray();
-            if (errors.Length > 0)
+            running.Reset();
+            packageErrors.Clear();
+            foreach (var part in parsed.Parts)
             {
-                var lines = errors.Select(Diagnostic).ToArray();
-                return Fail(clock, "CompilationError", string.Join("\n", lines), lines);
-            }
-            Output?.Invoke(new CellStarted());
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-            globals.Cancel = linked.Token;
-            Interrupts.Current = linked.Token;
-            var task = Task.Run(() => script.RunFromAsync(state, _ => true, linked.Token));
-            if (!task.Wait(timeout ?? Timeout.InfiniteTimeSpan))
-            {
-                linked.Cancel();
-                // Loops and methods check the token (Interrupts), so the cell normally stops within the grace period;
-                // one blocked in a call that checks nothing runs on in the background (the worker's supervisor ends it).
-                bool stopped = task.Wait(TimeSpan.FromSeconds(5));
-                return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
-            }
-            var next = task.Result;
-            state = next;   // after an exception too: earlier variables stay for --continue-on-error
-            if (next.Exception is { } error)
-            {
-                if (cancel.IsCancellationRequested && (error is OperationCanceledException || error.InnerException is OperationCanceledException)) return Cancelled(clock);
-                var message = ErrorText.Clean(error.Message);
-                return Fail(clock, error.GetType().Name, message, ErrorText.Traceback(error, message));
-            }
-            if (next.ReturnValue is { } value and not DisplayHandle)
-            {
-                // Formatting runs the value's own code (a lazy query, ToString): its exception fails the cell, like the cell's own.
-                try { Add(Result(value, cell.ExecutionCount)); }
-                catch (Exception thrown)
+                var failure = part switch
                 {
-                    var e = thrown;   // formatters call through reflection: report what the value's code threw
-                    while (e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException;
-                    var message = $"displaying the cell's value failed: {ErrorText.Clean(e.Message)}";
-                    return Fail(clock, e.GetType().Name, message, ErrorText.Traceback(e, message));
-                }
+                    CodePart { Language: "csharp" } code => RunCSharp(code.Code, cell, timeout, cancel, clock),
+                    CodePart { Language: "fsharp" } code => RunFSharp(code, cell, timeout, cancel, clock),
+                    CodePart code => Done(() => polyglot.Show(code)),
+                    MagicPart magic => Done(() => polyglot.Run(magic)),
+                    _ => throw new InvalidOperationException($"unknown cell part {part}"),
+                };
+                if (failure is not null) return failure;
             }
+            if (parsed.Timed) Display($"Wall time: {clock.Elapsed.TotalMilliseconds:0.####}ms", ["text/plain"]);
+            // The cell ran with the packages that did restore; the ones that did not still fail it.
+            if (packageErrors.Count > 0) return Fail(clock, "PackageError", string.Join("\n", packageErrors), [.. packageErrors]);
             return new CellResult(outputs.ToJson(), true, null, null, clock.Elapsed);
+        }
+        catch (ResearchKitException e)
+        {
+            // A cell we cannot run as written, or a kernel that cannot start here (F# without the .NET SDK).
+            return Fail(clock, e is CellSourceException ? "CellSourceError" : "KernelError", e.Message, []);
         }
         catch (AggregateException e) when (e.InnerException is OperationCanceledException)
         {
@@ -240,6 +236,171 @@ public sealed class NotebookSession : ICellSession
         }
     }
 
+    /// <summary>
+    /// Restores the part's `#r "nuget: …"` and `#i "nuget: …"` lines (<see cref="PackageReferences"/>), references what
+    /// they brought in both languages, and shows the installed packages as .NET Interactive does; returns the code
+    /// with those lines blanked.
+    /// </summary>
+    string Restore(string source)
+    {
+        var (code, installed, assemblies, errors) = packages.Apply(source);
+        foreach (var error in errors)
+        {
+            packageErrors.Add(error);
+            WriteStream("stderr", error + "\n");
+        }
+        if (assemblies.Count > 0)
+        {
+            options = options.AddReferences(assemblies.Select(p => MetadataReference.CreateFromFile(p)));
+            fsharp?.Reference(assemblies);
+        }
+        if (installed.Count > 0)
+        {
+            var items = string.Concat(installed.Select(p => $"<li><span>{System.Net.WebUtility.HtmlEncode(p)}</span></li>"));
+            Display(new Html($"<div><div></div><div></div><div><strong>Installed Packages</strong><ul>{items}</ul></div></div>",
+                "Installed Packages: " + string.Join(", ", installed)));
+        }
+        return code;
+    }
+
+    /// <summary>Runs an F# part like a C# one: its timeout, its interrupt, its result and its errors.</summary>
+    CellResult? RunFSharp(CodePart part, CellLabel cell, TimeSpan? timeout, CancellationToken cancel, System.Diagnostics.Stopwatch clock)
+    {
+        var code = Restore(part.Code);
+        var kernel = FSharp;
+        if (!running.IsRunning)
+        {
+            Output?.Invoke(new CellStarted());
+            running.Start();
+        }
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        globals.Cancel = linked.Token;
+        Interrupts.Current = linked.Token;
+        var task = Task.Run(() => kernel.Run(code, cell.File, linked.Token));
+        if (!task.Wait(timeout is { } limit ? TimeSpan.FromTicks(Math.Max(0, (limit - running.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan))
+        {
+            linked.Cancel();
+            // F# Interactive stops only where the code checks the token; otherwise the worker's supervisor ends it.
+            bool stopped = task.Wait(TimeSpan.FromSeconds(5));
+            return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
+        }
+        var (value, hasValue, errorName, error) = task.Result;
+        if (error is not null)
+        {
+            if (cancel.IsCancellationRequested && errorName is nameof(OperationCanceledException) or nameof(TaskCanceledException)) return Cancelled(clock);
+            var message = ErrorText.Clean(error);
+            return Fail(clock, errorName!, message, errorName == "CompilationError" ? message.Split('\n') : [message]);
+        }
+        if (hasValue && value is not DisplayHandle) Add(Result(value, cell.ExecutionCount));   // F#'s None is null: shown as null
+        return null;
+    }
+
+    /// <summary>
+    /// Makes a C# variable hold <paramref name="value"/> (#!share, #!set): declared with the value's type where C# can
+    /// name it (a public type of a referenced assembly), else with the nearest such base type, else object.
+    /// </summary>
+    internal void DefineVariable(string name, object? value)
+    {
+        if (!Microsoft.CodeAnalysis.CSharp.SyntaxFacts.IsValidIdentifier(name)) throw new CellSourceException($"'{name}' is not a C# variable name");
+        WarmUp();
+        foreach (var type in SharedValues.TypesToTry(value))
+        {
+            if (type.Assembly is { IsDynamic: false, Location.Length: > 0 } assembly) options = options.AddReferences(assembly);
+            var key = SharedValues.Put(value);
+            var declaration = state!.Script.ContinueWith(
+                $"var {name} = ({SharedValues.TypeName(type, "global::")})ResearchKit.Notebooks.SharedValues.Take(\"{key}\");", options.WithFilePath("share"));
+            if (type != typeof(object) && declaration.Compile().Any(d => d.Severity == DiagnosticSeverity.Error))
+            {
+                SharedValues.Discard(key);
+                continue;
+            }
+            state = declaration.RunFromAsync(state).GetAwaiter().GetResult();
+            return;
+        }
+    }
+
+    /// <summary>C#'s variables for #!share and #!set: the latest value of each name in the script state.</summary>
+    sealed class CSharpVariables(NotebookSession session) : IVariableKernel
+    {
+        public string Name => "csharp";
+
+        public bool TryGet(string name, out object? value)
+        {
+            session.WarmUp();
+            var variable = session.state!.GetVariable(name);
+            value = variable?.Value;
+            return variable is not null;
+        }
+
+        public void Set(string name, object? value) => session.DefineVariable(name, value);
+
+        public IEnumerable<(string Name, Type Type, object? Value)> Variables()
+        {
+            session.WarmUp();
+            return session.state!.Variables.GroupBy(v => v.Name).Select(g => g.Last()).Select(v => (v.Name, v.Type, (object?)v.Value));
+        }
+    }
+
+    static CellResult? Done(Action action)
+    {
+        action();
+        return null;
+    }
+
+    /// <summary>
+    /// Compiles and runs C# in the session's script state; null when it succeeded, else the failed result.
+    /// <paramref name="timeout"/> is the whole cell's: what its earlier parts ran counts against it.
+    /// </summary>
+    CellResult? RunCSharp(string source, CellLabel cell, TimeSpan? timeout, CancellationToken cancel, System.Diagnostics.Stopwatch clock)
+    {
+        var code = Interrupts.Instrument(Restore(source));
+        var script = state!.Script.ContinueWith(code, options.WithFilePath(cell.File));
+        var errors = script.Compile(cancel).Where(d => d.Severity == DiagnosticSeverity.Error).ToArray();
+        if (errors.Length > 0)
+        {
+            var lines = errors.Select(Diagnostic).ToArray();
+            return Fail(clock, "CompilationError", string.Join("\n", lines), lines);
+        }
+        if (!running.IsRunning)
+        {
+            Output?.Invoke(new CellStarted());   // the timeout counts from here: compiling the first code is free
+            running.Start();
+        }
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        globals.Cancel = linked.Token;
+        Interrupts.Current = linked.Token;
+        var task = Task.Run(() => script.RunFromAsync(state, _ => true, linked.Token));
+        if (!task.Wait(timeout is { } limit ? TimeSpan.FromTicks(Math.Max(0, (limit - running.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan))
+        {
+            linked.Cancel();
+            // Loops and methods check the token (Interrupts), so the cell normally stops within the grace period;
+            // one blocked in a call that checks nothing runs on in the background (the worker's supervisor ends it).
+            bool stopped = task.Wait(TimeSpan.FromSeconds(5));
+            return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
+        }
+        var next = task.Result;
+        state = next;   // after an exception too: earlier variables stay for --continue-on-error
+        if (next.Exception is { } error)
+        {
+            if (cancel.IsCancellationRequested && (error is OperationCanceledException || error.InnerException is OperationCanceledException)) return Cancelled(clock);
+            var message = ErrorText.Clean(error.Message);
+            return Fail(clock, error.GetType().Name, message, ErrorText.Traceback(error, message));
+        }
+        if (next.ReturnValue is { } value and not DisplayHandle)
+        {
+            // Formatting runs the value's own code (a lazy query, ToString): its exception fails the cell, like the cell's own.
+            try { Add(Result(value, cell.ExecutionCount)); }
+            catch (Exception thrown)
+            {
+                var e = thrown;   // formatters call through reflection: report what the value's code threw
+                while (e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException;
+                var message = $"displaying the cell's value failed: {ErrorText.Clean(e.Message)}";
+                return Fail(clock, e.GetType().Name, message, ErrorText.Traceback(e, message));
+            }
+        }
+        return null;
+    }
+
     /// <summary>Why the cancel token will fire (a supervisor's time limit, say), for the cell's error; an interrupt when unset.</summary>
     public (string Name, string Value)? CancelReason { get; set; }
 
@@ -260,39 +421,14 @@ public sealed class NotebookSession : ICellSession
         return new CellResult(outputs.ToJson(), false, name, value, clock.Elapsed);
     }
 
-    static readonly Regex NugetReference = new(@"^\s*#r\s+""nuget:\s*([^,""\s]+)\s*(?:,\s*([^""]*))?""\s*$", RegexOptions.Compiled);
-    static readonly Regex Magic = new(@"^\s*#!(\S+)", RegexOptions.Compiled);
-
     /// <summary>
-    /// Polyglot conventions: a leading #!csharp (or #!c#) is dropped; another language's magic is an error;
-    /// `#r "nuget: X, V"` for a package the kit ships is dropped (already referenced), any other is an error.
-    /// `#r "path.dll"` stays for Roslyn to load. Dropped lines become blank so line numbers still match.
+    /// A cell's code for analyses of its syntax (the parameters cell, dependencies): magic and package lines blanked,
+    /// so line numbers still match.
     /// </summary>
-    public static string Preprocess(string source)
-    {
-        var lines = source.Replace("\r\n", "\n").Split('\n');
-        for (int i = 0; i < lines.Length; i++)
-        {
-            var magic = Magic.Match(lines[i]);
-            if (magic.Success)
-            {
-                var name = magic.Groups[1].Value.ToLowerInvariant();
-                if (name is "csharp" or "c#" or "cs") { lines[i] = ""; continue; }
-                throw new CellSourceException($"line {i + 1}: '#!{magic.Groups[1].Value}' — ResearchKit runs C# cells only (#!csharp); move {magic.Groups[1].Value} code out of this notebook");
-            }
-            var nuget = NugetReference.Match(lines[i]);
-            if (nuget.Success)
-            {
-                var package = nuget.Groups[1].Value;
-                if (!ShippedPackages.Contains(package))
-                    throw new CellSourceException($"line {i + 1}: package '{package}' is not shipped with ResearchKit and cannot be fetched here; shipped: {string.Join(", ", ShippedPackages.Order())}");
-                lines[i] = "";
-            }
-        }
-        return string.Join("\n", lines);
-    }
+    public static string Preprocess(string source) => string.Join("\n", source.Replace("\r\n", "\n").Split('\n')
+        .Select(line => line.TrimStart().StartsWith("#!", StringComparison.Ordinal) || PackageReferences.IsPackageLine(line) ? "" : line));
 
-    JsonObject Result(object value, int executionCount) => new()
+    JsonObject Result(object? value, int executionCount) => new()
     {
         ["output_type"] = "execute_result",
         ["execution_count"] = executionCount,
@@ -324,11 +460,20 @@ public sealed class NotebookSession : ICellSession
         Output?.Invoke(new OutputAdded(output, displayId));
     }
 
-    internal DisplayHandle Display(object? value)
+    internal DisplayHandle Display(object? value, IReadOnlyCollection<string>? mimeTypes = null)
     {
         var id = Guid.NewGuid().ToString("N");
         displayIds.Add(id);
-        Add(new JsonObject { ["output_type"] = "display_data", ["data"] = Bundle(value), ["metadata"] = new JsonObject() }, id);
+        var data = Bundle(value);
+        if (mimeTypes is { Count: > 0 })
+        {
+            // Only the asked-for types: ours where we have them, else .NET Interactive's formatter for that type.
+            var only = new JsonObject();
+            foreach (var mime in mimeTypes)
+                only[mime] = data[mime]?.DeepClone() ?? NotebookDocument.Lines(value.ToDisplayString(mime));
+            data = only;
+        }
+        Add(new JsonObject { ["output_type"] = "display_data", ["data"] = data, ["metadata"] = new JsonObject() }, id);
         return new DisplayHandle(this, id);
     }
 
@@ -351,6 +496,7 @@ public sealed class NotebookSession : ICellSession
 
     public void Dispose()
     {
+        fsharp?.Dispose();
         Console.SetOut(originalOut);
         Console.SetError(originalError);
     }

@@ -67,7 +67,8 @@ public static class WorkerHost
                     cellThread?.Join();
                     running = new CancellationTokenSource();
                     var token = running.Token;
-                    var cell = new CellLabel(message["index"]!.GetValue<int>(), message["count"]!.GetValue<int>(), message["cells"]?.GetValue<int>() ?? 0);
+                    var cell = new CellLabel(message["index"]!.GetValue<int>(), message["count"]!.GetValue<int>(), message["cells"]?.GetValue<int>() ?? 0)
+                        { Language = WorkerWire.Text(message, "language") ?? "csharp" };
                     var source = WorkerWire.Text(message, "source")!;
                     // Cells run on their own thread (8 MB stack, like a main thread) so this loop can still receive a cancel.
                     cellThread = new Thread(() =>

@@ -165,7 +165,7 @@ public sealed class WorkerSession : ICellSession
         if (!IsAlive) return Lost(outputs, Stopwatch.StartNew(), null, null);
         lock (logGate) nativeLines.Clear();
         var clock = Stopwatch.StartNew();
-        Send(new JsonObject { ["op"] = "execute", ["source"] = source, ["index"] = cell.Index, ["count"] = cell.ExecutionCount, ["cells"] = cell.CellCount });
+        Send(new JsonObject { ["op"] = "execute", ["source"] = source, ["index"] = cell.Index, ["count"] = cell.ExecutionCount, ["cells"] = cell.CellCount, ["language"] = cell.Language });
         // Deadlines on the monotonic clock: a wall-clock step must not fire (or skip) a time limit.
         TimeSpan? deadline = null, killAt = null;
         (string Name, string Value)? stop = null;

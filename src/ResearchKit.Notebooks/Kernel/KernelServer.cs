@@ -29,17 +29,23 @@ public sealed class KernelServer : IDisposable
     int executionCount;
     volatile bool stopping;
 
-    public KernelServer(ConnectionInfo connection, string workingDirectory)
+    readonly string workingDirectory;
+    readonly string language;   // csharp or fsharp: the kernelspec's; a cell's magics may still switch
+
+    public KernelServer(ConnectionInfo connection, string workingDirectory, string language = "csharp")
     {
         this.connection = connection;
+        this.language = PolyglotCell.Language(language) is "csharp" or "fsharp" ? PolyglotCell.Language(language)!
+            : throw new ResearchKitException($"--language '{language}': expected csharp or fsharp");
+        this.workingDirectory = workingDirectory;
         signer = new MessageSigner(connection.Key);
         // The worker (process start, Roslyn and TorchSharp loading) warms up while the kernel already answers kernel_info.
         worker = Task.Run(() => new WorkerSession(workingDirectory));
     }
 
-    public static int Run(string connectionFile)
+    public static int Run(string connectionFile, string language = "csharp")
     {
-        using var kernel = new KernelServer(ConnectionInfo.Load(connectionFile), Directory.GetCurrentDirectory());
+        using var kernel = new KernelServer(ConnectionInfo.Load(connectionFile), Directory.GetCurrentDirectory(), language);
         return kernel.Serve();
     }
 
@@ -147,11 +153,12 @@ public sealed class KernelServer : IDisposable
         {
             switch (request.Type)
             {
-                case "kernel_info_request": Reply(socket, request, "kernel_info_reply", KernelInfo()); break;
+                case "kernel_info_request": Reply(socket, request, "kernel_info_reply", KernelInfo(language)); break;
                 case "execute_request": Execute(socket, request); break;
                 case "is_complete_request": Reply(socket, request, "is_complete_reply", IsComplete(request.Content["code"]?.GetValue<string>() ?? "")); break;
-                case "complete_request": Reply(socket, request, "complete_reply", Worker()?.Complete(Code(request), Cursor(request)) ?? EmptyCompletion(Cursor(request))); break;
-                case "inspect_request": Reply(socket, request, "inspect_reply", Worker()?.Inspect(Code(request), Cursor(request)) ?? new JsonObject { ["status"] = "ok", ["found"] = false, ["data"] = new JsonObject(), ["metadata"] = new JsonObject() }); break;
+                // Completion and inspection know C#; in an F# kernel they answer nothing rather than C# names.
+                case "complete_request": Reply(socket, request, "complete_reply", (CSharp ? Worker()?.Complete(Code(request), Cursor(request)) : null) ?? EmptyCompletion(Cursor(request))); break;
+                case "inspect_request": Reply(socket, request, "inspect_reply", (CSharp ? Worker()?.Inspect(Code(request), Cursor(request)) : null) ?? new JsonObject { ["status"] = "ok", ["found"] = false, ["data"] = new JsonObject(), ["metadata"] = new JsonObject() }); break;
                 case "history_request": Reply(socket, request, "history_reply", new JsonObject { ["status"] = "ok", ["history"] = new JsonArray() }); break;
                 case "comm_info_request": Reply(socket, request, "comm_info_reply", new JsonObject { ["status"] = "ok", ["comms"] = new JsonObject() }); break;
                 case "comm_open":
@@ -199,24 +206,48 @@ public sealed class KernelServer : IDisposable
         }
     }
 
-    static JsonObject KernelInfo() => new()
+    bool CSharp => language == "csharp";
+
+    static JsonObject KernelInfo(string language) => new()
     {
         ["status"] = "ok", ["protocol_version"] = JupyterMessage.ProtocolVersion,
         ["implementation"] = "researchkit", ["implementation_version"] = typeof(KernelServer).Assembly.GetName().Version?.ToString() ?? "0",
-        ["language_info"] = new JsonObject
-        {
-            ["name"] = "C#", ["version"] = "14.0", ["mimetype"] = "text/x-csharp", ["file_extension"] = ".cs",
-            ["pygments_lexer"] = "csharp", ["codemirror_mode"] = "text/x-csharp",
-        },
-        ["banner"] = "ResearchKit C# kernel: TorchSharp, Plotly.NET and Deedle loaded; interrupt stops loops; a native crash restarts the session",
+        // The names .NET Interactive's kernels report, so front ends highlight and save (.cs, .fsx) as they do there.
+        ["language_info"] = language == "fsharp"
+            ? new JsonObject
+            {
+                ["name"] = "F#", ["version"] = "10.0", ["mimetype"] = "text/x-fsharp", ["file_extension"] = ".fs",
+                ["pygments_lexer"] = "fsharp", ["codemirror_mode"] = "fsharp",
+            }
+            : new JsonObject
+            {
+                ["name"] = "C#", ["version"] = "14.0", ["mimetype"] = "text/x-csharp", ["file_extension"] = ".cs",
+                ["pygments_lexer"] = "csharp", ["codemirror_mode"] = "text/x-csharp",
+            },
+        ["banner"] = $"ResearchKit {(language == "fsharp" ? "F#" : "C#")} kernel (#!csharp and #!fsharp cells share values with #!share): TorchSharp, "
+            + "Plotly.NET and Deedle loaded; interrupt stops loops; a native crash restarts the session",
         ["help_links"] = new JsonArray(),
     };
 
-    static JsonObject IsComplete(string code)
+    JsonObject IsComplete(string code)
     {
+        if (!CSharp) return new JsonObject { ["status"] = "unknown" };
         return SyntaxFactory.IsCompleteSubmission(NotebookSession.ParseCell(code))
             ? new JsonObject { ["status"] = "complete" }
             : new JsonObject { ["status"] = "incomplete", ["indent"] = "    " };
+    }
+
+    /// <summary>
+    /// Which cell runs. Front ends send the cell's id in the request's metadata (JupyterLab, Notebook 7, VS Code); the
+    /// notebook Jupyter opened (JPY_SESSION_NAME) or one in the kernel's folder holding that id gives its position, so
+    /// errors name `cell 5` as the runner does. A cell no saved notebook has yet is named by its execution count alone.
+    /// </summary>
+    CellLabel Label(JupyterMessage request)
+    {
+        var id = request.Metadata["cellId"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+        if (id is not null && CellPositions.Find(workingDirectory, id) is var (index, count))
+            return new CellLabel(index, executionCount, count) { Language = language };
+        return new CellLabel(0, executionCount) { Language = language };
     }
 
     void Execute(RouterSocket socket, JupyterMessage request)
@@ -262,7 +293,7 @@ public sealed class KernelServer : IDisposable
         session.Output += Forward;
         session.InputHandler = allowStdin ? (prompt, password) => ReadInput(request, prompt, password, cancel.Token) : null;
         CellResult result;
-        try { result = session.Execute(code, new CellLabel(executionCount, executionCount), cancel: cancel.Token); }
+        try { result = session.Execute(code, Label(request), cancel: cancel.Token); }
         finally
         {
             session.Output -= Forward;
@@ -365,5 +396,38 @@ public sealed class KernelServer : IDisposable
         if (worker.IsCompletedSuccessfully) worker.Result.Dispose();
         foreach (var socket in new NetMQSocket[] { shell, control, stdin, iopub, heartbeat }) socket.Dispose();
         NetMQConfig.Cleanup(block: false);
+    }
+}
+
+/// <summary>Cell positions by cell id in the notebooks of a folder, re-read when a notebook is saved.</summary>
+static class CellPositions
+{
+    static readonly Dictionary<string, (DateTime Written, Dictionary<string, (int Index, int Count)> Cells)> read = [];
+
+    public static (int Index, int Count)? Find(string folder, string id)
+    {
+        var named = Environment.GetEnvironmentVariable("JPY_SESSION_NAME") is { Length: > 0 } session
+            ? new[] { Path.GetFullPath(session, folder) } : [];
+        var candidates = named.Concat(Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*.ipynb") : []).Distinct();
+        lock (read)
+            foreach (var path in candidates.Where(File.Exists))
+                if (Cells(path).TryGetValue(id, out var position)) return position;
+        return null;
+    }
+
+    static Dictionary<string, (int, int)> Cells(string path)
+    {
+        var written = File.GetLastWriteTimeUtc(path);
+        if (read.TryGetValue(path, out var known) && known.Written == written) return known.Cells;
+        var cells = new Dictionary<string, (int, int)>(StringComparer.Ordinal);
+        try
+        {
+            var array = JsonNode.Parse(File.ReadAllText(path))?["cells"]?.AsArray() ?? [];
+            for (int i = 0; i < array.Count; i++)
+                if (array[i]?["id"] is JsonValue id && id.TryGetValue<string>(out var text)) cells.TryAdd(text, (i + 1, array.Count));
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or IOException or InvalidOperationException) { }
+        read[path] = (written, cells);
+        return cells;
     }
 }

@@ -53,29 +53,44 @@ public static class KernelSpecs
 {
     public const string DefaultName = "researchkit-csharp";
 
-    /// <summary>How to start this kernel: the repository's launcher when we were started through it (it applies .config/researchkit.env), else dotnet and the CLI.</summary>
-    public static string[] KernelCommand()
+    /// <summary>A kernelspec to install: its folder name, launcher name and the language of cells without a magic.</summary>
+    public sealed record Spec(string Name, string DisplayName, string Language);
+
+    /// <summary>The C# or F# kernelspec, with the given name and display name or the defaults.</summary>
+    public static Spec For(string language, string? name = null, string? displayName = null) => language switch
     {
+        "fsharp" => new Spec(name ?? "researchkit-fsharp", displayName ?? "F# (ResearchKit)", "fsharp"),
+        "csharp" => new Spec(name ?? DefaultName, displayName ?? "C# (ResearchKit)", "csharp"),
+        _ => throw new ResearchKitException($"--language '{language}': expected csharp or fsharp"),
+    };
+
+    /// <summary>How to start this kernel: the repository's launcher when we were started through it (it applies .config/researchkit.env), else dotnet and the CLI.</summary>
+    public static string[] KernelCommand(string language = "csharp")
+    {
+        string[] run = ["kernel", "run", .. language == "csharp" ? Array.Empty<string>() : ["--language", language], "--connection-file", "{connection_file}"];
         if (Environment.GetEnvironmentVariable("RESEARCHKIT_LAUNCHER") is { Length: > 0 } launcher && File.Exists(launcher))
-            return [launcher, "kernel", "run", "--connection-file", "{connection_file}"];
+            return [launcher, .. run];
         var worker = WorkerCommand.Default();
-        return [worker.FileName, worker.Arguments[0], "kernel", "run", "--connection-file", "{connection_file}"];
+        return [worker.FileName, worker.Arguments[0], .. run];
     }
 
-    public static string Install(KernelLocation location, string name = DefaultName, string displayName = "C# (ResearchKit)")
+    public static string Install(KernelLocation location, string name = DefaultName, string displayName = "C# (ResearchKit)") =>
+        Install(location, new Spec(name, displayName, "csharp"));
+
+    public static string Install(KernelLocation location, Spec kernel)
     {
-        var folder = KernelFolder(location, name);
+        var folder = KernelFolder(location, kernel.Name);
         Directory.CreateDirectory(folder);
         var spec = new JsonObject
         {
-            ["argv"] = new JsonArray(KernelCommand().Select(a => (JsonNode)a!).ToArray()),
-            ["display_name"] = displayName,
-            ["language"] = "C#",
+            ["argv"] = new JsonArray(KernelCommand(kernel.Language).Select(a => (JsonNode)a!).ToArray()),
+            ["display_name"] = kernel.DisplayName,
+            ["language"] = kernel.Language == "fsharp" ? "F#" : "C#",
             ["interrupt_mode"] = "message",
             ["metadata"] = new JsonObject { ["researchkit"] = true, ["debugger"] = false },
         };
         AtomicFile.WriteAllText(Path.Combine(folder, "kernel.json"), spec.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        foreach (var size in new[] { 32, 64 }) File.WriteAllBytes(Path.Combine(folder, $"logo-{size}x{size}.png"), Logo(size));
+        foreach (var size in new[] { 32, 64 }) File.WriteAllBytes(Path.Combine(folder, $"logo-{size}x{size}.png"), Logo(size, kernel.Language == "fsharp" ? "F#" : "C#"));
         return folder;
     }
 
@@ -130,15 +145,15 @@ public static class KernelSpecs
         return folder;
     }
 
-    /// <summary>A small square logo drawn here (no image files to ship): "C#" on the kit's blue.</summary>
-    static byte[] Logo(int size)
+    /// <summary>A small square logo drawn here (no image files to ship): "C#" or "F#" on the kit's blue.</summary>
+    static byte[] Logo(int size, string text)
     {
         using var bitmap = new SKBitmap(size, size);
         using var canvas = new SKCanvas(bitmap);
         canvas.Clear(new SKColor(0x4a, 0x7b, 0xd0));
         using var font = new SKFont(ResearchKit.Reporting.Typefaces.DejaVuSans(bold: true), size * 0.45f);
         using var paint = new SKPaint { Color = SKColors.White, IsAntialias = true };
-        canvas.DrawText("C#", size / 2f, size * 0.66f, SKTextAlign.Center, font, paint);
+        canvas.DrawText(text, size / 2f, size * 0.66f, SKTextAlign.Center, font, paint);
         using var data = bitmap.Encode(SKEncodedImageFormat.Png, 100);
         return data.ToArray();
     }
