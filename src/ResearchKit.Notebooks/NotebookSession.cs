@@ -268,23 +268,10 @@ public sealed class NotebookSession : ICellSession
     {
         var code = Restore(part.Code);
         var kernel = FSharp;
-        if (!running.IsRunning)
-        {
-            Output?.Invoke(new CellStarted());
-            running.Start();
-        }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        globals.Cancel = linked.Token;
-        Interrupts.Current = linked.Token;
-        var task = Task.Run(() => kernel.Run(code, cell.File, linked.Token));
-        if (!task.Wait(timeout is { } limit ? TimeSpan.FromTicks(Math.Max(0, (limit - running.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan))
-        {
-            linked.Cancel();
-            // F# Interactive stops only where the code checks the token; otherwise the worker's supervisor ends it.
-            bool stopped = task.Wait(TimeSpan.FromSeconds(5));
-            return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
-        }
-        var (value, hasValue, errorName, error) = task.Result;
+        // F# Interactive stops only where the code checks the token (Cancel); otherwise the worker's supervisor ends it.
+        var (stoppedRun, outcome) = Limited(token => kernel.Run(code, cell.File, token), timeout, cancel, clock);
+        if (stoppedRun is not null) return TimedOut(clock, timeout, stoppedRun.Value);
+        var (value, hasValue, errorName, error) = outcome!;
         if (error is not null)
         {
             if (cancel.IsCancellationRequested && errorName is nameof(OperationCanceledException) or nameof(TaskCanceledException)) return Cancelled(clock);
@@ -341,6 +328,31 @@ public sealed class NotebookSession : ICellSession
         }
     }
 
+    /// <summary>
+    /// Runs a part's code on a task under the cell's timeout (counted from its first code: compiling that is free) and
+    /// its cancel token, which Cancel and the interrupt checks see. Stopped: null when the code finished (its result
+    /// returned), else whether it stopped within 5 s of being cancelled at the timeout.
+    /// </summary>
+    (bool? Stopped, T? Result) Limited<T>(Func<CancellationToken, T> work, TimeSpan? timeout, CancellationToken cancel, System.Diagnostics.Stopwatch clock)
+    {
+        if (!running.IsRunning)
+        {
+            Output?.Invoke(new CellStarted());
+            running.Start();
+        }
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        globals.Cancel = linked.Token;
+        Interrupts.Current = linked.Token;
+        var task = Task.Run(() => work(linked.Token));
+        if (task.Wait(timeout is { } limit ? TimeSpan.FromTicks(Math.Max(0, (limit - running.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan))
+            return (null, task.Result);
+        linked.Cancel();
+        return (task.Wait(TimeSpan.FromSeconds(5)), default);
+    }
+
+    CellResult TimedOut(System.Diagnostics.Stopwatch clock, TimeSpan? timeout, bool stopped) =>
+        Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
+
     static CellResult? Done(Action action)
     {
         action();
@@ -361,24 +373,11 @@ public sealed class NotebookSession : ICellSession
             var lines = errors.Select(Diagnostic).ToArray();
             return Fail(clock, "CompilationError", string.Join("\n", lines), lines);
         }
-        if (!running.IsRunning)
-        {
-            Output?.Invoke(new CellStarted());   // the timeout counts from here: compiling the first code is free
-            running.Start();
-        }
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        globals.Cancel = linked.Token;
-        Interrupts.Current = linked.Token;
-        var task = Task.Run(() => script.RunFromAsync(state, _ => true, linked.Token));
-        if (!task.Wait(timeout is { } limit ? TimeSpan.FromTicks(Math.Max(0, (limit - running.Elapsed).Ticks)) : Timeout.InfiniteTimeSpan))
-        {
-            linked.Cancel();
-            // Loops and methods check the token (Interrupts), so the cell normally stops within the grace period;
-            // one blocked in a call that checks nothing runs on in the background (the worker's supervisor ends it).
-            bool stopped = task.Wait(TimeSpan.FromSeconds(5));
-            return Fail(clock, "TimeoutError", $"the cell ran longer than {timeout!.Value.TotalSeconds:0.#} s (--timeout){(stopped ? "" : " and did not stop when cancelled")}", []);
-        }
-        var next = task.Result;
+        // Loops and methods check the token (Interrupts), so the cell normally stops within the grace period;
+        // one blocked in a call that checks nothing runs on in the background (the worker's supervisor ends it).
+        var (stopped, ran) = Limited(token => script.RunFromAsync(state, _ => true, token).GetAwaiter().GetResult(), timeout, cancel, clock);
+        if (stopped is not null) return TimedOut(clock, timeout, stopped.Value);
+        var next = ran!;
         state = next;   // after an exception too: earlier variables stay for --continue-on-error
         if (next.Exception is { } error)
         {
