@@ -96,8 +96,9 @@ public static class MimeFormatter
         var names = scalar || members.Count == 0 ? ["value"] : members.Select(m => m.Name).ToList();
         object? Get(object? row, int i) => members.Count == 0 ? row
             : members[i] is System.Reflection.PropertyInfo p ? p.GetValue(row) : ((System.Reflection.FieldInfo)members[i]).GetValue(row);
-        var all = rows.ToList();
-        var cells = all.Take(limit).Select(r => names.Select((_, i) => Get(r, i)?.ToDisplayString("text/plain") ?? "").ToList()).ToList();
+        // Every row formatted once: the CSV has them all, the HTML and the text the first `limit`.
+        var all = rows.Select(r => names.Select((_, i) => Get(r, i)?.ToDisplayString("text/plain") ?? "").ToList()).ToList();
+        var cells = all.Take(limit).ToList();
         var html = new StringBuilder("<table><thead><tr>");
         foreach (var name in names) html.Append("<th>").Append(WebUtility.HtmlEncode(name)).Append("</th>");
         html.Append("</tr></thead><tbody>");
@@ -106,8 +107,7 @@ public static class MimeFormatter
         html.Append("</tbody></table>");
         static string Csv(string field) => field.IndexOfAny([',', '"', '\n', '\r']) < 0 ? field : $"\"{field.Replace("\"", "\"\"")}\"";
         var csv = new StringBuilder().AppendJoin(",", names.Select(Csv)).Append('\n');
-        foreach (var row in all.Select(r => names.Select((_, i) => Get(r, i)?.ToDisplayString("text/plain") ?? "")))
-            csv.AppendJoin(",", row.Select(Csv)).Append('\n');
+        foreach (var row in all) csv.AppendJoin(",", row.Select(Csv)).Append('\n');
         var widths = names.Select((n, i) => Math.Max(n.Length, cells.Count == 0 ? 0 : cells.Max(r => r[i].Length))).ToList();
         var text = new StringBuilder().AppendJoin("  ", names.Select((n, i) => n.PadRight(widths[i]))).Append('\n');
         foreach (var row in cells) text.AppendJoin("  ", row.Select((c, i) => c.PadRight(widths[i]))).Append('\n');

@@ -74,9 +74,6 @@ public static class KernelSpecs
         return [worker.FileName, worker.Arguments[0], .. run];
     }
 
-    public static string Install(KernelLocation location, string name = DefaultName, string displayName = "C# (ResearchKit)") =>
-        Install(location, new Spec(name, displayName, "csharp"));
-
     public static string Install(KernelLocation location, Spec kernel)
     {
         var folder = KernelFolder(location, kernel.Name);
