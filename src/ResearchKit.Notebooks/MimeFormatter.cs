@@ -12,9 +12,6 @@ namespace ResearchKit.Notebooks;
 /// <summary>Raw HTML to display as text/html.</summary>
 public sealed record Html(string Content, string? Text = null);
 
-/// <summary>Markdown to display as text/markdown (rendered by front ends and by the HTML report).</summary>
-public sealed record Markdown(string Content);
-
 /// <summary>JavaScript for the front end to run: text/html holding a script element, as .NET Interactive's Javascript() displays.</summary>
 public sealed record ScriptContent(string Code);
 
@@ -44,18 +41,18 @@ public static class MimeFormatter
 
     static MimeFormatter()
     {
-        Register<GenericChart>(ChartBundle);
-        Register<ImageGrid>(g => new() { ["image/png"] = Convert.ToBase64String(g.Png), ["text/plain"] = g.ToString() });
+        Register<GenericChart>(MimeBundles.Chart);
+        Register<ImageGrid>(MimeBundles.Image);
         Register<Html>(h => new() { ["text/html"] = h.Content, ["text/plain"] = h.Text ?? "HTML" });
         Register<Markdown>(m => new() { ["text/markdown"] = m.Content, ["text/plain"] = m.Content });
         Register<ScriptContent>(j => new() { ["text/html"] = $"<script type=\"text/javascript\">{j.Code}</script>", ["text/plain"] = j.Code });
         Register<LaTeXString>(l => new() { ["text/latex"] = l.ToString(), ["text/plain"] = l.ToString() });
         Register<MathString>(m => new() { ["text/latex"] = m.ToString(), ["text/plain"] = m.ToString() });
         Register<TableContent>(t => new() { ["text/html"] = t.Html, ["text/csv"] = t.Csv, ["text/plain"] = t.Text });
-        Register<Tensor>(t => new() { ["text/html"] = TensorHtml(t), ["text/plain"] = TensorText(t) });
+        Register<Tensor>(MimeBundles.Tensor);
         // Any other Deedle series or frame: its own compact text (head and tail), not Formatting's walk of its object graph.
         Register<Deedle.Internal.IFsiFormattable>(d => new() { ["text/html"] = $"<pre>{WebUtility.HtmlEncode(d.Format())}</pre>", ["text/plain"] = d.Format() });
-        Register<Frame<int, string>>(f => new() { ["text/html"] = FrameHtml(f), ["text/plain"] = FrameText(f) });
+        Register<Frame<int, string>>(MimeBundles.Frame);
     }
 
     /// <summary>Past this many characters a default display is replaced by a summary: an output must stay readable and loadable.</summary>
@@ -137,73 +134,6 @@ public static class MimeFormatter
         ? $"{type.Name[..type.Name.IndexOf('`')]}<{string.Join(", ", type.GetGenericArguments().Select(TypeName))}>"
         : type.Name;
 
-    /// <summary>
-    /// A chart for every viewer: the plotly figure (JupyterLab, VS Code), HTML that draws it (Jupyter Notebook, nbconvert,
-    /// our report) and a PNG for viewers that run no script (GitHub). See <see cref="PlotlyHtml"/>.
-    /// </summary>
-    static Dictionary<string, string> ChartBundle(GenericChart chart)
-    {
-        var figure = GenericChart.toFigureJson(chart);   // serialised once for the three forms
-        var png = StaticChart.Render(figure).Png;
-        return new()
-        {
-            [PlotlyMime] = PlotlyHtml.FigureJson(figure),
-            ["text/html"] = PlotlyHtml.Chart(figure, staticPng: png),
-            ["image/png"] = Convert.ToBase64String(png),
-            ["text/plain"] = "Plotly chart",
-        };
-    }
-
-    public const string PlotlyMime = "application/vnd.plotly.v1+json";
-
-    static string TensorText(Tensor t) => $"tensor [{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
-
-    static string TensorHtml(Tensor t)
-    {
-        var text = new StringBuilder($"<div><code>{WebUtility.HtmlEncode(TensorText(t))}</code>");
-        if (t.numel() > 0 && t.is_floating_point())
-        {
-            using var scope = NewDisposeScope();
-            var f = t.detach().to_type(ScalarType.Float64);
-            text.Append(CultureInfo.InvariantCulture, $"<br/>min {f.min().item<double>():G4} · max {f.max().item<double>():G4} · mean {f.mean().item<double>():G4} · std {(f.numel() > 1 ? f.std().item<double>() : 0):G4}");
-        }
-        if (t.numel() <= 64) text.Append("<pre>").Append(WebUtility.HtmlEncode(t.cpu().ToString(TorchSharp.TensorStringStyle.Numpy))).Append("</pre>");
-        return text.Append("</div>").ToString();
-    }
-
-    static string Cell(object? value) => value switch
-    {
-        double d when double.IsNaN(d) => "",
-        double d => d.ToString(Math.Abs(d) >= 1000 || d == Math.Floor(d) ? "G6" : "0.####", CultureInfo.InvariantCulture),
-        null => "",
-        _ => value.ToString() ?? "",
-    };
-
-    /// <summary>A frame as an HTML table (first 100 rows): Formatting would print Deedle's internals instead.</summary>
-    static string FrameHtml(Frame<int, string> frame)
-    {
-        var html = new StringBuilder("<table class=\"researchkit-table\"><thead><tr><th></th>");
-        foreach (var column in frame.ColumnKeys) html.Append("<th>").Append(WebUtility.HtmlEncode(column)).Append("</th>");
-        html.Append("</tr></thead><tbody>");
-        foreach (var key in frame.RowKeys.Take(100))
-        {
-            html.Append("<tr><th>").Append(key).Append("</th>");
-            var row = frame.Rows[key];
-            foreach (var column in frame.ColumnKeys)
-                html.Append("<td>").Append(WebUtility.HtmlEncode(Cell(row.TryGet(column).HasValue ? row.TryGet(column).Value : null))).Append("</td>");
-            html.Append("</tr>");
-        }
-        if (frame.RowCount > 100) html.Append($"<tr><td colspan=\"{frame.ColumnCount + 1}\">… {frame.RowCount - 100} more rows</td></tr>");
-        return html.Append("</tbody></table>").ToString();
-    }
-
-    static string FrameText(Frame<int, string> frame)
-    {
-        var columns = frame.ColumnKeys.ToList();
-        var rows = frame.RowKeys.Take(100).Select(k => columns.Select(c => { var v = frame.Rows[k].TryGet(c); return Cell(v.HasValue ? v.Value : null); }).ToList()).ToList();
-        var widths = columns.Select((c, i) => Math.Max(c.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToList();
-        var text = new StringBuilder(string.Join("  ", columns.Select((c, i) => c.PadLeft(widths[i])))).AppendLine();
-        foreach (var row in rows) text.AppendLine(string.Join("  ", row.Select((v, i) => v.PadLeft(widths[i]))));
-        return text.ToString();
-    }
+    /// <summary>The mime type of a plotly figure (<see cref="MimeBundles.PlotlyMime"/>).</summary>
+    public const string PlotlyMime = MimeBundles.PlotlyMime;
 }

@@ -4,8 +4,8 @@ using ResearchKit.Training;
 namespace ResearchKit.Notebooks;
 
 /// <summary>
-/// What a notebook cell can call without a prefix: display(x), Progress(title) for a live status line,
-/// and Cancel, the token that --timeout or an interrupt signals (pass it to long loops).
+/// What a notebook cell can call without a prefix: display(x), and Cancel, the token that --timeout or an interrupt
+/// signals (pass it to long loops; <see cref="Notebook.Cancel"/> is the same token under a name every host has).
 /// </summary>
 public sealed class NotebookGlobals
 {
@@ -34,44 +34,31 @@ public sealed class NotebookGlobals
     /// <summary>Runs JavaScript in the front end (.NET Interactive's Javascript helper): displayed at once, as there.</summary>
     public DisplayHandle Javascript(string code) => session.Display(new ScriptContent(code));
 
-    /// <summary>A live one-line status for training and sweeps, updated in place (at most every half second).</summary>
-    public NotebookProgress Progress(string title) =>
-        new(display(new Html($"<code>{System.Net.WebUtility.HtmlEncode(title)}: starting…</code>", $"{title}: starting…")), title, session.ReportProgress);
+    /// <summary>The engine's older spelling of <see cref="Notebook.Progress"/>, which notebooks use to run in any host.</summary>
+    public NotebookProgress Progress(string title) => Notebook.Progress(title);
 }
 
-/// <summary>One display updated in place with training and sweep progress; the same text goes to the runner's terminal line.</summary>
-public sealed class NotebookProgress(DisplayHandle handle, string title, Action<string> report) : IProgress<TrainProgress>, IProgress<SweepProgress>, IProgress<string>
+/// <summary>
+/// A session's <see cref="INotebookHost"/>: the running cell's cancel token, and status lines shown as HTML displays
+/// updated in place, whose text also goes to the runner's terminal line.
+/// </summary>
+sealed class SessionNotebookHost(NotebookSession session, NotebookGlobals globals) : INotebookHost
 {
-    string sweep = "", status = "";
-    DateTime last = DateTime.MinValue;
+    public CancellationToken Cancel => globals.Cancel;
 
-    public void Report(SweepProgress p)
+    public TimeSpan UpdateInterval => TimeSpan.FromSeconds(0.5);
+
+    public Action<string> ShowStatus(string text)
     {
-        sweep = $"run {p.Index + 1}/{p.Count}: {p.Description}{(p.Cached ? " (cached)" : "")}";
-        status = "";
-        Show(force: true);
+        var handle = session.Display(Shown(text));
+        return line =>
+        {
+            handle.Update(Shown(line));
+            session.ReportProgress(line);
+        };
     }
 
-    public void Report(TrainProgress p)
-    {
-        status = $"epoch {p.Epoch + 1}/{p.Epochs} · step {p.Step}/{p.TotalSteps} · loss {p.Loss:F4} · {p.ImagesPerSecond:F0} img/s · eta {p.Remaining:hh\\:mm\\:ss}";
-        Show(force: p.Step == p.TotalSteps);
-    }
-
-    public void Report(string message)
-    {
-        status = message;
-        Show(force: true);
-    }
-
-    void Show(bool force)
-    {
-        if (!force && (DateTime.UtcNow - last).TotalSeconds < 0.5) return;
-        last = DateTime.UtcNow;
-        var text = string.Join(" · ", new[] { title, sweep, status }.Where(s => s.Length > 0));
-        handle.Update(new Html($"<code>{System.Net.WebUtility.HtmlEncode(text)}</code>", text));
-        report(text);
-    }
+    static Html Shown(string text) => new($"<code>{System.Net.WebUtility.HtmlEncode(text)}</code>", text);
 }
 
 /// <summary>.NET Interactive's display extensions that notebooks written for it call on values.</summary>

@@ -93,6 +93,7 @@ public sealed class NotebookSession : ICellSession
 
     ScriptOptions options;   // grows as `#r "nuget: …"` adds packages
     readonly NotebookGlobals globals;
+    readonly SessionNotebookHost host;
     readonly TextWriter originalOut = Console.Out, originalError = Console.Error;
     ScriptState<object>? state;
     readonly System.Diagnostics.Stopwatch running = new();   // since the cell's first code started
@@ -111,6 +112,7 @@ public sealed class NotebookSession : ICellSession
     {
         WorkingDirectory = Path.GetFullPath(workingDirectory);
         globals = new NotebookGlobals(this);
+        host = new SessionNotebookHost(this, globals);
         var assemblies = new[]
         {
             typeof(NotebookSession), typeof(Compute), typeof(TorchSharp.torch), typeof(Deedle.Frame), typeof(Plotly.NET.GenericChart),
@@ -186,6 +188,7 @@ public sealed class NotebookSession : ICellSession
         Console.SetError(new CellWriter(this, "stderr"));
         Directory.SetCurrentDirectory(WorkingDirectory);
         current.Value = this;
+        Notebook.SetCellHost(host);
         try
         {
             running.Reset();
@@ -225,6 +228,7 @@ public sealed class NotebookSession : ICellSession
             CancelReason = null;
             Interrupts.Current = CancellationToken.None;
             current.Value = null;
+            Notebook.SetCellHost(null);
             Console.Out.Flush();
             Console.SetOut(originalOut);
             Console.SetError(originalError);

@@ -317,7 +317,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
                 var targets = deps["targets"]?.AsObject().FirstOrDefault().Value?.AsObject();
                 foreach (var (id, library) in deps["libraries"]?.AsObject() ?? [])
                 {
-                    if (library?["type"]?.GetValue<string>() != "package") continue;
+                    if (library?["type"]?.GetValue<string>() is not ("package" or "project")) continue;   // the kit itself is a project here
                     var (name, version) = (id[..id.IndexOf('/')], id[(id.IndexOf('/') + 1)..]);
                     var runtime = targets?[id]?["runtime"]?.AsObject().Select(p => Path.Combine(AppContext.BaseDirectory, Path.GetFileName(p.Key)))
                         .Where(File.Exists).ToList() ?? [];

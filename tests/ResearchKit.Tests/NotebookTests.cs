@@ -41,6 +41,11 @@ public class NotebookTests
             var parameters = code.Where(c => c["metadata"]?["tags"]?.AsArray().Any(t => (string?)t == "parameters") == true).ToArray();
             Assert.True(parameters.Length == 1, $"{name}: {parameters.Length} cells tagged parameters");
             Assert.Contains("Smoke", string.Concat(parameters[0]["source"]!.AsArray().Select(l => (string?)l)));
+            // Issue 23: they run in .NET Interactive too, so the kit is referenced first and no cell uses the engine-only
+            // Progress(…) and Cancel globals (Notebook.Progress and Notebook.Cancel work in every host).
+            var sources = code.Select(c => string.Concat(c["source"]!.AsArray().Select(l => (string?)l))).ToArray();
+            Assert.Matches("(?m)^#r \"nuget: ResearchKit, [0-9.]+\"$", sources[0]);
+            Assert.All(sources, c => Assert.DoesNotMatch(@"(?<![\w.])(Progress\(|Cancel\b)", c));
         }
     }
 
