@@ -50,7 +50,24 @@ static class NotebookCommand
         var status = new Command("status", "Whether a run's output notebook is completed, failed, interrupted, running or dead (its runner was killed)")
             { executed };
         status.SetAction(r => Console.WriteLine(RunnerRecord.StatusOf(r.GetValue(executed)!)));
-        return new Command("notebook", "Run notebooks headless") { run, status, worker };
+        var notebook = new Argument<string>("notebook") { Description = ".ipynb to export" };
+        var to = new Option<string>("--to") { Description = "what to write: cs, a .NET 10 file-based app (`dotnet run NB.cs`)", Required = true };
+        var app = new Option<string?>("--output", "-o") { Description = "the file to write (default: the notebook's path with .cs)" };
+        var exportParameters = new Option<string[]>("--parameter", "-p")
+            { Description = "Name=Value, injected after the parameters cell as `notebook run -p` does", AllowMultipleArgumentsPerToken = false };
+        var export = new Command("export", "Write a notebook as a file-based app: #:package ResearchKit, the C# cells in order, markdown as comments")
+            { notebook, to, app, exportParameters };
+        export.SetAction(r =>
+        {
+            if (r.GetValue(to) is not "cs")
+                throw new ResearchKitException($"--to {r.GetValue(to)}: expected cs (a file-based app); it is the only form there is");
+            var path = r.GetValue(notebook)!;
+            if (!File.Exists(path)) throw new ResearchKitException($"{path}: no such notebook");
+            var written = NotebookExport.Export(path, r.GetValue(app), Parameters.ParseAssignments(r.GetValue(exportParameters) ?? []));
+            Console.Error.WriteLine($"wrote {written}: run it with `dotnet run {written}`");
+            return 0;
+        });
+        return new Command("notebook", "Run notebooks headless, or export them as programs") { run, status, export, worker };
     }
 
     /// <summary>

@@ -239,7 +239,7 @@ public static class NotebookRunner
     static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-ddTHH:mm:ss.ffffffZ");
 
     /// <summary>The cell's language as Polyglot Notebooks records it (kernelName), or as older .NET Interactive did; C# if neither.</summary>
-    static string Language(JsonObject cell) =>
+    internal static string Language(JsonObject cell) =>
         cell["metadata"]?["polyglot_notebook"]?["kernelName"]?.GetValue<string>()
             ?? cell["metadata"]?["dotnet_interactive"]?["language"]?.GetValue<string>() ?? "csharp";
 
