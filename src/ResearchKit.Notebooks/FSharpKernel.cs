@@ -57,7 +57,27 @@ sealed class FSharpKernel : IVariableKernel, IDisposable
     public string Name => "fsharp";
 
     /// <summary>Runs F# code; the value of a last expression (null if none) or the cell's error.</summary>
+    /// <remarks>
+    /// F# code is not instrumented with interrupt checks as C# is, so a cancelled evaluation is aborted where it runs, as
+    /// F# Interactive itself does on Ctrl+C under .NET (ControlledExecution): the session and its earlier values survive.
+    /// </remarks>
     public (object? Value, bool HasValue, string? ErrorName, string? Error) Run(string code, string file, CancellationToken cancel)
+    {
+        (object? Value, bool HasValue, string? ErrorName, string? Error) result = default;
+        try
+        {
+#pragma warning disable SYSLIB0046   // the abort F# Interactive uses for its own interrupts
+            System.Runtime.ControlledExecution.Run(() => result = Evaluate(code, file, cancel), cancel);
+#pragma warning restore SYSLIB0046
+        }
+        catch (OperationCanceledException)
+        {
+            return (null, false, nameof(OperationCanceledException), "the cell was interrupted");
+        }
+        return result;
+    }
+
+    (object? Value, bool HasValue, string? ErrorName, string? Error) Evaluate(string code, string file, CancellationToken cancel)
     {
         var (choice, diagnostics) = fsi.EvalInteractionNonThrowing(code, file, FSharpOption<CancellationToken>.Some(cancel));
         echo.GetStringBuilder().Clear();
@@ -100,7 +120,7 @@ sealed class FSharpKernel : IVariableKernel, IDisposable
         foreach (var type in SharedValues.TypesToTry(value))
         {
             var key = SharedValues.Put(value);
-            (_, _, _, error) = Run($"let {name} = (ResearchKit.Notebooks.SharedValues.Take \"{key}\" :?> {SharedValues.TypeName(type, "global.")})",
+            (_, _, _, error) = Evaluate($"let {name} = (ResearchKit.Notebooks.SharedValues.Take \"{key}\" :?> {SharedValues.TypeName(type, "global.")})",
                 "share", CancellationToken.None);
             if (error is null) return;
             SharedValues.Discard(key);

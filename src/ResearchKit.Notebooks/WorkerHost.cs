@@ -40,7 +40,7 @@ public static class WorkerHost
         // Environment.Exit in a cell: tell the supervisor it was asked for, not a crash.
         AppDomain.CurrentDomain.ProcessExit += (_, _) => outbox.Send(new JsonObject { ["ev"] = "exit", ["code"] = Environment.ExitCode });
 
-        using var session = new NotebookSession(workingDirectory);
+        using var session = new NotebookSession(workingDirectory) { ReleaseAfterEachCell = false };   // after `done`, below
         session.Output += e => outbox.Send(e switch
         {
             OutputAdded a => new JsonObject { ["ev"] = "output", ["output"] = a.Output.DeepClone(), ["display_id"] = a.DisplayId },
@@ -86,6 +86,7 @@ public static class WorkerHost
                         }
                         done["ev"] = "done";
                         outbox.Send(done);
+                        NotebookSession.ReleaseUnreachable();   // the next cell joins this thread, so it starts after this
                     }, 8 << 20) { IsBackground = true, Name = "cell" };
                     cellThread.Start();
                     break;

@@ -148,6 +148,25 @@ public class NotebookWorkerTests
     }
 
     [Fact]
+    public void A_timed_out_fsharp_loop_is_stopped_and_the_fsharp_session_keeps_its_values()
+    {
+        // Issue 23: F# has no interrupt checks; the evaluation is aborted where it runs, as F# Interactive does on Ctrl+C.
+        static System.Text.Json.Nodes.JsonObject FSharp(string source)
+        {
+            var cell = Code(source);
+            cell["metadata"]!["polyglot_notebook"]!["kernelName"] = "fsharp";
+            return cell;
+        }
+        var path = Write(FSharp("let kept = 5"), FSharp("let mutable spins = 0L\nwhile true do spins <- spins + 1L"), FSharp("kept + 1"),
+            Code("var alive = 2;"), Code("#!fsharp\n#!share --from csharp alive\nalive * kept"));
+        var result = NotebookRunner.Run(path, new RunOptions(CellTimeout: TimeSpan.FromSeconds(2), ContinueOnError: true));
+        var error = Outputs(result, 1).Single();
+        Assert.Equal(("TimeoutError", "the cell ran longer than 2 s (--timeout)"), (error["ename"]!.GetValue<string>(), error["evalue"]!.GetValue<string>()));
+        Assert.Equal("6", Text(Outputs(result, 2).Single()["data"]!["text/plain"]));   // same worker: no restart
+        Assert.Equal("10", Text(Outputs(result, 4).Single()["data"]!["text/plain"]));
+    }
+
+    [Fact]
     public void A_value_that_throws_while_displayed_fails_its_cell_and_the_session_lives_on()
     {
         // The last expression is a lazy query: formatting enumerates it, and 10 / 0 throws there, after the cell's code ran.
