@@ -137,7 +137,9 @@ public class NotebookExportTests
             var progress = Notebook.Progress("sweep");
             Assert.Equal(cell.Cancel, Notebook.Cancel);
             // Another thread started by the cell reports to the same cell (an AsyncLocal flows into it).
-            Task.Run(() => Notebook.Progress("inner").Report("x")).Wait();
+            var inner = new Thread(() => Notebook.Progress("inner").Report("x"));
+            inner.Start();
+            inner.Join();
             progress.Report(new SweepProgress(0, 2, "k", false, "seed 0"));
             var step = (int s) => new Training.TrainProgress(s, 3, 0, 1, 0.5, 1e-3, 100, TimeSpan.FromSeconds(s));
             progress.Report(step(1));

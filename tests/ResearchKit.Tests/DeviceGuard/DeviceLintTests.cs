@@ -68,6 +68,8 @@ public class DeviceLintTests
         ["VqTokenizer.UpdateCodebook"] = "once after building or loading: the step count, then mirrored on the host",
         ["ImageGpt.ToPixels"] = "figures",
         ["ImageGrid.FromRows"] = "figures",
+        ["MimeBundles.TensorHtml"] = "displays: a tensor a notebook shows (summary statistics, small ones' values)",
+        ["ConsoleNotebook.Show"] = "displays: a small tensor's values, printed by an exported program",
         ["ColorBins.RebalancingWeights"] = "once before training: the colour prior of the training images",
         ["ColorPalette..ctor"] = "palettes live on the host (fitted once, before training)",
         ["ColorPalette.Decode"] = "figures: checks the token range",
