@@ -49,7 +49,7 @@ public static class Parameters
     /// <summary>C# assignments setting the given values (name → text), checked against the declarations.</summary>
     public static string Injection(IReadOnlyList<NotebookParameter> declared, IReadOnlyDictionary<string, string> values)
     {
-        var lines = new List<string> { "// Parameters injected by `researchkit notebook run -p`" };
+        var lines = new List<string> { "// Parameters injected with -p (`researchkit notebook run` or `notebook export`), as papermill does" };
         foreach (var (name, text) in values)
         {
             var parameter = declared.FirstOrDefault(p => p.Name == name)
