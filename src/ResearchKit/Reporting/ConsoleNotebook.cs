@@ -56,13 +56,12 @@ public static class ConsoleNotebook
                 output.WriteLine($"{grid}: {SavePicture(grid.Png, "images")}");
                 return;
             case torch.Tensor tensor:
-                output.WriteLine(MimeBundles.Tensor(tensor)["text/plain"]);
-                if (tensor.numel() <= 64)   // small ones with their values, as the notebook's HTML shows them
-                    using (torch.NewDisposeScope())
-                        output.WriteLine(tensor.cpu().ToString(TensorStringStyle.Numpy));
+                // The notebook's text form, and a small tensor's values as its HTML shows them (not the HTML's statistics).
+                output.WriteLine(MimeBundles.TensorText(tensor));
+                if (MimeBundles.TensorValues(tensor) is { } values) output.WriteLine(values);
                 return;
             case Frame<int, string> frame:
-                output.Write(MimeBundles.Frame(frame)["text/plain"]);
+                output.Write(MimeBundles.FrameText(frame));
                 return;
             default:
                 output.WriteLine(value);

@@ -47,7 +47,16 @@ public static class MimeBundles
     /// <summary>A frame as a table (first 100 rows): generic formatters would print Deedle's internals instead.</summary>
     public static Dictionary<string, string> Frame(Frame<int, string> frame) => new() { ["text/html"] = FrameHtml(frame), ["text/plain"] = FrameText(frame) };
 
-    static string TensorText(torch.Tensor t) => $"tensor [{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
+    /// <summary>A tensor's text form: shape, dtype and device.</summary>
+    internal static string TensorText(torch.Tensor t) => $"tensor [{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
+
+    /// <summary>A small tensor's values (numpy style), shown beside its summary; null past 64 elements.</summary>
+    internal static string? TensorValues(torch.Tensor t)
+    {
+        if (t.numel() > 64) return null;
+        using var scope = NewDisposeScope();   // the host copy of a device tensor
+        return t.cpu().ToString(TorchSharp.TensorStringStyle.Numpy);
+    }
 
     static string TensorHtml(torch.Tensor t)
     {
@@ -58,7 +67,7 @@ public static class MimeBundles
             var f = t.detach().to_type(ScalarType.Float64);
             text.Append(CultureInfo.InvariantCulture, $"<br/>min {f.min().item<double>():G4} · max {f.max().item<double>():G4} · mean {f.mean().item<double>():G4} · std {(f.numel() > 1 ? f.std().item<double>() : 0):G4}");
         }
-        if (t.numel() <= 64) text.Append("<pre>").Append(WebUtility.HtmlEncode(t.cpu().ToString(TorchSharp.TensorStringStyle.Numpy))).Append("</pre>");
+        if (TensorValues(t) is { } values) text.Append("<pre>").Append(WebUtility.HtmlEncode(values)).Append("</pre>");
         return text.Append("</div>").ToString();
     }
 
@@ -87,7 +96,7 @@ public static class MimeBundles
         return html.Append("</tbody></table>").ToString();
     }
 
-    static string FrameText(Frame<int, string> frame)
+    internal static string FrameText(Frame<int, string> frame)
     {
         var columns = frame.ColumnKeys.ToList();
         var rows = frame.RowKeys.Take(100).Select(k => columns.Select(c => { var v = frame.Rows[k].TryGet(c); return Cell(v.HasValue ? v.Value : null); }).ToList()).ToList();
