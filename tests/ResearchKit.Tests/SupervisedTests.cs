@@ -44,10 +44,14 @@ public class SupervisedTests
         var outcomes = MethodEvaluations.Run(Supervised.Method, new EvaluationRequest(run.Model, run.Config.Normalization, images, data.Test.Labels,
             shapes.Sets, new Generator(0)));
         var other = MethodEvaluations.Scalars(outcomes);
-        // Above chance beyond sampling noise: three standard errors of an AUROC of ½ on 1024 + 1024 scores (Hanley &
-        // McNeil, 1982: √((n + m + 1) / 12nm) ≈ 0.013). A network this small and briefly trained is far from a good detector.
-        double chanceError = Math.Sqrt((1024 + 1024 + 1) / (12.0 * 1024 * 1024));
-        Assert.True(other["ood_auroc"] > 0.5 + 3 * chanceError, $"AUROC against shapes {other["ood_auroc"]}");
+        // The AUROC worked independently: the maximum softmax probability of each test and each shape image from the logits,
+        // then the share of (in, out) pairs the in-distribution image wins, ties counting ½. Whether this tiny network is a
+        // better-than-chance detector of shapes depends on its seed: 0.48, 0.69 and 0.66 for seeds 0, 1 and 2 (AMD EPYC,
+        // 2 and 4 epochs alike for seed 0), so the test checks the measurement, not the detector.
+        var outConfidence = ((Supervised)run.Model).call(run.Config.Normalization.Apply(shapes.Sets["ood"].Images, CPU))
+            .softmax(1).amax(1).to_type(ScalarType.Float64).data<double>().ToArray();
+        double wins = confidence.Sum(i => outConfidence.Sum(o => i > o ? 1.0 : i == o ? 0.5 : 0.0));
+        Assert.Equal(wins / (confidence.Length * (double)outConfidence.Length), other["ood_auroc"], 2e-4);   // reported to 4 places
         Assert.True(other["ood_fpr_at_95_tpr"] < 1, $"FPR at 95% TPR against shapes {other["ood_fpr_at_95_tpr"]}");
         // The reliability curve is the filled bins' (confidence, accuracy); their count-weighted gaps are the ECE.
         var reliability = outcomes.Single(o => o.Name == "classifier").Curves["reliability"];
