@@ -8,7 +8,7 @@ namespace ResearchKit.Notebooks;
 
 /// <summary>
 /// A standalone HTML page of an executed notebook: markdown rendered, code, outputs, interactive charts.
-/// plotly.js is inlined once in the head (per-output copies are removed), so the page works offline.
+/// plotly.js and mermaid.js are inlined once in the head (per-output copies are removed), so the page works offline.
 /// </summary>
 public static class HtmlReport
 {
@@ -19,7 +19,7 @@ public static class HtmlReport
     public static string Render(NotebookDocument notebook)
     {
         var body = new StringBuilder();
-        bool charts = false;
+        var libraries = new HashSet<InlinedLibraries.Library>();
         foreach (var cell in notebook.CellObjects)
         {
             var source = NotebookDocument.Source(cell);
@@ -34,7 +34,7 @@ public static class HtmlReport
                     body.Append($"<section class=\"code{(tags.Contains("injected-parameters") ? " injected" : "")}\"><div class=\"prompt\">In [{count}]</div>");
                     body.Append("<pre class=\"source\"><code>").Append(WebUtility.HtmlEncode(source)).Append("</code></pre>");
                     foreach (var output in (cell["outputs"] as JsonArray ?? []).OfType<JsonObject>())
-                        body.Append(RenderOutput(output, ref charts));
+                        body.Append(RenderOutput(output, libraries));
                     body.Append("</section>\n");
                     break;
             }
@@ -45,12 +45,12 @@ public static class HtmlReport
         var page = new StringBuilder();
         page.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>");
         page.Append($"<title>{WebUtility.HtmlEncode(title)}</title><style>{Style}</style>");
-        if (charts) page.Append(PlotlyHtml.PlotlyScript());
+        foreach (var library in InlinedLibraries.All.Where(libraries.Contains)) page.Append(library.Script());
         page.Append("</head><body><main>\n").Append(body).Append("</main></body></html>\n");
         return page.ToString();
     }
 
-    static string RenderOutput(JsonObject output, ref bool charts)
+    static string RenderOutput(JsonObject output, HashSet<InlinedLibraries.Library> libraries)
     {
         switch (output["output_type"]?.GetValue<string>())
         {
@@ -66,8 +66,8 @@ public static class HtmlReport
                 var data = output["data"] as JsonObject ?? [];
                 if (data["text/html"] is { } html)
                 {
-                    var content = StripPlotly(NotebookDocument.Text(html));
-                    charts |= content.Contains("researchkit-chart", StringComparison.Ordinal);
+                    var content = InlinedLibraries.Strip(NotebookDocument.Text(html));
+                    libraries.UnionWith(InlinedLibraries.NeededBy(content));
                     return $"<div class=\"output html\">{content}</div>";
                 }
                 if (data["image/png"] is { } png) return $"<div class=\"output\"><img alt=\"output\" src=\"data:image/png;base64,{NotebookDocument.Text(png).Trim()}\"/></div>";
@@ -77,19 +77,6 @@ public static class HtmlReport
             default:
                 return "";
         }
-    }
-
-    /// <summary>Removes plotly.js copies inlined in notebook outputs; the page's head holds the one copy.</summary>
-    static string StripPlotly(string html)
-    {
-        int begin;
-        while ((begin = html.IndexOf(PlotlyHtml.BeginMarker, StringComparison.Ordinal)) >= 0)
-        {
-            int end = html.IndexOf(PlotlyHtml.EndMarker, begin, StringComparison.Ordinal);
-            if (end < 0) break;
-            html = html[..begin] + html[(end + PlotlyHtml.EndMarker.Length)..];
-        }
-        return html;
     }
 
     const string Style = """

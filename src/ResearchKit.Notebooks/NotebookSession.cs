@@ -99,7 +99,7 @@ public sealed class NotebookSession : ICellSession
     readonly System.Diagnostics.Stopwatch running = new();   // since the cell's first code started
     OutputList outputs = new();
     readonly HashSet<string> displayIds = [];
-    bool plotlyIncluded;
+    readonly HashSet<InlinedLibraries.Library> inlined = [];   // each once per session, before its first use
     readonly PolyglotKernels polyglot;
     readonly PackageReferences packages;
     FSharpKernel? fsharp;   // started by the first F# part
@@ -460,11 +460,9 @@ public sealed class NotebookSession : ICellSession
         foreach (var (mime, content) in MimeFormatter.Format(value))
         {
             var text = content;
-            if (mime == "text/html" && !plotlyIncluded && text.Contains("researchkit-chart", StringComparison.Ordinal))
-            {
-                text = PlotlyHtml.PlotlyScript() + text;   // once per session, before the first chart
-                plotlyIncluded = true;
-            }
+            if (mime == "text/html")
+                foreach (var library in InlinedLibraries.NeededBy(text).Where(inlined.Add).ToList())
+                    text = library.Script() + text;
             // nbformat: JSON mime types hold JSON, images one base64 string, text a list of lines.
             data[mime] = mime.EndsWith("json", StringComparison.Ordinal) ? JsonNode.Parse(text)
                 : mime.StartsWith("image/", StringComparison.Ordinal) ? text : NotebookDocument.Lines(text);

@@ -20,9 +20,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
     static readonly Regex Source = new(@"^\s*#i\s+""nuget:\s*([^""]+?)\s*""\s*$", RegexOptions.Compiled);
     static readonly Regex NuGetError = new(@"error (NU\d{4}): (.*?)(?: \[[^\]]*\])?$", RegexOptions.Compiled | RegexOptions.Multiline);
 
-    readonly string cache = cacheRoot ?? Environment.GetEnvironmentVariable("RESEARCHKIT_PACKAGE_CACHE")
-        ?? Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "researchkit", "packages");
+    readonly string cache = cacheRoot ?? Environment.GetEnvironmentVariable("RESEARCHKIT_PACKAGE_CACHE") ?? UserCache.Folder("packages");
     readonly List<string> sources = [];
     readonly SortedDictionary<string, string> requested = new(StringComparer.OrdinalIgnoreCase);   // name → version ("" = newest)
     readonly List<string> assemblies = [];

@@ -15,8 +15,9 @@ public interface IVariableKernel
 
 /// <summary>
 /// What a cell's parts other than C# do, as in .NET Interactive: markdown and HTML are displayed (markdown rendered
-/// to text/html by Markdig, as there), JavaScript is displayed in a script element, `#!value --name x` keeps the
-/// text as a named string, and #!share / #!set copy a value between kernels. #!who and #!whos list variables.
+/// to text/html by Markdig, as there), JavaScript is displayed in a script element, a mermaid diagram is drawn by the
+/// inlined mermaid.js (<see cref="MermaidHtml"/>), `#!value --name x` keeps the text as a named string, and #!share /
+/// #!set copy a value between kernels. #!who and #!whos list variables.
 /// </summary>
 sealed class PolyglotKernels(NotebookSession session, IVariableKernel csharp, Func<IVariableKernel> fsharp)
 {
@@ -46,7 +47,10 @@ sealed class PolyglotKernels(NotebookSession session, IVariableKernel csharp, Fu
                 session.Display(new ScriptContent(text));
                 break;
             case "mermaid":
-                throw new CellSourceException($"line {part.Line}: #!mermaid is not supported yet (it needs mermaid.js, which ResearchKit does not ship)");
+                try { MermaidHtml.Library(); }   // fetched (once) before the display, so a failure is this cell's one-line error
+                catch (ResearchKitException e) { throw new CellSourceException($"line {part.Line}: #!mermaid: {e.Message}"); }
+                session.Display(new Html(MermaidHtml.Diagram(text), text));
+                break;
             case "value":
                 Value(part, text);
                 break;

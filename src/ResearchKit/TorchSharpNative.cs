@@ -38,7 +38,7 @@ public static class TorchSharpNative
             if (patched == null) return null;   // already weak, or the version is not needed
 
             var hash = Convert.ToHexString(SHA256.HashData(patched))[..16].ToLowerInvariant();
-            var copy = Path.Combine(CacheFolder(), hash, Path.GetFileName(original));
+            var copy = Path.Combine(UserCache.Folder("native"), hash, Path.GetFileName(original));
             if (!File.Exists(copy)) AtomicFile.Write(copy, s => s.Write(patched));
             // TorchSharp loads torch_cpu by name before LibTorchSharp. Outside a build output, nothing puts the libtorch
             // package on the search path, so the loader can find another libtorch (Debian's python3-torch installs
@@ -157,12 +157,5 @@ public static class TorchSharpNative
         {
             return null;
         }
-    }
-
-    static string CacheFolder()
-    {
-        var root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg
-            ? xdg : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
-        return Path.Combine(root, "researchkit", "native");
     }
 }

@@ -112,8 +112,7 @@ public class PolyglotTests
             Code("1"),
             FSharpCell("let a = 1\nlet b = a + undefinedName"),
             FSharpCell("let boom () : int = failwith \"boom\"\nboom ()"),
-            Code("#!share --from fsharp nothing\n1"),
-            Code("#!mermaid\ngraph TD; A-->B"));
+            Code("#!share --from fsharp nothing\n1"));
         var result = NotebookRunner.Run(path, new RunOptions(ContinueOnError: true));
         var compile = Outputs(result, 1).Single();
         Assert.Equal("CompilationError", (string)compile["ename"]!);
@@ -121,7 +120,35 @@ public class PolyglotTests
         var thrown = Outputs(result, 2).Single();
         Assert.Equal(("Exception", "boom"), ((string)thrown["ename"]!, (string)thrown["evalue"]!));
         Assert.Equal("line 1: #!share: the fsharp kernel has no variable 'nothing'", (string)Outputs(result, 3).Single()["evalue"]!);
-        Assert.Contains("#!mermaid is not supported", (string)Outputs(result, 4).Single()["evalue"]!);
+    }
+
+    [Fact]
+    public void Mermaid_diagrams_draw_offline_in_the_HTML_report_and_in_nbconvert_HTML_in_headless_chromium()
+    {
+        var byKernelName = Code("graph TD\n  Pretrain-->ProbeB");
+        byKernelName["metadata"]!["polyglot_notebook"]!["kernelName"] = "mermaid";
+        var result = NotebookRunner.Run(Write(Markdown("# Diagrams"), Code("#!mermaid\ngraph LR\n  Pretrain-->ProbeA"), byKernelName), new RunOptions());
+        Assert.True(result.Succeeded, result.Error);
+        var first = Text(Data(Outputs(result, 1).Single(), "text/html"));
+        var second = Text(Data(Outputs(result, 2).Single(), "text/html"));
+        Assert.Contains("Pretrain--&gt;ProbeA</pre>", first);   // the source, shown as text where no script runs
+        Assert.Equal((1, 0), (CountOf(first, MermaidHtml.BeginMarker), CountOf(second, MermaidHtml.BeginMarker)));   // the library once
+
+        var dir = TestData.TempDir();
+        var report = Path.Combine(dir, "report.html");
+        HtmlReport.Write(result.Notebook, report);
+        var notebook = Path.Combine(dir, "diagrams.ipynb");
+        result.Notebook.Save(notebook);
+        Run("/usr/bin/python3", "-m", "nbconvert", "--to", "html", notebook);   // nbconvert's page has require.js
+        foreach (var page in new[] { report, Path.Combine(dir, "diagrams.html") })
+        {
+            var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={TestData.TempDir()}",
+                "--virtual-time-budget=10000", "--dump-dom", new Uri(page).AbsoluteUri);
+            Assert.Equal(2, CountOf(dom, "aria-roledescription=\"flowchart-v2\""));   // mermaid drew both as SVG
+            Assert.Equal(new[] { "Pretrain", "ProbeA", "Pretrain", "ProbeB" },
+                System.Text.RegularExpressions.Regex.Matches(dom, "<span class=\"nodeLabel\"[^>]*><p>([^<]*)</p>").Select(m => m.Groups[1].Value));
+        }
     }
 
     [Theory]
