@@ -110,17 +110,30 @@ public sealed class NotebookSession : ICellSession
 
     /// <summary>
     /// Whether <see cref="Execute"/> ends with <see cref="ReleaseUnreachable"/>. A worker process turns it off and calls it
-    /// once it has sent the cell's result: the full collection (3–8 ms with Roslyn and TorchSharp loaded) then leaves the
-    /// reply's path and still ends before the next cell starts. A background collection instead let the worker grow by
-    /// 1.2 MB a cell (KernelTests' 150 cells of 4 MB tensors).
+    /// once it has sent the cell's result, so the collection leaves the reply's path (it still ends before the next cell
+    /// starts). A background collection instead let the worker grow by 1.2 MB a cell (KernelTests' 150 cells of 4 MB tensors).
     /// </summary>
     public bool ReleaseAfterEachCell { get; set; } = true;
 
-    /// <summary>Tensors that became unreachable in a cell free their native memory now, not at some later GC.</summary>
-    public static void ReleaseUnreachable()
+    /// <summary>How often at most a run of quick cells pays for a full collection (<see cref="ReleaseUnreachable"/>).</summary>
+    public static readonly TimeSpan FullCollectionInterval = TimeSpan.FromSeconds(1);
+
+    readonly System.Diagnostics.Stopwatch sinceFullCollection = System.Diagnostics.Stopwatch.StartNew();
+
+    /// <summary>
+    /// Tensors that became unreachable in a cell free their native memory now, not at some later GC (TorchSharp's
+    /// finalizers free it; the managed heap feels no pressure from it). A full collection costs 3–8 ms with Roslyn and
+    /// TorchSharp loaded, a third of a trivial cell's round trip, so after a quick cell (under
+    /// <see cref="FullCollectionInterval"/>) only the young generations are collected, which hold what that cell made and
+    /// dropped, unless the last full collection is older than the interval. A tensor an earlier cell made, dropped by a
+    /// quick cell, is thus freed within a second of cells, or at the next slow one.
+    /// </summary>
+    public void ReleaseUnreachable(TimeSpan cellTime)
     {
-        GC.Collect();
+        bool full = cellTime >= FullCollectionInterval || sinceFullCollection.Elapsed >= FullCollectionInterval;
+        GC.Collect(full ? GC.MaxGeneration : 1);
         GC.WaitForPendingFinalizers();
+        if (full) sinceFullCollection.Restart();
     }
 
     public NotebookSession(string workingDirectory)
@@ -249,7 +262,7 @@ public sealed class NotebookSession : ICellSession
             Console.SetError(originalError);
             Directory.SetCurrentDirectory(previousDirectory);
             outputs.Complete();
-            if (ReleaseAfterEachCell) ReleaseUnreachable();
+            if (ReleaseAfterEachCell) ReleaseUnreachable(clock.Elapsed);
         }
     }
 

@@ -24,6 +24,7 @@ public sealed class KernelServer : IDisposable
     readonly HashSet<string> seen = [];
     readonly Queue<string> seenOrder = new();
     readonly Task<WorkerSession> worker;
+    readonly TaskCompletionSource workerWanted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly TextWriter log = Console.Error;
     volatile CancellationTokenSource? running;
     int executionCount;
@@ -39,8 +40,14 @@ public sealed class KernelServer : IDisposable
             : throw new ResearchKitException($"--language '{language}': expected csharp or fsharp");
         this.workingDirectory = workingDirectory;
         signer = new MessageSigner(connection.Key);
-        // The worker (process start, Roslyn and TorchSharp loading) warms up while the kernel already answers kernel_info.
-        worker = Task.Run(() => new WorkerSession(workingDirectory));
+        // The worker (process start, Roslyn and TorchSharp loading) warms up while the front end shows the kernel as ready.
+        // It starts once the first kernel_info is answered (or a request needs it, or after half a second): started at
+        // once, it took one of the two cores from the kernel's own start-up, 0.15-0.25 s of the ready time.
+        worker = Task.Run(async () =>
+        {
+            await Task.WhenAny(workerWanted.Task, Task.Delay(TimeSpan.FromSeconds(0.5)));
+            return new WorkerSession(workingDirectory);
+        });
     }
 
     public static int Run(string connectionFile, string language = "csharp")
@@ -153,7 +160,10 @@ public sealed class KernelServer : IDisposable
         {
             switch (request.Type)
             {
-                case "kernel_info_request": Reply(socket, request, "kernel_info_reply", KernelInfo(language)); break;
+                case "kernel_info_request":
+                    Reply(socket, request, "kernel_info_reply", KernelInfo(language));
+                    workerWanted.TrySetResult();
+                    break;
                 case "execute_request": Execute(socket, request); break;
                 case "is_complete_request": Reply(socket, request, "is_complete_reply", IsComplete(request.Content["code"]?.GetValue<string>() ?? "")); break;
                 // Completion and inspection know C#; in an F# kernel they answer nothing rather than C# names.
@@ -198,6 +208,7 @@ public sealed class KernelServer : IDisposable
 
     WorkerSession? Worker()
     {
+        workerWanted.TrySetResult();
         try { return worker.Result; }
         catch (AggregateException e)
         {
