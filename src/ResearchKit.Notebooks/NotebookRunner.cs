@@ -114,6 +114,7 @@ public static class NotebookRunner
         {
             var begin = DateTime.UtcNow;
             string? progress = null;
+            bool unsaved = false, ended = false;   // outputs the file lacks; the cell has finished
             var outputs = new OutputList(options.StreamLimit, options.OutputPath is { } o ? name => SpillPath(o, label, name) : null);
             status?.Report(new CellStatus(label, CellState.Running, TimeSpan.Zero));
             void OnOutput(OutputEvent e)
@@ -123,14 +124,27 @@ public static class NotebookRunner
                     progress = p.Text;
                     status?.Report(new CellStatus(label, CellState.Running, DateTime.UtcNow - begin, progress));
                 }
-                if (e is DisplayUpdated u && displays.TryGetValue(u.DisplayId, out var earlier))
-                    lock (saveGate) earlier["data"] = u.Data.DeepClone();
-                if (DateTime.UtcNow - lastSave >= options.SaveInterval)
+                lock (saveGate)
                 {
-                    lock (saveGate) cell["outputs"] = outputs.ToJson();
-                    Save(force: false);
+                    if (e is DisplayUpdated u && displays.TryGetValue(u.DisplayId, out var earlier)) earlier["data"] = u.Data.DeepClone();
+                    unsaved = true;
                 }
+                SaveOutputs();
             }
+            // The running cell's outputs reach the file at most every SaveInterval: on the next output, or from this timer
+            // when the cell goes quiet (a progress line, then a long step), so the file never lags by more than the interval.
+            void SaveOutputs()
+            {
+                lock (saveGate)
+                {
+                    if (ended || !unsaved || DateTime.UtcNow - lastSave < options.SaveInterval) return;
+                    unsaved = false;
+                    cell["outputs"] = outputs.ToJson();
+                }
+                Save(force: false);
+            }
+            var saver = options.OutputPath is null && options.HtmlPath is null ? null
+                : new Timer(_ => SaveOutputs(), null, options.SaveInterval, options.SaveInterval);
             var ticker = status is null ? null : new Timer(_ => status.Report(new CellStatus(label, CellState.Running, DateTime.UtcNow - begin, progress)), null, 1000, 1000);
             session.Output += OnOutput;
             CellResult result;
@@ -142,6 +156,8 @@ public static class NotebookRunner
             {
                 session.Output -= OnOutput;
                 ticker?.Dispose();   // before Finish reports the cell done: no "running" tick after it
+                saver?.Dispose();
+                lock (saveGate) ended = true;   // a timer callback already under way must not write partial outputs after Finish
             }
             lock (saveGate) result = result with { Outputs = outputs.ToJson(displays) };
             Finish(cell, label, result, begin, result.Succeeded ? CellState.Succeeded : CellState.Failed);

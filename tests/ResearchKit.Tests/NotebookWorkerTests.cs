@@ -92,6 +92,7 @@ public class NotebookWorkerTests
         }
         Assert.False(run.IsCompleted, "the run ended before it could be interrupted");
         Assert.Equal("finished\n", Text(SavedOutputs(during!, 0).Single()["text"]));
+        Assert.Contains("epoch 1/3", Text(SavedOutputs(during!, 1).FirstOrDefault()?["data"]?["text/plain"]));   // saved though the cell is quiet
         Assert.Equal("running", during!["metadata"]!["researchkit"]!["status"]!.GetValue<string>());
         lock (statuses) Assert.Contains(statuses, s => s.Progress == "train · epoch 1/3" && s.Cell.Index == 2);
 
