@@ -4,8 +4,9 @@ using ResearchKit.Cli;
 
 // One-line errors and a non-zero exit on failure; usage on bad arguments (System.CommandLine).
 // The kernel process only relays messages to its worker, which loads TorchSharp itself (and says so when it cannot):
-// loading libtorch here took 0.4 s of the kernel's ready time.
-if (args is not ["kernel", ..] && NativeLibraries.TorchSharpError() is { } unloadable)
+// loading libtorch here took 0.4 s of the kernel's ready time, and building the other commands 60 ms more.
+bool kernelProcess = args is ["kernel", ..];
+if (!kernelProcess && NativeLibraries.TorchSharpError() is { } unloadable)
 {
     Console.Error.WriteLine($"error: {unloadable}");
     return 1;
@@ -15,8 +16,7 @@ try
     // `pretrain` takes the options of the method it trains, so its command is built for that method.
     var method = args.Length > 0 && args[0] is "pretrain" or "bench" ? Commands.MethodOf(args) : null;
     var description = "ResearchKit: reproduce self-supervised vision papers on a CPU";
-    // Jupyter starts the kernel through here: building the other commands (methods, their options) took 60 ms of its ready time.
-    var root = args is ["kernel", ..] ? new RootCommand(description) { KernelCommand.Create() } : new RootCommand(description)
+    var root = kernelProcess ? new RootCommand(description) { KernelCommand.Create() } : new RootCommand(description)
     {
         Commands.Pretrain(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), Commands.Methods(), Commands.Probe(), Commands.FineTune(),
         Commands.Data(), Commands.Bench(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), TokenizerCommand.Create(), PaletteCommand.Palette(), ShowCommand.Create(), EvaluateCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(),

@@ -123,14 +123,14 @@ public sealed class NotebookSession : ICellSession
     /// <summary>
     /// Tensors that became unreachable in a cell free their native memory now, not at some later GC (TorchSharp's
     /// finalizers free it; the managed heap feels no pressure from it). A full collection costs 3–8 ms with Roslyn and
-    /// TorchSharp loaded, a third of a trivial cell's round trip, so after a quick cell (under
-    /// <see cref="FullCollectionInterval"/>) only the young generations are collected, which hold what that cell made and
-    /// dropped, unless the last full collection is older than the interval. A tensor an earlier cell made, dropped by a
-    /// quick cell, is thus freed within a second of cells, or at the next slow one.
+    /// TorchSharp loaded, a third of a trivial cell's round trip, so it runs only when the last one is
+    /// <see cref="FullCollectionInterval"/> old, which is always the case after a cell that ran that long; otherwise only
+    /// the young generations are collected, which hold what the quick cell made and dropped. A tensor an earlier cell
+    /// made, dropped by a quick cell, is thus freed within a second of cells, or after the next slow one.
     /// </summary>
-    public void ReleaseUnreachable(TimeSpan cellTime)
+    public void ReleaseUnreachable()
     {
-        bool full = cellTime >= FullCollectionInterval || sinceFullCollection.Elapsed >= FullCollectionInterval;
+        bool full = sinceFullCollection.Elapsed >= FullCollectionInterval;
         GC.Collect(full ? GC.MaxGeneration : 1);
         GC.WaitForPendingFinalizers();
         if (full) sinceFullCollection.Restart();
@@ -262,7 +262,7 @@ public sealed class NotebookSession : ICellSession
             Console.SetError(originalError);
             Directory.SetCurrentDirectory(previousDirectory);
             outputs.Complete();
-            if (ReleaseAfterEachCell) ReleaseUnreachable(clock.Elapsed);
+            if (ReleaseAfterEachCell) ReleaseUnreachable();
         }
     }
 

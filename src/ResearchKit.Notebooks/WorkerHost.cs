@@ -75,11 +75,9 @@ public static class WorkerHost
                     {
                         // Whatever happens, the supervisor hears `done`: a lost reply would leave it waiting on a live worker.
                         JsonObject done;
-                        var cellTime = TimeSpan.Zero;
                         try
                         {
                             var result = session.Execute(source, cell, cancel: token);
-                            cellTime = result.Elapsed;
                             done = new JsonObject { ["succeeded"] = result.Succeeded, ["ename"] = result.ErrorName, ["evalue"] = result.ErrorValue, ["seconds"] = result.Elapsed.TotalSeconds };
                         }
                         catch (Exception e)
@@ -88,7 +86,7 @@ public static class WorkerHost
                         }
                         done["ev"] = "done";
                         outbox.Send(done);
-                        session.ReleaseUnreachable(cellTime);   // the next cell joins this thread, so it starts after this
+                        session.ReleaseUnreachable();   // the next cell joins this thread, so it starts after this
                     }, 8 << 20) { IsBackground = true, Name = "cell" };
                     cellThread.Start();
                     break;
