@@ -202,6 +202,12 @@ public class NotebookTests
         return count;
     }
 
+    /// <summary>The DOM of a local page after headless Chromium has run its scripts for the given virtual time (fresh profile).</summary>
+    internal static string HeadlessDom(string page, int virtualTimeMs) =>
+        Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={TestData.TempDir()}",
+            $"--virtual-time-budget={virtualTimeMs}", "--dump-dom", new Uri(page).AbsoluteUri);
+
     internal static string Run(string file, params string[] args)
     {
         var (code, output, error) = TestData.RunProcess(file, args);
@@ -227,10 +233,7 @@ public class NotebookTests
         var result = NotebookRunner.Run(Write(Markdown("# Chart"), Code(ChartCell)), new RunOptions());
         var html = Path.Combine(TestData.TempDir(), "report.html");
         HtmlReport.Write(result.Notebook, html);
-        var profile = TestData.TempDir();
-        var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={profile}",
-            "--virtual-time-budget=5000", "--dump-dom", new Uri(html).AbsoluteUri);
+        var dom = HeadlessDom(html, virtualTimeMs: 5000);
         // Plotly draws each marker as a path.point inside the plot's SVG: 3 of ours + 1 of the paper's.
         Assert.Contains("class=\"main-svg\"", dom);
         Assert.Equal(4, CountOf(dom, "class=\"point\""));
@@ -319,9 +322,7 @@ public class NotebookTests
         Run("/usr/bin/python3", "-m", "nbconvert", "--to", "html", notebook);
         var html = Path.Combine(dir, "charts.html");
         Assert.Contains("require.min.js", File.ReadAllText(html));
-        var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={TestData.TempDir()}",
-            "--virtual-time-budget=10000", "--dump-dom", new Uri(html).AbsoluteUri);
+        var dom = HeadlessDom(html, virtualTimeMs: 10000);
         // Three charts drawn: 4 + 4 markers on the ablations, one line (no markers) on the loss curve; no static picture left.
         Assert.Equal(3, CountOf(dom, "class=\"plot-container plotly\""));
         Assert.Equal(8, CountOf(dom, "class=\"point\""));

@@ -142,9 +142,7 @@ public class PolyglotTests
         Run("/usr/bin/python3", "-m", "nbconvert", "--to", "html", notebook);   // nbconvert's page has require.js
         foreach (var page in new[] { report, Path.Combine(dir, "diagrams.html") })
         {
-            var dom = Run("/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={TestData.TempDir()}",
-                "--virtual-time-budget=10000", "--dump-dom", new Uri(page).AbsoluteUri);
+            var dom = HeadlessDom(page, virtualTimeMs: 10000);
             Assert.Equal(2, CountOf(dom, "aria-roledescription=\"flowchart-v2\""));   // mermaid drew both as SVG
             Assert.Equal(new[] { "Pretrain", "ProbeA", "Pretrain", "ProbeB" },
                 System.Text.RegularExpressions.Regex.Matches(dom, "<span class=\"nodeLabel\"[^>]*><p>([^<]*)</p>").Select(m => m.Groups[1].Value));
