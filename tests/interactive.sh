@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One of our notebooks, in smoke mode, through the real .NET Interactive kernel (the peer our kernel replaces): packs
-# ResearchKit into feed/ and registers that folder as a NuGet source of this user (README, "Other notebook hosts": what
-# a user does once), installs Microsoft.dotnet-interactive where missing, and runs the notebook with nbclient
+# ResearchKit into feed/ and registers that folder as a NuGet source of this user for the run (README, "Other notebook
+# hosts": what a user does once; removed again at exit when this script added it, since a source whose folder is gone, as a
+# CI clone's is after the run, fails every later restore on the machine), installs Microsoft.dotnet-interactive where missing, and runs the notebook with nbclient
 # (tests/jupyter/dotnet_interactive.py). Run by .ci/run; by hand:
 #   bash tests/interactive.sh [NOTEBOOK]        (default: notebooks/rotnet-probe-by-block.ipynb)
 set -euo pipefail
@@ -16,7 +17,8 @@ dotnet pack src/ResearchKit -c Release -o feed -nologo -v q >/dev/null
 if ! dotnet nuget list source --format short | grep -qF "$PWD/feed"; then
   dotnet nuget remove source researchkit >/dev/null 2>&1 || true   # a feed registered from another checkout
   dotnet nuget add source "$PWD/feed" --name researchkit >/dev/null
-  echo "interactive: registered $PWD/feed as the NuGet source 'researchkit'"
+  trap 'dotnet nuget remove source researchkit >/dev/null 2>&1 || true' EXIT
+  echo "interactive: registered $PWD/feed as the NuGet source 'researchkit' for this run"
 fi
 # NuGet never replaces a package version it has extracted: drop the cached copy so this pack is the one loaded.
 rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/researchkit/1.0.0"

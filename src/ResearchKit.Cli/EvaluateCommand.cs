@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace ResearchKit.Cli;
 
 /// <summary>
-/// `evaluate RUN [--what NAME]… [--extra ROLE=DATASET]…`: the evaluations the run's method declares
+/// `evaluate RUN [--what NAME]… [--extra ROLE=DATASET|RUN]…`: the evaluations the run's method declares
 /// (<see cref="MethodInfo.Evaluations"/>), on its first test images with their labels; the outcomes are printed and stored
 /// in the run folder (<see cref="MethodEvaluations.Store"/>). None of this names a method.
 /// </summary>
@@ -19,7 +19,7 @@ static class EvaluateCommand
     {
         var dir = new Argument<string>("run") { Description = "run folder written by pretrain" };
         var what = new Option<string[]>("--what") { Description = "evaluations to run (default: every one whose data are given)", AllowMultipleArgumentsPerToken = false };
-        var extra = new Option<string[]>("--extra") { Description = "an extra data set by role, e.g. ood=mnist (adapted to the run's shape)" };
+        var extra = new Option<string[]>("--extra") { Description = "an extra data set or run folder by role, e.g. ood=mnist (adapted to the run's shape) or classifier=runs/sup" };
         var count = new Option<int>("--n") { Description = "test images (and extra images) to measure on", DefaultValueFactory = _ => 1000 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var list = new Option<bool>("--list") { Description = "list the method's evaluations and what they need" };
@@ -36,7 +36,7 @@ static class EvaluateCommand
             if (r.GetValue(list))
             {
                 Console.WriteLine(info.Evaluations.Count == 0 ? $"{info.Name} declares no evaluations" : string.Join("\n", info.Evaluations.Select(e =>
-                    $"{e.Name}: {e.Description}{(e.Needs.Count == 0 ? "" : $" (needs --extra {string.Join(", ", e.Needs.Select(n => n + "=DATASET"))})")}")));
+                    $"{e.Name}: {e.Description}{(e.Needs.Count == 0 ? "" : $" (needs --extra {string.Join(", ", e.Needs.Select(n => n + "=DATASET|RUN"))})")}")));
                 return;
             }
             int n = r.GetValue(count);
@@ -53,7 +53,7 @@ static class EvaluateCommand
             using (var scope = NewDisposeScope())
             {
                 var request = new EvaluationRequest(model, config.Normalization, config.Normalization.Apply(data.Test.Images, Compute.Device),
-                    data.Test.Labels.to(Compute.Device), extraData.Sets, generator);
+                    data.Test.Labels.to(Compute.Device), extraData.Sets, generator) { References = extraData.References };
                 outcomes = MethodEvaluations.Run(info, request, names);
             }
             var weights = snapshot.Name(r);
@@ -62,11 +62,12 @@ static class EvaluateCommand
                 Console.WriteLine(r.GetValue(json)
                     ? JsonSerializer.Serialize(new { evaluation = outcome.Name, weights, scalars = outcome.Scalars, extra = extraData.Descriptions }, MethodRegistry.Json)
                         .ReplaceLineEndings(" ")
-                    : $"{outcome.Name}: " + string.Join(", ", outcome.Scalars.Select(kv => $"{kv.Key} {kv.Value}")));
+                    : $"{outcome.Name}: " + (outcome.Scalars.Count == 0 ? "nothing to measure on this model"
+                        : string.Join(", ", outcome.Scalars.Select(kv => $"{kv.Key} {kv.Value}"))));
             var skipped = names is null ? info.Evaluations.Where(e => e.Needs.Any(x => !roles.ContainsKey(x))).ToList() : [];
             if (!r.GetValue(json))
             {
-                foreach (var e in skipped) Console.WriteLine($"{e.Name}: skipped (give --extra {string.Join(", ", e.Needs.Select(x => x + "=DATASET"))})");
+                foreach (var e in skipped) Console.WriteLine($"{e.Name}: skipped (give --extra {string.Join(", ", e.Needs.Select(x => x + "=DATASET|RUN"))})");
                 if (outcomes.Count == 0 && skipped.Count == 0) Console.WriteLine($"{info.Name} declares no evaluations");
                 Console.WriteLine($"{data.Test.Count} test images in {clock.Elapsed.TotalSeconds:F1} s; stored in {Path.Combine(folder, MethodEvaluations.FileName)} ({weights})");
             }

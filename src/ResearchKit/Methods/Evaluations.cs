@@ -13,19 +13,30 @@ namespace ResearchKit.Methods;
 /// </summary>
 public sealed record MethodEvaluation(string Name, string Description, Func<EvaluationRequest, EvaluationReport> Run)
 {
-    /// <summary>Roles of the extra data sets it needs (e.g. "ood"): it runs only when each is given
-    /// (`evaluate RUN --extra ood=mnist`, <see cref="Runs.EvaluationOptions.ExtraData"/>).</summary>
+    /// <summary>Roles of the extra data sets or reference runs it needs (e.g. "ood", "classifier"): it runs only when each is
+    /// given (`evaluate RUN --extra ood=mnist`, `--extra classifier=RUN`, <see cref="Runs.EvaluationOptions.ExtraData"/>).</summary>
     public IReadOnlyList<string> Needs { get; init; } = [];
 }
 
 /// <summary>
 /// What an evaluation measures on: the model, the normalisation of its images, held-out test images (normalised, on
-/// <see cref="Compute.Device"/>) with their labels, extra data sets by role (already adapted to the run's input shape)
-/// and a seeded generator. It runs under no_grad in a dispose scope, with the model in eval mode.
+/// <see cref="Compute.Device"/>) with their labels, extra data sets by role (already adapted to the run's input shape),
+/// reference runs' frozen models by role, and a seeded generator. It runs under no_grad in a dispose scope, with the model in
+/// eval mode.
 /// </summary>
 public sealed record EvaluationRequest(IPretrainModel Model, Normalization Normalization, Tensor Images, Tensor Labels,
     IReadOnlyDictionary<string, ImageDataset> Extra, Generator Generator)
 {
+    /// <summary>Other runs' models by role (a classifier whose features measure samples), frozen, taking this run's images.</summary>
+    public IReadOnlyDictionary<string, IPretrainModel> References { get; init; } = new Dictionary<string, IPretrainModel>();
+
+    /// <summary>Whether the data set or reference run for <paramref name="role"/> was given.</summary>
+    public bool Has(string role) => Extra.ContainsKey(role) || References.ContainsKey(role);
+
+    /// <summary>The reference run given for <paramref name="role"/>.</summary>
+    public IPretrainModel Reference(string role) => References.TryGetValue(role, out var model) ? model
+        : throw new ResearchKitException($"--extra {role}=RUN: this evaluation needs a run folder for '{role}'");
+
     /// <summary>The extra data set given for <paramref name="role"/>, normalised as the run's images, on the device.</summary>
     public Tensor ExtraImages(string role) => Extra.TryGetValue(role, out var data)
         ? Normalization.Apply(data.Images, Compute.Device)
@@ -73,11 +84,11 @@ public static class MethodEvaluations
     public static List<EvaluationOutcome> Run(MethodInfo method, EvaluationRequest request, IReadOnlyCollection<string>? names = null)
     {
         var chosen = names is null
-            ? method.Evaluations.Where(e => e.Needs.All(request.Extra.ContainsKey)).ToList()
+            ? method.Evaluations.Where(e => e.Needs.All(request.Has)).ToList()
             : names.Select(method.Evaluation).ToList();
         foreach (var evaluation in chosen)
-            if (evaluation.Needs.FirstOrDefault(n => !request.Extra.ContainsKey(n)) is { } missing)
-                throw new ResearchKitException($"{method.Name}'s {evaluation.Name} needs the '{missing}' data set: give --extra {missing}=DATASET");
+            if (evaluation.Needs.FirstOrDefault(n => !request.Has(n)) is { } missing)
+                throw new ResearchKitException($"{method.Name}'s {evaluation.Name} needs '{missing}': give --extra {missing}=DATASET or RUN folder");
         request.Model.Module.eval();
         var outcomes = new List<EvaluationOutcome>();
         foreach (var evaluation in chosen)
@@ -157,15 +168,20 @@ public static class MethodEvaluations
 }
 
 /// <summary>
-/// The extra data sets of an evaluation by role ("ood" → "mnist"): each one's test split (its first
-/// <c>limit</c> images) adapted to the run's input shape (<see cref="InputAdapter"/>), and how, for the results.
+/// The extra data of an evaluation by role: a data set ("ood" → "mnist"), its test split (its first <c>limit</c> images)
+/// adapted to the run's input shape (<see cref="InputAdapter"/>); or a run folder ("classifier" → "runs/sup"), whose model
+/// is loaded frozen and must take the run's input shape. Descriptions say what each was, for the results.
 /// </summary>
 public sealed class ExtraData : IDisposable
 {
     readonly List<IDisposable> owned = [];
     readonly Dictionary<string, ImageDataset> sets = [];
+    readonly Dictionary<string, IPretrainModel> references = [];
 
     public IReadOnlyDictionary<string, ImageDataset> Sets => sets;
+
+    /// <summary>The run folders' models by role (<see cref="EvaluationRequest.References"/>).</summary>
+    public IReadOnlyDictionary<string, IPretrainModel> References => references;
 
     /// <summary>Role → "DATASET (adapted: …)": what a stored result records.</summary>
     public Dictionary<string, string> Descriptions { get; } = [];
@@ -179,6 +195,14 @@ public sealed class ExtraData : IDisposable
         {
             foreach (var (role, name) in roles ?? new Dictionary<string, string>())
             {
+                if (File.Exists(Path.Combine(name, Runs.Pretraining.ConfigFile)))
+                {
+                    var model = new Dependencies().Run(name, $"--extra {role}", size, channels);
+                    extra.owned.Add(model.Module);
+                    extra.references[role] = model;
+                    extra.Descriptions[role] = $"run {Path.GetFullPath(name)}";
+                    continue;
+                }
                 var loaded = DatasetCatalog.Load(name, 1, limit);
                 extra.owned.Add(loaded);
                 var adapter = InputAdapter.For(loaded.Test, channels, size);
@@ -196,7 +220,7 @@ public sealed class ExtraData : IDisposable
         }
     }
 
-    /// <summary>"ood=mnist" pairs from the command line, each role once.</summary>
+    /// <summary>"ood=mnist" or "classifier=runs/sup" pairs from the command line, each role once.</summary>
     public static Dictionary<string, string> ParseRoles(IEnumerable<string> pairs)
     {
         var roles = new Dictionary<string, string>();

@@ -22,6 +22,7 @@ public static class MethodRegistry
         ContextEncoder.Method,
         Colorization.Method,
         SplitBrain.Method,
+        SelfSupervisedGan.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -51,6 +51,10 @@ public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epoch
 /// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
 public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
 
+/// <summary>An experiment evaluated after <paramref name="Step"/> steps of its pre-training (0: at initialisation).</summary>
+/// <param name="TrainLoss">Mean main pre-training loss of the last 20 steps before that step (NaN at step 0).</param>
+public sealed record StepResult(long Step, double TrainLoss, ExperimentResult Result);
+
 /// <summary>An experiment evaluated at the end of epoch <paramref name="Epoch"/> of its pre-training (0: at initialisation).</summary>
 /// <param name="TrainLoss">Mean pre-training loss of the last 20 steps before that epoch's end (NaN at epoch 0).</param>
 public sealed record EpochResult(int Epoch, double TrainLoss, ExperimentResult Result);
@@ -96,22 +100,62 @@ public static class Experiments
         if (p.Epochs < 1) throw new ResearchKitException("training length: the experiment must pre-train for at least one epoch");
         if (epochs.Count == 0 || epochs.Any(e => e < 0 || e > p.Epochs))
             throw new ResearchKitException($"training length: epochs to evaluate must be in 0 … {p.Epochs}; got {string.Join(", ", epochs)}");
+        var folder = PretrainFolder(workFolder);
+        return AlongSnapshots(experiment, workFolder, [new EpochSnapshots(folder)], (losses, perEpoch) => epochs.Select(epoch =>
+            new SnapshotPoint($"after {epoch} epochs", $"epoch-{epoch}", epoch * perEpoch,
+                () => Pretraining.Load(folder, epoch).Model)).ToList(), progress, status, cancel)
+            .Select((r, i) => new EpochResult(epochs[i], r.TrainLoss, r.Result)).ToList();
+    }
+
+    /// <summary>
+    /// One pre-training run evaluated every <paramref name="every"/> steps (SSGAN's forgetting curve, Chen et al. 2019
+    /// Fig. 2: a probe of the discriminator every few thousand generator steps): pre-trains (or resumes) keeping a snapshot
+    /// every <paramref name="every"/> steps (<see cref="StepSnapshots"/>), then evaluates the initial weights (step 0) and every
+    /// snapshot with the experiment's evaluation, and the final weights when the run is not a whole number of intervals. The optimizer state is not part of what is evaluated, so a constant
+    /// schedule (the GAN recipes') makes each snapshot what a run of that length would have been.
+    /// </summary>
+    public static List<StepResult> RunAlongSteps(Experiment experiment, long every, string workFolder,
+        IProgress<TrainProgress>? progress = null, Action<string>? status = null, CancellationToken cancel = default)
+    {
+        if (experiment.Pretrain.Epochs < 1) throw new ResearchKitException("training curve: the experiment must pre-train for at least one epoch");
+        if (every < 1) throw new ResearchKitException($"training curve: the snapshot interval must be at least 1 step; got {every}");
+        var folder = PretrainFolder(workFolder);
+        return AlongSnapshots(experiment, workFolder, [new StepSnapshots(folder, every)], (losses, _) =>
+        {
+            var points = Enumerable.Range(0, (int)(losses.Count / every) + 1).Select(i => i * every).Select(step =>
+                new SnapshotPoint($"after {step} steps", $"step-{step}", step, () => Pretraining.Load(folder, step: step).Model)).ToList();
+            if (losses.Count % every != 0)   // the end of a run that is not a whole number of intervals: its final weights
+                points.Add(new SnapshotPoint($"after {losses.Count} steps (final)", "final", losses.Count, () => Pretraining.Load(folder).Model));
+            return points;
+        }, progress, status, cancel);
+    }
+
+    /// <summary>A point of a run to evaluate: what to say, its weights' name in evaluations.json, steps done, its loader
+    /// (not called at step 0: the run's initial weights are rebuilt).</summary>
+    sealed record SnapshotPoint(string Description, string Weights, long Step, Func<IPretrainModel> Load);
+
+    /// <summary>Pre-trains with <paramref name="keepers"/>, then evaluates each point <paramref name="points"/> lists for the
+    /// run's losses and steps per epoch.</summary>
+    static List<StepResult> AlongSnapshots(Experiment experiment, string workFolder, IEnumerable<ITrainerCallback> keepers,
+        Func<IReadOnlyList<double>, int, List<SnapshotPoint>> points, IProgress<TrainProgress>? progress, Action<string>? status,
+        CancellationToken cancel)
+    {
+        var p = experiment.Pretrain;
         using var data = LoadData(experiment);
         var folder = PretrainFolder(workFolder);
-        var (model, normalization, losses) = Pretrained(experiment, data, workFolder, progress, status, cancel, [new EpochSnapshots(folder)]);
+        var (model, _, losses) = Pretrained(experiment, data, workFolder, progress, status, cancel, keepers);
         model.Module.Dispose();
         var config = Pretraining.ReadConfig(folder);
-        int perEpoch = losses.Count / p.Epochs;
-        var results = new List<EpochResult>();
-        foreach (int epoch in epochs)
+        var results = new List<StepResult>();
+        foreach (var point in points(losses, losses.Count / p.Epochs))
         {
-            status?.Invoke($"evaluating the model after {epoch} epochs");
-            // Epoch 0: this run's initial weights (the trainer builds them the same way); later epochs: their snapshots.
-            var snapshot = epoch == 0 ? Pretraining.Build(config.Method, p.Seed, Pretraining.Context(config)) : Pretraining.Load(folder, epoch).Model;
+            status?.Invoke($"evaluating the model {point.Description}");
+            // Step 0: this run's initial weights (the trainer builds them the same way); later points: their snapshots.
+            var snapshot = point.Step == 0 ? Pretraining.Build(config.Method, p.Seed, Pretraining.Context(config)) : point.Load();
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel, (folder, $"epoch-{epoch}"));
+            var result = Evaluate(snapshot, config.Normalization, data, experiment, progress, status, cancel, (folder, point.Weights));
             snapshot.Module.Dispose();
-            results.Add(new EpochResult(epoch, epoch == 0 ? double.NaN : Math.Round(MeanOfLast(losses, epoch * perEpoch), 4),
+            results.Add(new StepResult(point.Step, point.Step == 0 ? double.NaN : Math.Round(MeanOfLast(losses, (int)point.Step), 4),
                 result with { EvaluationSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1) }));
         }
         return results;
@@ -196,7 +240,7 @@ public static class Experiments
         {
             long n = Math.Min(e.PretextImages, data.Test.Count);
             var request = new EvaluationRequest(model, normalization, normalization.Apply(data.Test.Images[..(int)n], Compute.Device),
-                data.Test.Labels[..(int)n].to(Compute.Device), extra.Sets, generator);
+                data.Test.Labels[..(int)n].to(Compute.Device), extra.Sets, generator) { References = extra.References };
             outcomes = MethodEvaluations.Run(info, request);
             if (store is { } target)
                 MethodEvaluations.Store(target.Folder, target.Weights, outcomes, EvaluationContext(n, p.Seed, extra));

@@ -59,7 +59,7 @@ public class DeviceGuardTests
         return (dir, config);
     }
 
-    public static TheoryData<string> MethodNames => new() { "mae", "igpt", "rotnet" };
+    public static TheoryData<string> MethodNames => new() { "mae", "igpt", "rotnet", "ssgan" };
 
     [Theory]
     [MemberData(nameof(MethodNames))]
