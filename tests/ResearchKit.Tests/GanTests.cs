@@ -131,6 +131,25 @@ public class GanTests
     }
 
     [Fact]
+    public void A_run_along_steps_evaluates_the_initial_weights_every_snapshot_and_the_final_weights_by_step()
+    {
+        var work = TestData.TempDir();
+        var experiment = new Experiment(SsganConfig.Tiny(), new PretrainOptions(Epochs: 1, TrainLimit: 320, BatchSize: 64),
+            new EvaluationOptions(ProbeTrain: 256, ProbeTest: 128, FineTuneEpochs: 0, PretextImages: 64));
+        var results = Experiments.RunAlongSteps(experiment, 2, work);
+        Assert.Equal([0L, 2, 4, 5], results.Select(r => r.Step));                  // 5 steps: snapshots at 2 and 4, then the end
+        Assert.True(double.IsNaN(results[0].TrainLoss));
+        Assert.All(results.Skip(1), r => Assert.True(double.IsFinite(r.TrainLoss)));
+        Assert.All(results, r => Assert.Equal(3, r.Result.ProbeByLayer.Length));
+        Assert.All(results, r => Assert.InRange(r.Result.Pretext["rotation_accuracy"], 0, 1));
+        Assert.Equal(0.25, results[0].Result.Pretext["rotation_accuracy"], 0.1);    // an untrained head: chance
+        var stored = MethodEvaluations.ReadScalars(Experiments.PretrainFolder(work), "step-4");
+        Assert.Equal(results[2].Result.Pretext["d_right_on_real"], stored["d_right_on_real"]);
+        Assert.Contains("final", File.ReadAllText(Path.Combine(Experiments.PretrainFolder(work), MethodEvaluations.FileName)));
+        Assert.Equal([2L, 4], StepSnapshots.Kept(Experiments.PretrainFolder(work)));
+    }
+
+    [Fact]
     public void The_discriminator_is_a_backbone_with_per_block_features_and_samples_are_normalised_as_the_data()
     {
         var config = SsganConfig.Tiny(32, 3);
