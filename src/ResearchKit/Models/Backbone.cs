@@ -48,6 +48,31 @@ public abstract class Backbone : Module<Tensor, Tensor>
         foreach (var p in after) p.requires_grad = trainableBlocks > 0;
     }
 
+    /// <summary>The frozen blocks of <see cref="FreezeBlocksBut"/>: kept in eval mode whatever mode the backbone is put in. A plain
+    /// array, not a module field TorchSharp registers, so the state dictionary keeps its names.</summary>
+    nn.Module[] frozenInEval = [];
+
+    /// <summary>
+    /// <see cref="FreezeAllBut(int)"/> for a stack of blocks with running state (BatchNorm statistics, spectral-norm estimates):
+    /// only the last <paramref name="trainableBlocks"/> blocks train, and the frozen ones also stay in eval mode while the
+    /// model trains, so frozen features do not drift.
+    /// </summary>
+    protected void FreezeBlocksBut(int trainableBlocks, IEnumerable<nn.Module> stack)
+    {
+        var blocks = stack.ToList();
+        int frozen = Math.Clamp(blocks.Count - trainableBlocks, 0, blocks.Count);
+        for (int i = 0; i < blocks.Count; i++)
+            foreach (var p in blocks[i].parameters()) p.requires_grad = i >= frozen;
+        frozenInEval = blocks.Take(frozen).ToArray();
+        train(training);
+    }
+
+    public override void train(bool on = true)
+    {
+        base.train(on);
+        foreach (var block in frozenInEval) block.eval();
+    }
+
     /// <summary>
     /// Parameter names (relative to this backbone) that fine-tuning exempts from weight decay besides 1-D
     /// parameters — timm's no_weight_decay(), e.g. the ViT's [CLS] token.

@@ -103,7 +103,6 @@ public sealed class ConvNet : Backbone
 
     readonly ModuleList<NinBlock> blocks;
     readonly MaxPool2d pool;
-    int frozenBlocks;
 
     public ConvNet(ConvNetConfig config) : base(nameof(ConvNet))
     {
@@ -145,21 +144,6 @@ public sealed class ConvNet : Backbone
     public override Tensor[] LayerFeatures(Tensor images) =>
         FeatureMaps(images).Select((map, i) => functional.adaptive_avg_pool2d(map, new long[] { ProbeGrid(i), ProbeGrid(i) }).flatten(1)).ToArray();
 
-    /// <summary>
-    /// Only the last <paramref name="trainableBlocks"/> blocks train. Frozen blocks also keep their BatchNorm
-    /// statistics (eval mode even while the model trains), so frozen features do not drift.
-    /// </summary>
-    public override void FreezeAllBut(int trainableBlocks)
-    {
-        frozenBlocks = Math.Clamp(Depth - trainableBlocks, 0, Depth);
-        for (int i = 0; i < Depth; i++)
-            foreach (var p in blocks[i].parameters()) p.requires_grad = i >= frozenBlocks;
-        train(training);
-    }
-
-    public override void train(bool on = true)
-    {
-        base.train(on);
-        for (int i = 0; i < frozenBlocks; i++) blocks[i].eval();
-    }
+    /// <summary>Only the last <paramref name="trainableBlocks"/> blocks train; frozen blocks keep their BatchNorm statistics.</summary>
+    public override void FreezeAllBut(int trainableBlocks) => FreezeBlocksBut(trainableBlocks, blocks);
 }

@@ -161,7 +161,6 @@ public sealed class GanDiscriminator : Backbone
 {
     public GanNetworksConfig Config { get; }
     readonly ModuleList<Sequential> blocks;
-    int frozenBlocks;
 
     public GanDiscriminator(GanNetworksConfig config) : base(nameof(GanDiscriminator))
     {
@@ -199,20 +198,8 @@ public sealed class GanDiscriminator : Backbone
     public override Tensor[] LayerFeatures(Tensor images) =>
         FeatureMaps(images).Select((map, i) => functional.adaptive_avg_pool2d(map, [ProbeGrid(i), ProbeGrid(i)]).flatten(1)).ToArray();
 
-    public override void FreezeAllBut(int trainableBlocks)
-    {
-        frozenBlocks = Math.Clamp(Depth - trainableBlocks, 0, Depth);
-        for (int i = 0; i < Depth; i++)
-            foreach (var p in blocks[i].parameters()) p.requires_grad = i >= frozenBlocks;
-        train(training);
-    }
-
-    /// <summary>Frozen blocks stay in eval mode, so their spectral-norm estimates do not move while the rest fine-tunes.</summary>
-    public override void train(bool on = true)
-    {
-        base.train(on);
-        for (int i = 0; i < frozenBlocks; i++) blocks[i].eval();
-    }
+    /// <summary>Only the last <paramref name="trainableBlocks"/> blocks train; frozen blocks keep their spectral-norm estimates.</summary>
+    public override void FreezeAllBut(int trainableBlocks) => FreezeBlocksBut(trainableBlocks, blocks);
 }
 
 /// <summary>
