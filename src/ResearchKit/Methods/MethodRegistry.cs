@@ -23,6 +23,7 @@ public static class MethodRegistry
         Colorization.Method,
         SplitBrain.Method,
         SelfSupervisedGan.Method,
+        Jem.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -42,7 +42,11 @@ public abstract record ConvNetMethodConfig(ConvNetConfig Backbone) : MethodConfi
 /// this many values for per-block probes, so every block is probed at a similar width (Zhang et al. 2016 resize
 /// every layer's features to a common size for the same reason).
 /// </summary>
-public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Width = 192, int Depth = 4, int ProbeFeatures = 4096)
+/// <param name="WithoutBatchNorm">Blocks of convolutions with biases and no BatchNorm: for energy-based training, whose
+/// sampled images would otherwise share batch statistics with the data (JEM trains its WRN without normalisation, §4).
+/// Left out of the JSON when false, so earlier configurations keep their keys.</param>
+public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Width = 192, int Depth = 4, int ProbeFeatures = 4096,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] bool WithoutBatchNorm = false)
 {
     /// <summary>CPU scale: width 64, 4 blocks, 145 k parameters; probes see 64 × 3 × 3 = 576 values per block.</summary>
     public static ConvNetConfig Tiny(int imageSize = 28, int channels = 1) => new(imageSize, channels, Width: 64, Depth: 4, ProbeFeatures: 576);
@@ -75,17 +79,18 @@ public sealed record ConvNetConfig(int ImageSize = 32, int Channels = 3, int Wid
     }
 }
 
-/// <summary>One NIN block: a 3×3 convolution and two 1×1 convolutions, each followed by BatchNorm and ReLU.</summary>
+/// <summary>One NIN block: a 3×3 convolution and two 1×1 convolutions, each followed by BatchNorm (or, without it, with a
+/// bias) and ReLU.</summary>
 public sealed class NinBlock : Module<Tensor, Tensor>
 {
     readonly Sequential layers;
 
-    public NinBlock(int inChannels, int width) : base(nameof(NinBlock))
+    public NinBlock(int inChannels, int width, bool batchNorm = true) : base(nameof(NinBlock))
     {
-        layers = Sequential(
-            Conv2d(inChannels, width, 3, padding: 1, bias: false), BatchNorm2d(width), ReLU(inplace: true),
-            Conv2d(width, width, 1, bias: false), BatchNorm2d(width), ReLU(inplace: true),
-            Conv2d(width, width, 1, bias: false), BatchNorm2d(width), ReLU(inplace: true));
+        IEnumerable<nn.Module<Tensor, Tensor>> Layer(int inputs, int kernel) => batchNorm
+            ? [Conv2d(inputs, width, kernel, padding: kernel / 2, bias: false), BatchNorm2d(width), ReLU(inplace: true)]
+            : [Conv2d(inputs, width, kernel, padding: kernel / 2), ReLU(inplace: true)];
+        layers = Sequential([.. Layer(inChannels, 3), .. Layer(width, 1), .. Layer(width, 1)]);
         RegisterComponents();
     }
 
@@ -109,7 +114,7 @@ public sealed class ConvNet : Backbone
         config.Validate();
         Config = config;
         blocks = new ModuleList<NinBlock>(Enumerable.Range(0, config.Depth)
-            .Select(i => new NinBlock(i == 0 ? config.Channels : config.Width, config.Width)).ToArray());
+            .Select(i => new NinBlock(i == 0 ? config.Channels : config.Width, config.Width, !config.WithoutBatchNorm)).ToArray());
         pool = MaxPool2d(2, 2);
         RegisterComponents();
         using var _ = no_grad();
