@@ -1,10 +1,14 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
 using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Methods;
 using ResearchKit.Models;
 using ResearchKit.Runs;
 using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Tests;
 
@@ -60,6 +64,81 @@ public class JemTests
         // The buffer moved away from its uniform start: 8 steps × 32 samples wrote into it.
         var fresh = (Jem)Pretraining.Build(config, 0, BuildContext.Of(config, normalization));
         Assert.False(fresh.Buffer(new Generator(0), CPU).Same(a));
+    }
+
+    [Fact]
+    public void ECE_and_AUROC_match_numpy_and_scikit_learn_on_the_same_probabilities_and_scores()
+    {
+        Compute.Seed(5);
+        var probabilities = functional.softmax(randn(500, 10) * 2, 1);
+        var labels = randint(0, 10, [500], dtype: ScalarType.Int64);
+        labels = where(rand(500).lt(0.6), probabilities.argmax(1), labels);                  // mostly right, as a classifier
+        var report = ClassifierMetrics.Report(probabilities, labels);
+        var inScores = randn(300, dtype: ScalarType.Float64) + 1;
+        var outScores = (randn(200, dtype: ScalarType.Float64) * 1.5).round(1);               // ties, as scores can have
+        double auroc = OodDetection.Auroc(inScores.data<double>().ToArray(), outScores.data<double>().ToArray());
+
+        var dir = TestData.TempDir();
+        File.WriteAllBytes(Path.Combine(dir, "p.f64"), Bytes(probabilities));
+        File.WriteAllBytes(Path.Combine(dir, "y.f64"), Bytes(labels));
+        File.WriteAllBytes(Path.Combine(dir, "in.f64"), Bytes(inScores));
+        File.WriteAllBytes(Path.Combine(dir, "out.f64"), Bytes(outScores));
+        const string script = """
+            import sys, numpy as np
+            from sklearn.metrics import roc_auc_score
+            d = sys.argv[1]
+            p = np.fromfile(d + '/p.f64').reshape(500, 10); y = np.fromfile(d + '/y.f64').astype(int)
+            conf, pred = p.max(1), p.argmax(1)
+            edges = np.linspace(0, 1, 16); ece = 0.0
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                b = (conf > lo) & (conf <= hi)
+                if b.any(): ece += b.mean() * abs((pred[b] == y[b]).mean() - conf[b].mean())
+            s_in, s_out = np.fromfile(d + '/in.f64'), np.fromfile(d + '/out.f64')
+            auc = roc_auc_score(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out])
+            print(repr(ece), repr((pred == y).mean()), repr(auc))
+            """;
+        var (code, stdout, stderr) = TestData.RunProcess("/usr/bin/python3", "-c", script, dir);
+        Assert.True(code == 0, $"numpy and scikit-learn are needed (sudo bash .ci/setup --tests): {stderr}");
+        var reference = stdout.Trim().Split(' ').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal(reference[0], report.Scalars["ece"], 6);
+        Assert.Equal(reference[1], report.Scalars["test_accuracy"], 9);
+        Assert.Equal(reference[2], auroc, 9);
+    }
+
+    static byte[] Bytes(Tensor t) => MemoryMarshal.AsBytes(t.to_type(ScalarType.Float64).contiguous().data<double>().ToArray().AsSpan()).ToArray();
+
+    [Theory]
+    [InlineData(AttackNorm.Linf, 0.1)]
+    [InlineData(AttackNorm.L2, 1.5)]
+    public void PGD_stays_in_its_ball_and_in_valid_pixels_and_lowers_a_trained_classifiers_accuracy(AttackNorm norm, double epsilon)
+    {
+        using var data = TestData.FashionMnist(2048, 256);
+        var normalization = Normalization.Of(data.Train);
+        // A linear classifier on pixels, trained enough to be right most of the time.
+        var weight = Parameter(zeros(10, 784));
+        var bias = Parameter(zeros(10));
+        Tensor Logits(Tensor pixels) => pixels.flatten(1).matmul(weight.t()) + bias;
+        var trainPixels = Normalization.ToUnit(data.Train.Images, CPU);
+        var optimizer = optim.Adam([weight, bias], 0.01);
+        for (int i = 0; i < 100; i++)
+        {
+            optimizer.zero_grad();
+            functional.cross_entropy(Logits(trainPixels), data.Train.Labels).backward();
+            optimizer.step();
+        }
+        weight.requires_grad_(false); bias.requires_grad_(false);
+        var pixels = Normalization.ToUnit(data.Test.Images, CPU);
+        double clean = Logits(pixels).argmax(1).eq(data.Test.Labels).to_type(ScalarType.Float64).mean().item<double>();
+        using var draws = new Generator(0);
+        var attacked = Pgd.Attack(Logits, pixels, data.Test.Labels, norm, epsilon, 10, draws);
+        var delta = (attacked - pixels).flatten(1);
+        double largest = norm == AttackNorm.Linf ? delta.abs().max().item<float>() : delta.square().sum(1).sqrt().max().item<float>();
+        Assert.True(largest <= epsilon + 1e-5, $"perturbation {largest} beyond ε = {epsilon}");
+        Assert.True(attacked.min().item<float>() >= 0 && attacked.max().item<float>() <= 1, "attacked pixels left [0, 1]");
+        double robust = Logits(attacked).argmax(1).eq(data.Test.Labels).to_type(ScalarType.Float64).mean().item<double>();
+        Assert.True(clean > 0.7, $"clean accuracy {clean}");
+        Assert.True(robust < clean - 0.2, $"PGD at ε = {epsilon} left accuracy {robust} of clean {clean}");
+        Assert.Same(pixels, Pgd.Attack(Logits, pixels, data.Test.Labels, norm, 0, 10, draws));
     }
 
     [Fact]

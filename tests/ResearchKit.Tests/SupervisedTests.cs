@@ -61,7 +61,7 @@ public class SupervisedTests
         // Without the data an evaluation needs, it is skipped, or a one-line error when named.
         var request = new EvaluationRequest(run.Model, run.Config.Normalization, images, data.Test.Labels, new Dictionary<string, ImageDataset>(), new Generator(0));
         Assert.Equal(["classifier"], MethodEvaluations.Run(Supervised.Method, request).Select(o => o.Name));
-        Assert.Equal("supervised's ood needs the 'ood' data set: give --extra ood=DATASET",
+        Assert.Equal("supervised's ood needs 'ood': give --extra ood=DATASET or RUN folder",
             Assert.Throws<ResearchKitException>(() => MethodEvaluations.Run(Supervised.Method, request, ["ood"])).Message);
     }
 

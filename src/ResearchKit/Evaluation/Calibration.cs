@@ -1,3 +1,5 @@
+using static TorchSharp.torch;
+
 namespace ResearchKit.Evaluation;
 
 /// <summary>One bin of a reliability diagram: how many predictions fell in it, their mean confidence and their accuracy.</summary>
@@ -73,5 +75,34 @@ public static class OodDetection
         var descending = inScores.OrderByDescending(s => s).ToArray();
         double threshold = descending[(int)Math.Ceiling(0.95 * descending.Length) - 1];
         return outScores.Count(s => s >= threshold) / (double)outScores.Count;
+    }
+}
+
+/// <summary>What a classifier's probabilities say on labelled test images: accuracy, NLL, ECE and the reliability diagram.</summary>
+public static class ClassifierMetrics
+{
+    /// <summary>
+    /// test_accuracy, test_nll and ece (15 equal-width bins, Guo et al., 2017) of <paramref name="probabilities"/> [N, K] for
+    /// <paramref name="labels"/> [N], with the reliability diagram's filled bins as the curve "reliability".
+    /// </summary>
+    public static Methods.EvaluationReport Report(Tensor probabilities, Tensor labels)
+    {
+        var (confidence, predicted) = probabilities.max(1);
+        double nll = -probabilities.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().mean().to_type(ScalarType.Float64).item<double>();
+        var correct = predicted.eq(labels).cpu().data<bool>().ToArray();
+        var bins = Calibration.Reliability(confidence.to_type(ScalarType.Float64).cpu().data<double>().ToArray(), correct);
+        var filled = bins.Where(b => b.Count > 0).ToArray();
+        return new Methods.EvaluationReport(new Dictionary<string, double>
+        {
+            ["test_accuracy"] = correct.Count(c => c) / (double)correct.Length,
+            ["test_nll"] = nll,
+            ["ece"] = Calibration.ExpectedError(bins),
+        })
+        {
+            Curves = new Dictionary<string, Methods.Curve>
+            {
+                ["reliability"] = new("confidence", "accuracy", filled.Select(b => b.Confidence).ToArray(), filled.Select(b => b.Accuracy).ToArray()),
+            },
+        };
     }
 }

@@ -42,6 +42,19 @@ public sealed record EvaluationRequest(IPretrainModel Model, Normalization Norma
         ? Normalization.Apply(data.Images, Compute.Device)
         : throw new ResearchKitException($"--extra {role}=DATASET: this evaluation needs the '{role}' data set");
 
+    /// <summary>The mean of <paramref name="measure"/> over batches of images and labels, weighted by batch size: for measures that
+    /// hold a batch's activations (and gradients, for attacks) at once.</summary>
+    public static double BatchedMean(Tensor images, Tensor labels, Func<Tensor, Tensor, double> measure, long batchSize = 256)
+    {
+        double sum = 0;
+        for (long start = 0; start < images.shape[0]; start += batchSize)
+        {
+            long n = Math.Min(batchSize, images.shape[0] - start);
+            sum += n * measure(images.narrow(0, start, n), labels.narrow(0, start, n));
+        }
+        return sum / images.shape[0];
+    }
+
     /// <summary><paramref name="map"/> applied to <paramref name="images"/> in batches along the first dimension, concatenated:
     /// evaluations see thousands of images, and one forward pass over all of them would need their activations at once.</summary>
     public static Tensor Batched(Tensor images, Func<Tensor, Tensor> map, long batchSize = 256)

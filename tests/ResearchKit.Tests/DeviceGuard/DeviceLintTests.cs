@@ -56,7 +56,7 @@ public class DeviceLintTests
         ["Lbfgs.Minimize"] = "evaluation: the line search works on host numbers",
         ["Reconstruction.Mse"] = "evaluation: reads its result",
         ["RotNet.MeasureRotation"] = "evaluation: reads its result",
-        ["Supervised.MeasureClassifier"] = "evaluation: calibration bins on the host",
+        ["ClassifierMetrics.Report"] = "evaluation: calibration bins on the host",
         ["Supervised.MeasureOod"] = "evaluation: AUROC ranks on the host",
         ["ImageGptOutput.BitsPerPixel"] = "evaluation: reads its result",
         ["TokenTarget.MaskedAccuracy"] = "evaluation: reads its result",
@@ -86,6 +86,8 @@ public class DeviceLintTests
         ["SampleQuality.DiversityRatio"] = "evaluation: reads its result",
         ["SelfSupervisedGan.MeasureRotation"] = "evaluation: reads its result",
         ["SelfSupervisedGan.MeasureStability"] = "evaluation: reads its result",
+        ["Pgd.RobustAccuracy"] = "evaluation: reads its result",
+        ["Jem.MeasureOod"] = "evaluation: AUROC ranks on the host",
     };
 
     [Fact]
