@@ -16,8 +16,8 @@ namespace ResearchKit.Models;
 /// Defaults: β = 1 (<see cref="RealRotationWeight"/>) and α = 0.2 (<see cref="FakeRotationWeight"/>), the paper's §3 values
 /// and compare_gan's (weight_rotation_loss_d = 1.0, weight_rotation_loss_g = 0.2); the non-saturating loss, spectral
 /// normalisation in the discriminator, one discriminator step per generator step and Adam with lr 2·10⁻⁴, β₁ = 0,
-/// β₂ = 0.999, constant, for both networks (the §4 "Settings" this issue names; the paper's CIFAR-10 table also tries
-/// β₁ = 0.5 and n_dis = 5). As compare_gan does, a quarter of each batch (rotated_batch_size = batch) is rotated by
+/// β₂ = 0.999, constant, for both networks (issue 24's statement of §4; the paper's text is not available here to check
+/// it, and its hyper-parameter sweeps also try β₁ = 0.5 and n_dis = 5). As compare_gan does, a quarter of each batch (rotated_batch_size = batch) is rotated by
 /// each of the four angles for the rotation terms, and the GAN loss sees the batch upright.
 /// </summary>
 /// <param name="Networks">The generator's and discriminator's sizes (<see cref="GanNetworksConfig"/>).</param>
