@@ -126,18 +126,22 @@ public sealed record GanNetworksConfig(int ImageSize = 32, int Channels = 3, int
         return side;
     }
 
+    /// <summary>Both networks' parameters, counted exactly (weights, biases, BatchNorm scales), and per image the activations
+    /// each layer keeps (both convolutions and their LeakyReLUs per discriminator block; the generator's maps three times).</summary>
     public ModelSize Size()
     {
         var size = ModelSize.None;
         for (int block = 0; block < Depth; block++)
         {
             double inputs = block == 0 ? Channels : BlockWidth(block - 1), w = BlockWidth(block), side = SpatialSize(block);
-            size += new ModelSize(9 * inputs * w + 16 * w * w + 2 * w, 2 * 4 * side * side * w);
+            size += new ModelSize(9 * inputs * w + w + 16 * w * w + w, 2 * 4 * side * side * w);
         }
-        double g = 4.0 * GeneratorWidth, q = ImageSize / 4;
-        size += new ModelSize(Latent * g * q * q + 16 * g * g / 2 + 16 * g / 2 * GeneratorWidth + 9 * GeneratorWidth * Channels,
-            3 * (g * q * q + g / 2 * 4 * q * q + GeneratorWidth * 16 * q * q));
-        return size;
+        double g = 4.0 * GeneratorWidth, h = g / 2, last = GeneratorWidth, q = ImageSize / 4;
+        double generator = Latent * g * q * q + g * q * q + 2 * g          // projection and its BatchNorm
+            + 16 * g * h + h + 2 * h                                       // first transposed convolution and BatchNorm
+            + 16 * h * last + last + 2 * last                              // second
+            + 9 * last * Channels + Channels;                              // the output convolution
+        return size + new ModelSize(generator, 3 * (g * q * q + h * 4 * q * q + last * 16 * q * q));
     }
 
     public void Validate(string method)

@@ -51,7 +51,9 @@ public sealed record SsganConfig(
 
     public override MethodConfig ForInput(int imageSize, int channels) => this with { Networks = Networks with { ImageSize = imageSize, Channels = channels } };
     public override (int ImageSize, int Channels) InputShape() => (Networks.ImageSize, Networks.Channels);
-    public override ModelSize? Size() => Networks.Size();
+    /// <summary>The networks and the heads on the discriminator's pooled features: real/fake, and rotation when self-supervised.</summary>
+    public override ModelSize? Size() => Networks.Size() + ModelSize.Linear(Networks.BlockWidth(Networks.Depth - 1), 1)
+        + (SelfSupervised ? ModelSize.Linear(Networks.BlockWidth(Networks.Depth - 1), SelfSupervisedGan.Rotations) : ModelSize.None);
     public override IPretrainModel Build(BuildContext context) => new SelfSupervisedGan(this, context);
 
     public override void Validate()
