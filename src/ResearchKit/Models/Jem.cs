@@ -162,7 +162,7 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     }
 
     /// <summary>Probabilities [N, Classes] of normalised images, in batches.</summary>
-    Tensor Probabilities(Tensor images) => EvaluationRequest.Batched(images, x => functional.softmax(call(x).to_type(ScalarType.Float32), 1));
+    Tensor Probabilities(Tensor images) => ClassifierMetrics.Probabilities(call, images);
 
     /// <summary>Accuracy, NLL, ECE (15 bins) and the reliability diagram (§5.2, Fig. 6).</summary>
     static EvaluationReport MeasureClassifier(EvaluationRequest request) =>

@@ -95,7 +95,7 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
     };
 
     /// <summary>Probabilities [N, Classes] of normalised images, in batches.</summary>
-    Tensor Probabilities(Tensor images) => EvaluationRequest.Batched(images, x => functional.softmax(call(x).to_type(ScalarType.Float32), 1));
+    Tensor Probabilities(Tensor images) => ClassifierMetrics.Probabilities(call, images);
 
     /// <summary>Test accuracy, negative log-likelihood and ECE (Guo et al., 2017) with the reliability diagram's points.</summary>
     static EvaluationReport MeasureClassifier(EvaluationRequest request) =>

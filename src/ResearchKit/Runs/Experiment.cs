@@ -111,8 +111,9 @@ public static class Experiments
     /// One pre-training run evaluated every <paramref name="every"/> steps (SSGAN's forgetting curve, Chen et al. 2019
     /// Fig. 2: a probe of the discriminator every few thousand generator steps): pre-trains (or resumes) keeping a snapshot
     /// every <paramref name="every"/> steps (<see cref="StepSnapshots"/>), then evaluates the initial weights (step 0) and every
-    /// snapshot with the experiment's evaluation, and the final weights when the run is not a whole number of intervals. The optimizer state is not part of what is evaluated, so a constant
-    /// schedule (the GAN recipes') makes each snapshot what a run of that length would have been.
+    /// snapshot with the experiment's evaluation, and the final weights when the run is not a whole number of intervals. The
+    /// optimizer state is not part of what is evaluated, so a constant schedule (the GAN recipes') makes each snapshot what a
+    /// run of that length would have been.
     /// </summary>
     public static List<StepResult> RunAlongSteps(Experiment experiment, long every, string workFolder,
         IProgress<TrainProgress>? progress = null, Action<string>? status = null, CancellationToken cancel = default)
