@@ -196,6 +196,83 @@ public class GeneralTrainerTests
         Assert.Contains("distinct names", Assert.Throws<ResearchKitException>(() => new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, duplicate)).Message);
     }
 
+    /// <summary>
+    /// One weight pulled to 1; its loss "diverges" from its <see cref="DivergesFrom"/>-th call on (× 10⁶, or NaN) until a
+    /// restart sets a smaller scale — the shape of JEM's recovery (<see cref="IDivergenceRecovery"/>).
+    /// </summary>
+    sealed class Fragile(bool curable, double? bound) : Module<Tensor, Tensor>("Fragile"), ITrainable, IDivergenceRecovery
+    {
+        public const int DivergesFrom = 5;
+        public readonly Parameter Weight = Parameter(zeros(1));
+        public int Calls;
+        public double Scale = 1;
+        public List<int> Restarts { get; } = [];
+        public override Tensor forward(Tensor x) => Weight;
+        public nn.Module Module => this;
+        public IDivergenceRecovery Recovery => this;
+        public int MaxRestarts => 1;
+
+        public string AfterRestarts(int restarts)
+        {
+            Restarts.Add(restarts);
+            Scale = Math.Pow(0.5, restarts);
+            return $"scale {Scale}";
+        }
+
+        public IReadOnlyList<UpdatePhase> Phases() => [new UpdatePhase("loss", (_, _) =>
+        {
+            var loss = (Weight - 1).square().sum() * Scale;
+            bool broken = Calls++ >= DivergesFrom && (Scale == 1 || !curable);
+            return broken ? loss * (bound is null ? double.NaN : 1e6) + (bound is null ? 0 : 1e6) : loss;
+        }, [("weight", Weight)], DivergesAbove: bound)];
+    }
+
+    [Fact]
+    public void A_run_that_diverges_restarts_from_its_last_good_checkpoint_records_the_event_and_finishes()
+    {
+        using var data = TestData.Random(32);
+        var loader = new DataLoader(data, 4, Normalization.Of(data), shuffle: false, device: CPU);
+        var dir = TestData.TempDir();
+        var model = new Fragile(curable: true, bound: 1e3);
+        var config = new TrainConfig(Epochs: 1, BatchSize: 4, LogEvery: 1, CheckpointEvery: 4);
+        var result = new Trainer(config, dir).Fit(loader, model);
+        // Step 5's loss (beyond the bound of 10³) is caught when read; the checkpoint after 4 steps is the last good one.
+        var events = DivergenceLog.Read(dir);
+        var only = Assert.Single(events);
+        Assert.Equal((Fragile.DivergesFrom, "loss", 4L, 1, "scale 0.5"), (only.Step, only.Phase, only.RestartedFrom, only.Restart, only.Action));
+        Assert.True(only.Loss > 1e6, $"the recorded loss {only.Loss} is not the diverged one");
+        Assert.Equal(events, result.Divergences);
+        Assert.Equal(8, result.Steps);
+        Assert.Equal(8, result.Losses.Count);
+        Assert.All(result.Losses, l => Assert.True(l < 1e3, $"a loss {l} from before the restart stayed in the curve"));
+        Assert.Equal([0, 1, 1], model.Restarts);   // at the start, for the event's record, and after reloading the checkpoint
+        Assert.Equal(result.Losses, Trainer.ReadMetrics(dir).Select(m => m.Loss));   // the log holds one curve, not the abandoned one
+        Assert.False(result.Resumed);
+        // A later resume of the same folder starts with the restart's setting.
+        var again = new Fragile(curable: true, bound: 1e3);
+        new Trainer(config with { Epochs = 2 }, dir).Fit(loader, again);
+        Assert.Equal(1, again.Restarts[0]);
+    }
+
+    [Fact]
+    public void A_run_that_keeps_diverging_stops_after_its_restarts_and_without_recovery_or_a_folder_stops_at_once()
+    {
+        using var data = TestData.Random(32);
+        var loader = new DataLoader(data, 4, Normalization.Of(data), shuffle: false, device: CPU);
+        var config = new TrainConfig(Epochs: 1, BatchSize: 4, LogEvery: 1, CheckpointEvery: 4);
+        var dir = TestData.TempDir();
+        var e = Assert.Throws<TrainingDivergedException>(() => new Trainer(config, dir).Fit(loader, new Fragile(curable: false, bound: null)));
+        // First at step 5; after the restart from the checkpoint of step 4 it diverges again at once, and that stops it.
+        Assert.StartsWith("loss became NaN at step 4", e.Message);
+        Assert.EndsWith($"it still diverged after 1 restart(s) ({Path.Combine(dir, DivergenceLog.FileName)})", e.Message);
+        Assert.Single(DivergenceLog.Read(dir));
+        Assert.Equal(4, CheckpointStore.SavedStep(Path.Combine(dir, Trainer.CheckpointFile)));   // the good checkpoint is kept
+        // In memory there is no checkpoint to go back to: the first divergence stops the run.
+        var memory = new Fragile(curable: true, bound: null);
+        Assert.Throws<TrainingDivergedException>(() => new Trainer(config).Fit(loader, memory));
+        Assert.Empty(memory.Restarts);
+    }
+
     sealed class TwoPhases(nn.Module module, IReadOnlyList<UpdatePhase> phases) : ITrainable
     {
         public nn.Module Module => module;

@@ -142,11 +142,37 @@ public class JemTests
     }
 
     [Fact]
+    public void Divergence_restarts_from_the_last_checkpoint_with_half_the_SGLD_step_each_time_then_stops()
+    {
+        using var data = TestData.FashionMnist(64, 16);
+        var normalization = Normalization.Of(data.Train);
+        // A bound every loss exceeds: each attempt diverges at its first read step, so both restarts are used, then it stops.
+        var config = (JemConfig)(Small with { DivergesAbove = 1e-3, MaxRestarts = 2 }).ForData(data.Train, normalization);
+        var model = (Jem)Pretraining.Build(config, 0, BuildContext.Of(config, normalization));
+        Assert.Equal(1e-3, model.Phases()[0].DivergesAbove);
+        var dir = TestData.TempDir();
+        var e = Assert.Throws<TrainingDivergedException>(() => new Trainer(new TrainConfig(1, 32, config.Optimizer, LogEvery: 1), dir)
+            .Fit(new DataLoader(data.Train, 32, normalization, seed: 0), model));
+        Assert.Contains("beyond ±0.001", e.Message);
+        Assert.Equal(["SGLD step 1 → 0.5", "SGLD step 1 → 0.25"], DivergenceLog.Read(dir).Select(d => d.Action));
+        Assert.All(DivergenceLog.Read(dir), d => Assert.Equal((0L, 0L), (d.Step, d.RestartedFrom)));
+        Assert.Equal(0.25, model.StepSize);
+        // The smaller step is the one SGLD takes: without noise, a step of the restarted model is that of a model built with it.
+        var direct = (Jem)Pretraining.Build(config with { StepSize = 0.25, Noise = 0 }, 0, BuildContext.Of(config, normalization));
+        var restarted = (Jem)Pretraining.Build(config with { Noise = 0 }, 0, BuildContext.Of(config, normalization));
+        restarted.AfterRestarts(2);
+        var x = normalization.Apply(data.Test.Images[..4], CPU);
+        Assert.True(direct.Langevin(x, new Generator(0), 1).Same(restarted.Langevin(x, new Generator(0), 1)));
+    }
+
+    [Fact]
     public void The_configuration_refuses_batch_norm_and_out_of_range_sampler_settings_in_one_line()
     {
         Assert.Equal("jem: the backbone must be without BatchNorm (samples and data would share batch statistics)",
             Assert.Throws<ResearchKitException>(() => (Small with { Backbone = Small.Backbone with { WithoutBatchNorm = false } }).Validate()).Message);
         Assert.Equal("jem: --sgld-steps must be 1–1000; got 0", Assert.Throws<ResearchKitException>(() => (Small with { Steps = 0 }).Validate()).Message);
         Assert.Equal("jem: --reinit must be in [0, 1]; got 1.5", Assert.Throws<ResearchKitException>(() => (Small with { Reinitialise = 1.5 }).Validate()).Message);
+        Assert.Equal("jem: --restart-step-factor must be in (0, 1]; got 2",
+            Assert.Throws<ResearchKitException>(() => (Small with { RestartStepFactor = 2 }).Validate()).Message);
     }
 }

@@ -18,10 +18,15 @@ namespace ResearchKit.Models;
 /// after PCD), so L = CE + w·(E(x_data) − E(x_sample)) averaged over the batch. Defaults are the paper's (§3.1 and its code's
 /// flags): SGLD step α = 1, noise σ = 0.01, 20 steps, a buffer of 10,000 reinitialised from uniform noise with probability
 /// 0.05, Gaussian noise of std 0.03 (in [−1, 1] pixels) added to the data, Adam at 1e-4. The network is RotNet's CNN without
-/// BatchNorm (the paper's Wide-ResNet has none either). Not yet here: the paper's divergence handling and evaluations.
+/// BatchNorm (the paper's Wide-ResNet has none either).
+/// Divergence (§6 calls training unstable): the paper's code stops a run whose loss exceeds 10⁸ in magnitude. Here a loss
+/// beyond <see cref="DivergesAbove"/> or non-finite makes the trainer go back to the last good checkpoint and continue with the
+/// SGLD step multiplied by <see cref="RestartStepFactor"/>, at most <see cref="MaxRestarts"/> times; each event is recorded in
+/// the run folder's divergence.json (<see cref="DivergenceLog"/>).
 /// </summary>
 /// <param name="GenerativeWeight">w, the weight of the log p(x) term (0: plain cross-entropy, the baseline).</param>
 /// <param name="DataNoise">Std of the Gaussian noise added to the data, in [−1, 1] pixel units as the paper's code.</param>
+/// <param name="DivergesAbove">A loss beyond ± this counts as diverged (the paper's code: 10⁸).</param>
 public sealed record JemConfig(
     ConvNetConfig Backbone,
     int Classes = 10,
@@ -31,7 +36,10 @@ public sealed record JemConfig(
     int Steps = 20,
     int BufferSize = 10_000,
     double Reinitialise = 0.05,
-    double DataNoise = 0.03) : ConvNetMethodConfig(Backbone)
+    double DataNoise = 0.03,
+    double DivergesAbove = 1e8,
+    int MaxRestarts = 3,
+    double RestartStepFactor = 0.5) : ConvNetMethodConfig(Backbone)
 {
     /// <summary>Adam at 1e-4, as the paper's code trains (no weight decay), warmup then constant.</summary>
     public override OptimizerConfig Optimizer { get; init; } =
@@ -58,11 +66,16 @@ public sealed record JemConfig(
         if (BufferSize < 1) throw new ResearchKitException($"jem: --buffer must be at least 1; got {BufferSize}");
         if (Reinitialise is < 0 or > 1 || double.IsNaN(Reinitialise)) throw new ResearchKitException($"jem: --reinit must be in [0, 1]; got {Reinitialise}");
         if (DataNoise is < 0 || !double.IsFinite(DataNoise)) throw new ResearchKitException($"jem: --data-noise must be ≥ 0; got {DataNoise}");
+        if (!(DivergesAbove > 0)) throw new ResearchKitException($"jem: --diverge-above must be positive; got {DivergesAbove}");
+        if (MaxRestarts is < 0 or > 20) throw new ResearchKitException($"jem: --max-restarts must be 0–20; got {MaxRestarts}");
+        if (RestartStepFactor is <= 0 or > 1 || double.IsNaN(RestartStepFactor))
+            throw new ResearchKitException($"jem: --restart-step-factor must be in (0, 1]; got {RestartStepFactor}");
     }
 }
 
-/// <summary>The JEM classifier (<see cref="JemConfig"/>), its SGLD sampler and its replay buffer (checkpointed).</summary>
-public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointState
+/// <summary>The JEM classifier (<see cref="JemConfig"/>), its SGLD sampler, its replay buffer (checkpointed) and its recovery
+/// from divergence (a smaller SGLD step after each restart).</summary>
+public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointState, IDivergenceRecovery
 {
     public JemConfig Config { get; }
     readonly ConvNet backbone;
@@ -74,6 +87,7 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     {
         config.Validate();
         Config = config;
+        StepSize = config.StepSize;
         this.context = context;
         backbone = new ConvNet(config.Backbone);
         head = Linear(backbone.FeatureDim, config.Classes);
@@ -83,6 +97,18 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     public Backbone Backbone => backbone;
     public nn.Module Module => this;
     public ICheckpointState State => this;
+    public IDivergenceRecovery Recovery => this;
+
+    /// <summary>The SGLD step size in use: <see cref="JemConfig.StepSize"/>, times the restart factor once per restart.</summary>
+    public double StepSize { get; private set; }
+
+    public int MaxRestarts => Config.MaxRestarts;
+
+    public string AfterRestarts(int restarts)
+    {
+        StepSize = Config.StepSize * Math.Pow(Config.RestartStepFactor, restarts);
+        return $"SGLD step {Config.StepSize:g3} → {StepSize:g3}";
+    }
 
     /// <summary>Class logits [B, Classes] of normalised images.</summary>
     public override Tensor forward(Tensor images) => Mixed.Head(head, backbone.Features(images));
@@ -98,7 +124,8 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
 
     /// <summary>
     /// SGLD (§3.1, eq. 9): x ← x + α ∂log p(x)/∂x + σ ε, <see cref="JemConfig.Steps"/> times, as the paper's code writes it (the
-    /// step α on the gradient and the noise σ set apart, not tied as α/2 and √α). Only the images get gradients.
+    /// step α on the gradient and the noise σ set apart, not tied as α/2 and √α; α is <see cref="StepSize"/>, smaller after a
+/// restart). Only the images get gradients.
     /// </summary>
     public Tensor Langevin(Tensor start, Generator draws, int? steps = null)
     {
@@ -108,7 +135,7 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
             using var scope = NewDisposeScope();
             var input = x.requires_grad_(true);
             var gradient = autograd.grad([LogDensity(input).sum()], [input])[0];
-            x = (input.detach() + Config.StepSize * gradient + Config.Noise * Draws.Normal(draws, [.. x.shape], x.device)).MoveToOuterDisposeScope();
+            x = (input.detach() + StepSize * gradient + Config.Noise * Draws.Normal(draws, [.. x.shape], x.device)).MoveToOuterDisposeScope();
         }
         return x.detach();
     }
@@ -128,7 +155,8 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     }
 
     /// <summary>One phase: L = CE(f(x̃), y) + w·(E(x̃) − E(x_SGLD)), x̃ the data with noise (§3, eq. 8).</summary>
-    public IReadOnlyList<UpdatePhase> Phases() => [new UpdatePhase("loss", (batch, draws) => Loss(batch, draws), UpdatePhase.TrainableOf(this))];
+    public IReadOnlyList<UpdatePhase> Phases() =>
+        [new UpdatePhase("loss", (batch, draws) => Loss(batch, draws), UpdatePhase.TrainableOf(this), DivergesAbove: Config.DivergesAbove)];
 
     public Tensor Loss(Batch batch, Generator draws)
     {
@@ -243,6 +271,10 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
             MethodOption.Integer<JemConfig>("--buffer", "replay buffer size (paper: 10000)", (c, v) => c with { BufferSize = v }),
             MethodOption.Number<JemConfig>("--reinit", "probability a buffer start is reset to noise (paper: 0.05)", (c, v) => c with { Reinitialise = v }),
             MethodOption.Number<JemConfig>("--data-noise", "std of the noise added to the data, in [−1, 1] pixels (paper's code: 0.03)", (c, v) => c with { DataNoise = v }),
+            MethodOption.Number<JemConfig>("--diverge-above", "a loss beyond ± this counts as diverged (paper's code: 1e8)", (c, v) => c with { DivergesAbove = v }),
+            MethodOption.Integer<JemConfig>("--max-restarts", "restarts from the last good checkpoint after divergence (default 3)", (c, v) => c with { MaxRestarts = v }),
+            MethodOption.Number<JemConfig>("--restart-step-factor", "the SGLD step is multiplied by this at each restart (default 0.5)",
+                (c, v) => c with { RestartStepFactor = v }),
             .. ConvNetMethodConfig.SizeOptions<JemConfig>("conv blocks", "channels per block"),
         ])
     {

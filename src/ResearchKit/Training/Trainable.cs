@@ -99,9 +99,12 @@ public sealed record StepWindow(double From, double Until, bool InSteps = false)
 /// <param name="Optimizer">null: the run's <see cref="TrainConfig.Optimizer"/>. Its rate and schedule are this phase's.</param>
 /// <param name="NoWeightDecay">Names (from <paramref name="Parameters"/>) exempt from weight decay besides 1-D parameters.</param>
 /// <param name="Window">The steps in which the phase trains (null: all); <paramref name="Every"/> counts from its start.</param>
+/// <param name="DivergesAbove">A loss whose magnitude exceeds this counts as diverged, as a non-finite one does (null: only
+/// non-finite losses). Checked when losses are read back, so it costs no device sync.</param>
 public sealed record UpdatePhase(
     string Name, Func<Batch, Generator, Tensor> Loss, IReadOnlyList<(string Name, Parameter Parameter)> Parameters,
-    OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null, StepWindow? Window = null)
+    OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null, StepWindow? Window = null,
+    double? DivergesAbove = null)
 {
     /// <summary>This phase's optimizer settings: its own, or the run's.</summary>
     public OptimizerConfig SettingsOr(OptimizerConfig run) => Optimizer ?? run;
@@ -136,12 +139,29 @@ public interface ICheckpointState
     void Load(BinaryReader reader);
 }
 
-/// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state.</summary>
+/// <summary>
+/// A method that can go on after its training diverged. With a run folder, the trainer then restores the last good
+/// checkpoint (one is written before the first step), records the event (<see cref="DivergenceLog"/>), calls
+/// <see cref="AfterRestarts"/> and trains on from there; after <see cref="MaxRestarts"/> restarts a divergence stops the run.
+/// </summary>
+public interface IDivergenceRecovery
+{
+    int MaxRestarts { get; }
+
+    /// <summary>Sets the method up for a run that has restarted <paramref name="restarts"/> times (0: never), e.g. a smaller
+    /// step; called before training starts or resumes, so a resumed run keeps what its restarts changed. Returns what it
+    /// set, in words, for the record.</summary>
+    string AfterRestarts(int restarts);
+}
+
+/// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state,
+/// and optionally a way to recover from divergence.</summary>
 public interface ITrainable
 {
     nn.Module Module { get; }
     IReadOnlyList<UpdatePhase> Phases();
     ICheckpointState? State => null;
+    IDivergenceRecovery? Recovery => null;
 }
 
 /// <summary>The plain case: one module, one loss, all trainable parameters.</summary>

@@ -58,19 +58,27 @@ public interface ITrainerCallback
 /// <summary>What a finished <see cref="Trainer.Fit(DataLoader, ITrainable, IProgress{TrainProgress}?, CancellationToken)"/> returns.</summary>
 /// <param name="Losses">Every step's main loss (including steps before a resume).</param>
 /// <param name="PhaseLosses">Every phase's losses by name, one per step the phase ran.</param>
+/// <param name="Divergences">Every divergence the run recovered from (<see cref="IDivergenceRecovery"/>), resumed runs' included.</param>
 public sealed record TrainResult(IReadOnlyList<double> Losses, long Steps, TimeSpan Elapsed, bool Resumed,
-    IReadOnlyDictionary<string, List<double>>? PhaseLosses = null);
+    IReadOnlyDictionary<string, List<double>>? PhaseLosses = null, IReadOnlyList<DivergenceEvent>? Divergences = null);
 
-/// <summary>Thrown when a loss becomes NaN or infinite; says where and what to try.</summary>
-public sealed class TrainingDivergedException(string message) : ResearchKitException(message);
+/// <summary>Thrown when a loss becomes NaN or infinite (or beyond its phase's bound); says where and what to try.</summary>
+public sealed class TrainingDivergedException(string message, long step = -1, string phase = "", double loss = double.NaN)
+    : ResearchKitException(message)
+{
+    public long Step { get; } = step;
+    public string Phase { get; } = phase;
+    public double Loss { get; } = loss;
+}
 
 /// <summary>
 /// The one training loop for every method. A method supplies its update phases (a loss, its parameters, an
 /// optimizer each; <see cref="ITrainable"/>); the trainer does the rest: warmup + cosine schedule per phase,
 /// optional clipping, one dispose scope per step, callbacks and progress, the metrics log, atomic resumable
-/// checkpoints (weights, every optimizer, the method's extra state), a clear stop on a non-finite loss, and
-/// cancellation checked every step (a checkpoint is written at the step where it stops). Deterministic for a
-/// seed on CPU: data order, augmentation and each phase's generator depend only on (seed, epoch, step).
+/// checkpoints (weights, every optimizer, the method's extra state), a clear stop on a non-finite loss (or a restart from
+/// the last good checkpoint for a method that recovers: <see cref="IDivergenceRecovery"/>), and cancellation checked every
+/// step (a checkpoint is written at the step where it stops). Deterministic for a seed on CPU: data order, augmentation and
+/// each phase's generator depend only on (seed, epoch, step), so a restart replays the same batches.
 /// </summary>
 public sealed class Trainer
 {
@@ -122,7 +130,26 @@ public sealed class Trainer
         var previousPrecision = Compute.Precision;
         if (config.Precision is { } precision) Compute.Precision = precision;
         var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, config.BatchSize)).ToArray();
-        try { return Run(loader, trainable, model, phases, optimizers, progress, cancel); }
+        var recovery = directory is null ? null : trainable.Recovery;   // a restart needs a checkpoint to go back to
+        var divergences = recovery is null ? [] : DivergenceLog.Read(directory!);
+        bool resumed = directory is not null && CheckpointStore.SavedStep(Path.Combine(directory, CheckpointFile)) > 0;
+        try
+        {
+            while (true)
+            {
+                try { return Run(loader, trainable, model, phases, optimizers, progress, cancel, recovery, divergences) with { Resumed = resumed }; }
+                catch (TrainingDivergedException e) when (recovery is not null && e.Step >= 0)
+                {
+                    if (divergences.Count >= recovery.MaxRestarts)
+                        throw new TrainingDivergedException($"{e.Message}; it still diverged after {divergences.Count} restart(s) " +
+                            $"({Path.Combine(directory!, DivergenceLog.FileName)})", e.Step, e.Phase, e.Loss);
+                    long from = CheckpointStore.SavedStep(Path.Combine(directory!, CheckpointFile)) ?? 0;
+                    string action = recovery.AfterRestarts(divergences.Count + 1);
+                    divergences.Add(new DivergenceEvent(e.Step, e.Phase, e.Loss, from, divergences.Count + 1, action));
+                    DivergenceLog.Write(directory!, divergences);
+                }
+            }
+        }
         finally
         {
             Compute.Precision = previousPrecision;
@@ -131,7 +158,7 @@ public sealed class Trainer
     }
 
     TrainResult Run(DataLoader loader, ITrainable trainable, nn.Module model, IReadOnlyList<UpdatePhase> phases, FlatOptimizer[] optimizers,
-        IProgress<TrainProgress>? progress, CancellationToken cancel)
+        IProgress<TrainProgress>? progress, CancellationToken cancel, IDivergenceRecovery? recovery, IReadOnlyList<DivergenceEvent> divergences)
     {
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
         CheckWindowsCover(phases, total);
@@ -143,8 +170,11 @@ public sealed class Trainer
         if (checkpoint is not null && checkpoint.Exists)
         {
             step = checkpoint.Load(config, model, phases, optimizers, trainable.State, losses, Provenance);
-            resumed = true;
+            resumed = step > 0;
         }
+        else if (recovery is not null)   // the initial weights: the last good checkpoint of a run that diverges before its first
+            checkpoint!.Save(0, config, model, phases, optimizers, trainable.State, losses, Provenance);
+        recovery?.AfterRestarts(divergences.Count);
         metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
 
         var threads = new ThreadPolicy();   // RESEARCHKIT_THREADS: fixed by default; "auto" adapts to the idle cores
@@ -219,7 +249,7 @@ public sealed class Trainer
         }
         finally { pending.Dispose(); }
         model.eval();
-        return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, resumed, losses);
+        return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, resumed, losses, [.. divergences]);
 
         void Save(long at)
         {
@@ -268,11 +298,13 @@ public sealed class Trainer
                 {
                     var (phase, _, step, epoch, lr) = entries[i];
                     double value = values[i];
-                    if (!double.IsFinite(value))
+                    var bound = phases.First(p => p.Name == phase).DivergesAbove;
+                    if (!double.IsFinite(value) || Math.Abs(value) > bound)
                         throw new TrainingDivergedException(
-                            $"{(phases.Count > 1 ? $"phase '{phase}': " : "")}loss became {value} at step {step} (epoch {epoch}, lr {lr:g3}); " +
+                            $"{(phases.Count > 1 ? $"phase '{phase}': " : "")}loss became {value}{(double.IsFinite(value) ? $", beyond ±{bound:g3}," : "")} " +
+                            $"at step {step} (epoch {epoch}, lr {lr:g3}); " +
                             (directory is not null && File.Exists(Path.Combine(directory, CheckpointFile)) ? $"the last checkpoint in {directory} is kept; " : "") +
-                            "lower the learning rate or set gradient clipping");
+                            "lower the learning rate or set gradient clipping", step, phase, value);
                     curves[phase].Add(value);
                     latest[phase] = value;
                 }
