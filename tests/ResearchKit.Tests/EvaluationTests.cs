@@ -129,6 +129,13 @@ public class EvaluationTests
         Assert.Equal(new Dictionary<string, double> { ["x"] = 2.5, ["y"] = double.PositiveInfinity }, MethodEvaluations.ReadScalars(folder));
         Assert.Equal(0.5, MethodEvaluations.ReadScalars(folder, "epoch-1")["x"]);
         Assert.Empty(MethodEvaluations.ReadScalars(folder, "step-3"));
+        var reliability = new Curve("confidence", "accuracy", [0.55, 0.95], [0.5, 1]);
+        MethodEvaluations.Store(folder, "final", [Outcome("c", ("z", 1)) with { Curves = new Dictionary<string, Curve> { ["reliability"] = reliability } }]);
+        var curve = Assert.Single(MethodEvaluations.ReadCurves(folder)).Value;
+        Assert.Equal((reliability.XLabel, reliability.YLabel), (curve.XLabel, curve.YLabel));
+        Assert.Equal(reliability.X, curve.X);
+        Assert.Equal(reliability.Y, curve.Y);
+        Assert.Empty(MethodEvaluations.ReadCurves(folder, "epoch-1"));
         // Two evaluations reporting one name would make results ambiguous by name.
         Assert.Contains("'x' is also reported", Assert.Throws<InvalidOperationException>(() =>
             MethodEvaluations.Scalars([Outcome("a", ("x", 1)), Outcome("c", ("x", 2))])).Message);

@@ -173,6 +173,19 @@ public static class MethodEvaluations
         return result;
     }
 
+    /// <summary>The curves stored in a run folder for <paramref name="weights"/> (a reliability diagram…), by name (empty when none).</summary>
+    public static Dictionary<string, Curve> ReadCurves(string runFolder, string weights = "final")
+    {
+        var path = Path.Combine(runFolder, FileName);
+        var result = new Dictionary<string, Curve>();
+        if (!File.Exists(path) || ReadRoot(path)[weights] is not JsonObject entry) return result;
+        foreach (var (_, evaluation) in entry)
+            foreach (var (name, value) in evaluation?["curves"]?.AsObject() ?? new JsonObject())
+                try { result[name] = value.Deserialize<Curve>(MethodRegistry.Json) ?? throw new JsonException("null"); }
+                catch (JsonException e) { throw new DataFormatException(path, $"curve '{name}' of '{weights}' is not a curve ({e.Message.Split('\n')[0]})"); }
+        return result;
+    }
+
     static JsonObject ReadRoot(string path)
     {
         try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("not an object"); }

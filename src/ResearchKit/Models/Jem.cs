@@ -122,6 +122,15 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     Tensor UniformImages(long count, Generator draws, Device device) =>
         context.FromPixels(Draws.Uniform(draws, [count, context.Channels, context.ImageSize, context.ImageSize], device));
 
+    /// <summary>Samples by <paramref name="steps"/> SGLD steps from uniform noise (normalised images; the paper's Fig. 3 samples
+    /// start from noise too). Gradients are enabled inside, so it can be called under no_grad.</summary>
+    public Tensor SampleFromNoise(long count, int steps, Generator draws)
+    {
+        var start = UniformImages(count, draws, head.weight.device);
+        using var grad = enable_grad();
+        return Langevin(start, draws, steps);
+    }
+
     /// <summary>
     /// SGLD (§3.1, eq. 9): x ← x + α ∂log p(x)/∂x + σ ε, <see cref="JemConfig.Steps"/> times, as the paper's code writes it (the
     /// step α on the gradient and the noise σ set apart, not tied as α/2 and √α; α is <see cref="StepSize"/>, smaller after a
@@ -251,9 +260,7 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     {
         var model = (Jem)request.Model;
         int steps = request.Options.Integer("--sgld-steps");
-        var start = model.UniformImages(4 * request.Count, request.Generator, model.head.weight.device);
-        Tensor samples;
-        using (enable_grad()) samples = model.Langevin(start, request.Generator, steps);
+        var samples = model.SampleFromNoise(4 * request.Count, steps, request.Generator);
         var pixels = request.Pixels(samples);
         return new Figure(Enumerable.Range(0, 4).Select(r => (r == 0 ? $"SGLD, {steps} steps" : "", pixels.narrow(0, r * request.Count, request.Count)))
             .Append(("real", request.Pixels(request.TestImages(request.Count)))).ToList(),
