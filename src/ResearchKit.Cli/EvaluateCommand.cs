@@ -18,7 +18,7 @@ static class EvaluateCommand
     public static Command Create()
     {
         var dir = new Argument<string>("run") { Description = "run folder written by pretrain" };
-        var what = new Option<string[]>("--what") { Description = "evaluations to run (default: every one whose data are given)", AllowMultipleArgumentsPerToken = false };
+        var what = new Option<string[]>("--what") { Description = "evaluations to run (default: every one whose data are given, except those run on request only)", AllowMultipleArgumentsPerToken = false };
         var extra = new Option<string[]>("--extra") { Description = "an extra data set or run folder by role, e.g. ood=mnist (adapted to the run's shape) or classifier=runs/sup" };
         var count = new Option<int>("--n") { Description = "test images (and extra images) to measure on", DefaultValueFactory = _ => 1000 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
@@ -36,7 +36,8 @@ static class EvaluateCommand
             if (r.GetValue(list))
             {
                 Console.WriteLine(info.Evaluations.Count == 0 ? $"{info.Name} declares no evaluations" : string.Join("\n", info.Evaluations.Select(e =>
-                    $"{e.Name}: {e.Description}{(e.Needs.Count == 0 ? "" : $" (needs --extra {string.Join(", ", e.Needs.Select(n => n + "=DATASET|RUN"))})")}")));
+                    $"{e.Name}: {e.Description}{(e.Needs.Count == 0 ? "" : $" (needs --extra {string.Join(", ", e.Needs.Select(n => n + "=DATASET|RUN"))})")}" +
+                    (e.OnRequest ? $" [on request: --what {e.Name}]" : ""))));
                 return;
             }
             int n = r.GetValue(count);
@@ -64,10 +65,11 @@ static class EvaluateCommand
                         .ReplaceLineEndings(" ")
                     : $"{outcome.Name}: " + (outcome.Scalars.Count == 0 ? "nothing to measure on this model"
                         : string.Join(", ", outcome.Scalars.Select(kv => $"{kv.Key} {kv.Value}"))));
-            var skipped = names is null ? info.Evaluations.Where(e => e.Needs.Any(x => !roles.ContainsKey(x))).ToList() : [];
+            var skipped = names is null ? info.Evaluations.Where(e => e.OnRequest || e.Needs.Any(x => !roles.ContainsKey(x))).ToList() : [];
             if (!r.GetValue(json))
             {
-                foreach (var e in skipped) Console.WriteLine($"{e.Name}: skipped (give --extra {string.Join(", ", e.Needs.Select(x => x + "=DATASET|RUN"))})");
+                foreach (var e in skipped)
+                    Console.WriteLine($"{e.Name}: skipped ({(e.OnRequest ? $"run on request: --what {e.Name}" : $"give --extra {string.Join(", ", e.Needs.Select(x => x + "=DATASET|RUN"))}")})");
                 if (outcomes.Count == 0 && skipped.Count == 0) Console.WriteLine($"{info.Name} declares no evaluations");
                 Console.WriteLine($"{data.Test.Count} test images in {clock.Elapsed.TotalSeconds:F1} s; stored in {Path.Combine(folder, MethodEvaluations.FileName)} ({weights})");
             }

@@ -200,7 +200,7 @@ public class GeneralTrainerTests
     /// One weight pulled to 1; its loss "diverges" from its <see cref="DivergesFrom"/>-th call on (× 10⁶, or NaN) until a
     /// restart sets a smaller scale — the shape of JEM's recovery (<see cref="IDivergenceRecovery"/>).
     /// </summary>
-    sealed class Fragile(bool curable, double? bound) : Module<Tensor, Tensor>("Fragile"), ITrainable, IDivergenceRecovery
+    sealed class Fragile(bool curable, double? bound, int divergesFrom = Fragile.DivergesFrom) : Module<Tensor, Tensor>("Fragile"), ITrainable, IDivergenceRecovery
     {
         public const int DivergesFrom = 5;
         public readonly Parameter Weight = Parameter(zeros(1));
@@ -211,6 +211,7 @@ public class GeneralTrainerTests
         public nn.Module Module => this;
         public IDivergenceRecovery Recovery => this;
         public int MaxRestarts => 1;
+        public double LearningRateFactor => Scale;
 
         public string AfterRestarts(int restarts)
         {
@@ -222,7 +223,7 @@ public class GeneralTrainerTests
         public IReadOnlyList<UpdatePhase> Phases() => [new UpdatePhase("loss", (_, _) =>
         {
             var loss = (Weight - 1).square().sum() * Scale;
-            bool broken = Calls++ >= DivergesFrom && (Scale == 1 || !curable);
+            bool broken = Calls++ >= divergesFrom && (Scale == 1 || !curable);
             return broken ? loss * (bound is null ? double.NaN : 1e6) + (bound is null ? 0 : 1e6) : loss;
         }, [("weight", Weight)], DivergesAbove: bound)];
     }
@@ -248,6 +249,11 @@ public class GeneralTrainerTests
         Assert.Equal([0, 1, 1], model.Restarts);   // at the start, for the event's record, and after reloading the checkpoint
         Assert.Equal(result.Losses, Trainer.ReadMetrics(dir).Select(m => m.Loss));   // the log holds one curve, not the abandoned one
         Assert.False(result.Resumed);
+        // The restarted steps train at the scheduled rate times the method's factor (0.5 here), the steps before at the rate itself.
+        var reference = TestData.TempDir();
+        new Trainer(config, reference).Fit(loader, new Fragile(curable: true, bound: 1e3, divergesFrom: int.MaxValue));
+        var expected = Trainer.ReadMetrics(reference).Select(m => m.Step <= 4 ? m.Lr : m.Lr * 0.5);
+        Assert.Equal(expected, Trainer.ReadMetrics(dir).Select(m => m.Lr));
         // A later resume of the same folder starts with the restart's setting.
         var again = new Fragile(curable: true, bound: 1e3);
         new Trainer(config with { Epochs = 2 }, dir).Fit(loader, again);

@@ -142,7 +142,7 @@ public class JemTests
     }
 
     [Fact]
-    public void Divergence_restarts_from_the_last_checkpoint_with_half_the_SGLD_step_each_time_then_stops()
+    public void Divergence_restarts_from_the_last_checkpoint_with_half_the_learning_rate_each_time_then_stops()
     {
         using var data = TestData.FashionMnist(64, 16);
         var normalization = Normalization.Of(data.Train);
@@ -154,15 +154,33 @@ public class JemTests
         var e = Assert.Throws<TrainingDivergedException>(() => new Trainer(new TrainConfig(1, 32, config.Optimizer, LogEvery: 1), dir)
             .Fit(new DataLoader(data.Train, 32, normalization, seed: 0), model));
         Assert.Contains("beyond ±0.001", e.Message);
-        Assert.Equal(["SGLD step 1 → 0.5", "SGLD step 1 → 0.25"], DivergenceLog.Read(dir).Select(d => d.Action));
+        Assert.Equal(["learning rate × 0.5", "learning rate × 0.25"], DivergenceLog.Read(dir).Select(d => d.Action));
         Assert.All(DivergenceLog.Read(dir), d => Assert.Equal((0L, 0L), (d.Step, d.RestartedFrom)));
-        Assert.Equal(0.25, model.StepSize);
-        // The smaller step is the one SGLD takes: without noise, a step of the restarted model is that of a model built with it.
-        var direct = (Jem)Pretraining.Build(config with { StepSize = 0.25, Noise = 0 }, 0, BuildContext.Of(config, normalization));
-        var restarted = (Jem)Pretraining.Build(config with { Noise = 0 }, 0, BuildContext.Of(config, normalization));
-        restarted.AfterRestarts(2);
-        var x = normalization.Apply(data.Test.Images[..4], CPU);
-        Assert.True(direct.Langevin(x, new Generator(0), 1).Same(restarted.Langevin(x, new Generator(0), 1)));
+        Assert.Equal(0.25, model.LearningRateFactor);
+    }
+
+    [Fact]
+    public void The_CLI_trains_resumes_and_evaluates_JEM_printing_JSON_by_evaluation()
+    {
+        var dir = Path.Combine(TestData.TempDir(), "jem");
+        string[] Train(int epochs) => ["pretrain", "--method", "jem", "--sgld-steps", "2", "--buffer", "64", "--epochs", $"{epochs}",
+            "--train-limit", "128", "--batch", "32", "--out", dir];
+        var (code, output, err) = TestData.Cli(Train(1));
+        Assert.True(code == 0, err);
+        (code, output, err) = TestData.Cli(Train(2));
+        Assert.True(code == 0, err);
+        Assert.Contains("8 steps", output);
+        Assert.Contains("(resumed)", output);
+        Assert.False(File.Exists(Path.Combine(dir, DivergenceLog.FileName)));   // nothing diverged: no event file
+        (code, output, err) = TestData.Cli("evaluate", dir, "--n", "32", "--extra", "ood=shapes", "--json");
+        Assert.True(code == 0, err);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["classifier", "ood", "robustness"], lines.Select(l => l.GetProperty("evaluation").GetString()));
+        var scalars = lines.SelectMany(l => l.GetProperty("scalars").EnumerateObject()).ToDictionary(p => p.Name, p => p.Value.GetDouble());
+        Assert.InRange(scalars["ece"], 0, 1);
+        foreach (var set in new[] { "noise", "constant", "inverted", "extra" })
+            Assert.InRange(scalars[$"ood_auroc_logpx_{set}"], 0, 1);
+        Assert.All(Pgd.Budgets, b => Assert.InRange(scalars[Pgd.RobustAccuracyName(b.Norm, b.Epsilon)], 0, 1));
     }
 
     [Fact]
@@ -172,7 +190,7 @@ public class JemTests
             Assert.Throws<ResearchKitException>(() => (Small with { Backbone = Small.Backbone with { WithoutBatchNorm = false } }).Validate()).Message);
         Assert.Equal("jem: --sgld-steps must be 1–1000; got 0", Assert.Throws<ResearchKitException>(() => (Small with { Steps = 0 }).Validate()).Message);
         Assert.Equal("jem: --reinit must be in [0, 1]; got 1.5", Assert.Throws<ResearchKitException>(() => (Small with { Reinitialise = 1.5 }).Validate()).Message);
-        Assert.Equal("jem: --restart-step-factor must be in (0, 1]; got 2",
-            Assert.Throws<ResearchKitException>(() => (Small with { RestartStepFactor = 2 }).Validate()).Message);
+        Assert.Equal("jem: --restart-lr-factor must be in (0, 1]; got 2",
+            Assert.Throws<ResearchKitException>(() => (Small with { RestartLearningRateFactor = 2 }).Validate()).Message);
     }
 }

@@ -16,6 +16,10 @@ public sealed record MethodEvaluation(string Name, string Description, Func<Eval
     /// <summary>Roles of the extra data sets or reference runs it needs (e.g. "ood", "classifier"): it runs only when each is
     /// given (`evaluate RUN --extra ood=mnist`, `--extra classifier=RUN`, <see cref="Runs.EvaluationOptions.ExtraData"/>).</summary>
     public IReadOnlyList<string> Needs { get; init; } = [];
+
+    /// <summary>Runs only when named (`evaluate RUN --what NAME`, <see cref="Runs.EvaluationOptions.Evaluations"/>): for a
+    /// costly measurement most uses of the method do not need (PGD robustness of every supervised reference).</summary>
+    public bool OnRequest { get; init; }
 }
 
 /// <summary>
@@ -90,14 +94,14 @@ public static class MethodEvaluations
     public const string FileName = "evaluations.json";
 
     /// <summary>
-    /// Runs <paramref name="names"/> (null: every evaluation whose <see cref="MethodEvaluation.Needs"/> the request's extra
-    /// data meet) of <paramref name="method"/>. A named evaluation whose needs are not met is a one-line error that says which
+    /// Runs <paramref name="names"/> (null: every evaluation not <see cref="MethodEvaluation.OnRequest"/> whose
+    /// <see cref="MethodEvaluation.Needs"/> the request's extra data meet) of <paramref name="method"/>. A named evaluation whose needs are not met is a one-line error that says which
     /// data set to give. Two evaluations reporting the same scalar name is an error: results are read by name.
     /// </summary>
     public static List<EvaluationOutcome> Run(MethodInfo method, EvaluationRequest request, IReadOnlyCollection<string>? names = null)
     {
         var chosen = names is null
-            ? method.Evaluations.Where(e => e.Needs.All(request.Has)).ToList()
+            ? method.Evaluations.Where(e => !e.OnRequest && e.Needs.All(request.Has)).ToList()
             : names.Select(method.Evaluation).ToList();
         foreach (var evaluation in chosen)
             if (evaluation.Needs.FirstOrDefault(n => !request.Has(n)) is { } missing)

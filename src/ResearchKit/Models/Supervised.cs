@@ -23,7 +23,12 @@ public enum SupervisedBackbone { Cnn, Vit }
 /// <param name="Classes">The labels' classes: set from the training data before a run (<see cref="ForData"/>) and recorded; the
 /// presets' 10 (MNIST, Fashion-MNIST, CIFAR-10) serve `bench`, which times random images.</param>
 /// <param name="LabelSmoothing">Share of the target spread over all classes (Szegedy et al., 2016); 0 for the CNN.</param>
-public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig Cnn, ViTConfig Vit, int Classes = 10, double LabelSmoothing = 0)
+/// <param name="Adversarial">PGD adversarial training (Madry et al., 2018, §2: min over weights of the max over the ε-ball of the
+/// loss): each batch is replaced by its PGD attack under this threat model before the update; null: standard training. Left
+/// out of the JSON when null, so configurations from before it keep their keys.</param>
+public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig Cnn, ViTConfig Vit, int Classes = 10, double LabelSmoothing = 0,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    ThreatModel? Adversarial = null)
     : MethodConfig
 {
     static readonly OptimizerConfig CnnRecipe = new(OptimizerKind.Sgd, BaseLearningRate: 0.2, WeightDecay: 5e-4, Momentum: 0.9, Nesterov: true, WarmupFraction: 0.02);
@@ -58,9 +63,11 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
         if (Classes < 2) throw new ResearchKitException($"supervised: needs labelled data with at least 2 classes; got {Classes}");
         if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))
             throw new ResearchKitException($"supervised: --label-smoothing must be in [0, 1); got {LabelSmoothing}");
+        Adversarial?.Validate("supervised: --adversarial");
+        if (Adversarial is { Restarts: not 1 }) throw new ResearchKitException("supervised: --adversarial: restarts apply to evaluation, not training; leave them out");
     }
 
-    public override IPretrainModel Build(BuildContext context) => new Supervised(this);
+    public override IPretrainModel Build(BuildContext context) => new Supervised(this, context);
 
     public override ModelSize? Size() => Backbone == SupervisedBackbone.Cnn
         ? Cnn.Size() + ModelSize.Linear(Cnn.Width, Classes) : Vit.Size() + ModelSize.Linear(Vit.Dim, Classes);
@@ -83,6 +90,8 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
             MethodOption.Integer<SupervisedConfig>("--width", "CNN channels per block, or ViT width",
                 (c, v) => c.Backbone == SupervisedBackbone.Cnn ? c with { Cnn = c.Cnn with { Width = v } } : c with { Vit = c.Vit with { Dim = v } }),
             MethodOption.Number<SupervisedConfig>("--label-smoothing", "share of the target spread over all classes (DeiT: 0.1)", (c, v) => c with { LabelSmoothing = v }),
+            MethodOption.Text<SupervisedConfig>("--adversarial", "PGD adversarial training, NORM:EPS[,steps:K][,step:A] in [0, 1] pixels (e.g. linf:8/255,steps:7)",
+                (c, v) => c with { Adversarial = ThreatModel.Parse(v, "--adversarial") }),
         ])
     {
         Evaluations =
@@ -91,6 +100,8 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
                 MeasureClassifier),
             new MethodEvaluation("ood", "out-of-distribution detection by maximum softmax probability: AUROC and FPR at 95% TPR",
                 MeasureOod) { Needs = ["ood"] },
+            new MethodEvaluation("robustness", $"accuracy under PGD ({RobustnessSteps} steps, {RobustnessRestarts} restarts) at L∞ ε 0.02, 0.05, 0.1 and " +
+                "L2 ε 0.5, 1, 2, and at the training threat model attacked harder", MeasureRobustness) { OnRequest = true },
         ],
     };
 
@@ -115,14 +126,36 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
         });
     }
 
+    /// <summary>The robustness evaluation's attack: stronger than a 7-step training attack (Madry et al. evaluate with 20 steps
+    /// and restarts).</summary>
+    public const int RobustnessSteps = 20, RobustnessRestarts = 2;
+
+    /// <summary>Robust accuracy at <see cref="Pgd.Budgets"/>, and for an adversarially trained model at its own threat model
+    /// attacked harder (<see cref="ThreatModel.Stronger"/>) as robust_accuracy_trained.</summary>
+    static EvaluationReport MeasureRobustness(EvaluationRequest request)
+    {
+        var model = (Supervised)request.Model;
+        var scalars = Pgd.RobustAccuracies(model.call, request, RobustnessSteps, RobustnessRestarts);
+        if (model.Config.Adversarial is { } threat)
+        {
+            using var grad = enable_grad();
+            var pixels = request.Normalization.Invert(request.Images);
+            scalars["robust_accuracy_trained"] = EvaluationRequest.BatchedMean(pixels, request.Labels, (x, y) =>
+                Pgd.RobustAccuracy(p => model.call(request.Normalization.Standardize(p)), x, y, threat.Stronger(), request.Generator));
+        }
+        return new EvaluationReport(scalars);
+    }
+
     public SupervisedConfig Config { get; }
     readonly Backbone backbone;
     readonly Linear head;
+    readonly BuildContext context;
 
-    public Supervised(SupervisedConfig config) : base(nameof(Supervised))
+    public Supervised(SupervisedConfig config, BuildContext context) : base(nameof(Supervised))
     {
         config.Validate();
         Config = config;
+        this.context = context;
         backbone = config.Backbone == SupervisedBackbone.Cnn ? new ConvNet(config.Cnn) : new VisionTransformer(config.Vit);
         head = Linear(backbone.FeatureDim, config.Classes);
         RegisterComponents();
@@ -134,10 +167,29 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
     /// <summary>Class logits [B, Classes] for images [B, C, H, W] (normalised).</summary>
     public override Tensor forward(Tensor images) => Mixed.Head(head, backbone.Features(images));
 
-    /// <summary>One phase: cross-entropy on the labels; the backbone's own exemptions from weight decay (a ViT's [CLS]).</summary>
+    /// <summary>One phase: cross-entropy on the labels (of the PGD-attacked batch with --adversarial); the backbone's own
+    /// exemptions from weight decay (a ViT's [CLS]).</summary>
     public IReadOnlyList<UpdatePhase> Phases() =>
     [
-        new UpdatePhase("loss", (batch, _) => functional.cross_entropy(call(batch.Images), batch.Labels, label_smoothing: Config.LabelSmoothing),
+        new UpdatePhase("loss", (batch, draws) => functional.cross_entropy(call(Adversarial(batch, draws)), batch.Labels, label_smoothing: Config.LabelSmoothing),
             UpdatePhase.TrainableOf(this), NoWeightDecay: name => name.StartsWith("backbone.") && backbone.NoWeightDecay.Contains(name["backbone.".Length..])),
     ];
+
+    /// <summary>
+    /// The batch's images, or with <see cref="SupervisedConfig.Adversarial"/> their PGD attack (Madry et al., 2018, §2's inner
+    /// maximisation) in pixel space, so ε is in [0, 1] pixels whatever the normalisation. The attack runs in eval mode, as
+    /// the robustness library's does, so its steps do not move BatchNorm's running statistics; it leaves no weight gradients.
+    /// </summary>
+    Tensor Adversarial(Batch batch, Generator draws)
+    {
+        if (Config.Adversarial is not { } threat) return batch.Images;
+        eval();
+        try
+        {
+            var attacked = Pgd.Attack(x => call(context.FromPixels(x)), context.ToPixels(batch.Images), batch.Labels, threat.Norm, threat.Epsilon,
+                threat.Steps, draws, threat.StepSize);
+            return context.FromPixels(attacked).detach();
+        }
+        finally { train(); }
+    }
 }

@@ -17,9 +17,12 @@ namespace ResearchKit.Runs;
 /// </summary>
 /// <param name="ExtraData">Extra data sets by role for the evaluations that need them ("ood" → "mnist"); null: none, and
 /// evaluations that need one are skipped. Left out of the JSON when null, so cached results keep their keys.</param>
+/// <param name="Evaluations">The method evaluations to run by name (those on request included); null: every one not on
+/// request whose extra data are given. Left out of the JSON when null.</param>
 public sealed record EvaluationOptions(long ProbeTrain = 10_000, long ProbeTest = 10_000, int FineTuneEpochs = 2,
     long FineTuneTrain = 10_000, int FineTuneBlocks = int.MaxValue, int PretextImages = 256,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ExtraData = null);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ExtraData = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string[]? Evaluations = null);
 
 /// <summary>One point of an ablation: any method's configuration, pre-training options, evaluation. Pretrain.Epochs = 0 measures the untrained network (the floors).</summary>
 public sealed record Experiment(MethodConfig Method, PretrainOptions Pretrain, EvaluationOptions Evaluation);
@@ -42,14 +45,19 @@ public sealed record RawPixelFloor(string Dataset, long ProbeTrain, long ProbeTe
 /// <param name="Objective">The fine-tuning objective by name (<see cref="MethodInfo.Objective"/>); null: the method's default.</param>
 /// <param name="ObjectiveOptions">Its options by name ("--lambda" → "0.5"); null: its defaults.</param>
 /// <param name="BaseLearningRate">Fine-tuning's base learning rate (per 256 images); null: <see cref="FineTuneConfig.BaseLearningRate"/>'s default.</param>
+/// <param name="Dataset">Transfer: fine-tune on this data set instead of the source's, its images brought to the source's
+/// input shape (<see cref="InputAdapter"/>: grey ↔ RGB, resize); null: the source's data set.</param>
 /// <remarks>Unset (null) settings are left out of the JSON, so sweep results cached before they existed keep their keys.</remarks>
 public sealed record FineTuneExperiment(Experiment Source, int Blocks, int Epochs, long TrainLimit, long TestLimit, int Seed = 0,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? BaseLearningRate = null,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Objective = null,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ObjectiveOptions = null);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Dictionary<string, string>? ObjectiveOptions = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Dataset = null);
 
-/// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated.</summary>
-public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds);
+/// <summary>What one fine-tuning point measured: test accuracy (0..1), its last training losses' mean, the parameters it updated;
+/// for a transfer, how the target's images were adapted ("rgb->grey, 32x32->28x28", or "none").</summary>
+public sealed record FineTuneOutcome(double Accuracy, double FinalLoss, long TrainableParameters, double Seconds,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Adapter = null);
 
 /// <summary>An experiment evaluated after <paramref name="Step"/> steps of its pre-training (0: at initialisation).</summary>
 /// <param name="TrainLoss">Mean main pre-training loss of the last 20 steps before that step (NaN at step 0).</param>
@@ -169,20 +177,27 @@ public static class Experiments
     public static FineTuneOutcome FineTune(FineTuneExperiment experiment, string sourceWorkFolder, IProgress<TrainProgress>? progress = null,
         Action<string>? status = null, CancellationToken cancel = default)
     {
-        var (source, blocks, epochs, trainLimit, testLimit, seed, learningRate, objective, objectiveOptions) = experiment;
+        var (source, blocks, epochs, trainLimit, testLimit, seed, learningRate, objective, objectiveOptions, target) = experiment;
         if (blocks < 0) throw new ResearchKitException($"fine-tuning: the number of trainable blocks must be ≥ 0; got {blocks}");
         var loss = MethodRegistry.Of(source.Method).Objective(objective, objectiveOptions);
-        long trainNeeded = Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit);
-        using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, testLimit);
+        // The source's data pre-train it (when its work folder holds no finished run); a transfer fine-tunes on the target's.
+        long trainNeeded = target is null ? Math.Max(source.Pretrain.TrainLimit ?? long.MaxValue, trainLimit) : source.Pretrain.TrainLimit ?? long.MaxValue;
+        using var data = DatasetCatalog.Load(source.Pretrain.Dataset, trainNeeded == long.MaxValue ? null : trainNeeded, target is null ? testLimit : 1);
         var (model, normalization, _) = Pretrained(source, data, sourceWorkFolder, progress, status, cancel);
+        using var loaded = target is null ? null : DatasetCatalog.Load(target, trainLimit, testLimit);
+        // The source was sized from its data set's images (Pretraining.Sized): the target's are brought to that shape.
+        var adapter = loaded is null ? null : InputAdapter.For(loaded.Train, data.Train.Channels, data.Train.Height);
+        using var adapted = adapter is null || adapter.IsIdentity ? null : adapter.Apply(loaded!);
+        var tuneData = adapted ?? loaded ?? data;
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        status?.Invoke(blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks");
+        status?.Invoke((blocks >= model.Backbone.Depth ? "fine-tuning every block" : $"fine-tuning the last {blocks} of {model.Backbone.Depth} blocks") +
+            (target is null ? "" : $" on {target}"));
         var recipe = new FineTuneConfig(epochs, blocks, Seed: seed, TrainLimit: trainLimit);
         recipe = recipe with { BaseLearningRate = learningRate ?? recipe.BaseLearningRate };
-        var result = FineTuning.Run(model.Backbone, data, normalization, recipe, progress, cancel, loss);
+        var result = FineTuning.Run(model.Backbone, tuneData, normalization, recipe, progress, cancel, loss);
         model.Module.Dispose();
         return new FineTuneOutcome(Math.Round(result.Accuracy, 4), Math.Round(MeanOfLast(result.Training.Losses, result.Training.Losses.Count), 4),
-            result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1));
+            result.TrainableParameters, Math.Round(clock.Elapsed.TotalSeconds, 1), adapter?.Description);
     }
 
     /// <summary>Mean of the (up to) 20 values before index <paramref name="end"/>: a loss at a point of training, smoothed.</summary>
@@ -242,7 +257,7 @@ public static class Experiments
             long n = Math.Min(e.PretextImages, data.Test.Count);
             var request = new EvaluationRequest(model, normalization, normalization.Apply(data.Test.Images[..(int)n], Compute.Device),
                 data.Test.Labels[..(int)n].to(Compute.Device), extra.Sets, generator) { References = extra.References };
-            outcomes = MethodEvaluations.Run(info, request);
+            outcomes = MethodEvaluations.Run(info, request, e.Evaluations);
             if (store is { } target)
                 MethodEvaluations.Store(target.Folder, target.Weights, outcomes, EvaluationContext(n, p.Seed, extra));
         }

@@ -152,6 +152,10 @@ public interface IDivergenceRecovery
     /// step; called before training starts or resumes, so a resumed run keeps what its restarts changed. Returns what it
     /// set, in words, for the record.</summary>
     string AfterRestarts(int restarts);
+
+    /// <summary>What the trainer multiplies every phase's scheduled learning rate by, as set by <see cref="AfterRestarts"/>
+    /// (1: unchanged).</summary>
+    double LearningRateFactor => 1;
 }
 
 /// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state,

@@ -205,7 +205,8 @@ public sealed class Trainer
                         for (int i = 0; i < phases.Count; i++)
                         {
                             var phase = phases[i];
-                            if (phase.LearningRateAt(step, total, config.Optimizer, config.BatchSize) is not { } phaseLr) continue;
+                            if (phase.LearningRateAt(step, total, config.Optimizer, config.BatchSize) is not { } scheduled) continue;
+                            double phaseLr = scheduled * (recovery?.LearningRateFactor ?? 1);   // smaller after a restart
                             if (lr == 0) lr = phaseLr;   // progress shows the rate of the first phase that trains at this step
                             optimizers[i].LearningRate = phaseLr;
                             // The first phase keeps the single-loss seed, so a method's curve does not depend on how many phases exist.
