@@ -104,7 +104,8 @@ static class Commands
             Console.WriteLine($"pretrained {info.Name} on {run.Config.Dataset}: {run.Result.Steps} steps in {run.Result.Elapsed.TotalSeconds:F0} s" +
                 $"{(run.Result.Resumed ? " (resumed)" : "")}; loss {losses.Take(k).Average():F4} → {losses.TakeLast(k).Average():F4}; saved to {run.Directory}");
             foreach (var d in run.Result.Divergences ?? [])
-                Console.WriteLine($"diverged at step {d.Step} (loss {d.Loss:g4}): restart {d.Restart} from step {d.RestartedFrom} with {d.Action}");
+                Console.WriteLine($"diverged at step {d.Step} (loss {d.Loss:g4}): " +
+                    (d.Stopped ? d.Action : $"restart {d.Restart} from step {d.RestartedFrom} with {d.Action}"));
             return 0;
         }));
         return command;

@@ -200,10 +200,22 @@ public class GeneralTrainerTests
     /// One weight pulled to 1; its loss "diverges" from its <see cref="DivergesFrom"/>-th call on (× 10⁶, or NaN) until a
     /// restart sets a smaller scale — the shape of JEM's recovery (<see cref="IDivergenceRecovery"/>).
     /// </summary>
-    sealed class Fragile(bool curable, double? bound, int divergesFrom = Fragile.DivergesFrom) : Module<Tensor, Tensor>("Fragile"), ITrainable, IDivergenceRecovery
+    sealed class Fragile : Module<Tensor, Tensor>, ITrainable, IDivergenceRecovery
     {
+        readonly bool curable, stops;
+        readonly double? bound;
+        readonly int divergesFrom;
+
+        public Fragile(bool curable, double? bound, int divergesFrom = DivergesFrom, bool stops = false) : base(nameof(Fragile))
+        {
+            (this.curable, this.bound, this.divergesFrom, this.stops) = (curable, bound, divergesFrom, stops);
+            Weight = Parameter(zeros(1));
+            RegisterComponents();   // the weight is checkpointed, so a restart really goes back to it
+        }
+
+        public bool StopsWhenExhausted => stops;
         public const int DivergesFrom = 5;
-        public readonly Parameter Weight = Parameter(zeros(1));
+        public readonly Parameter Weight;
         public int Calls;
         public double Scale = 1;
         public List<int> Restarts { get; } = [];
@@ -273,6 +285,21 @@ public class GeneralTrainerTests
         Assert.EndsWith($"it still diverged after 1 restart(s) ({Path.Combine(dir, DivergenceLog.FileName)})", e.Message);
         Assert.Single(DivergenceLog.Read(dir));
         Assert.Equal(4, CheckpointStore.SavedStep(Path.Combine(dir, Trainer.CheckpointFile)));   // the good checkpoint is kept
+        // A method that stops when its restarts are spent ends at the last good checkpoint instead, and trains no further later.
+        var stopDir = TestData.TempDir();
+        var stopping = new Fragile(curable: false, bound: null, stops: true);
+        var stopped = new Trainer(config, stopDir).Fit(loader, stopping);
+        Assert.Equal((4L, 4), (stopped.Steps, stopped.Losses.Count));
+        Assert.Equal([false, true], stopped.Divergences!.Select(d => d.Stopped));
+        Assert.Equal("stopped: training ends at the last good checkpoint (step 4)", stopped.Divergences![^1].Action);
+        Assert.Equal(stopped.Losses, Trainer.ReadMetrics(stopDir).Select(m => m.Loss));
+        var weight = stopping.Weight.detach().clone();
+        using (var saved = new Fragile(curable: false, bound: null, stops: true))
+        {
+            var again = new Trainer(config with { Epochs = 2 }, stopDir).Fit(loader, saved);
+            Assert.Equal((4L, 0), (again.Steps, saved.Calls));                    // no step ran
+            Assert.True(saved.Weight.detach().Same(weight), "the stopped run's weights are not the last good checkpoint's");
+        }
         // In memory there is no checkpoint to go back to: the first divergence stops the run.
         var memory = new Fragile(curable: true, bound: null);
         Assert.Throws<TrainingDivergedException>(() => new Trainer(config).Fit(loader, memory));

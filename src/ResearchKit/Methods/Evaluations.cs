@@ -166,27 +166,26 @@ public static class MethodEvaluations
     }
 
     /// <summary>The scalars stored in a run folder for <paramref name="weights"/>, by name (empty when none were stored).</summary>
-    public static Dictionary<string, double> ReadScalars(string runFolder, string weights = "final")
-    {
-        var path = Path.Combine(runFolder, FileName);
-        var result = new Dictionary<string, double>();
-        if (!File.Exists(path) || ReadRoot(path)[weights] is not JsonObject entry) return result;
-        foreach (var (_, evaluation) in entry)
-            foreach (var (name, value) in evaluation?["scalars"]?.AsObject() ?? new JsonObject())
-                result[name] = JsonSerializer.Deserialize<double>(value, MethodRegistry.Json);   // "Infinity" for a perfect PSNR
-        return result;
-    }
+    public static Dictionary<string, double> ReadScalars(string runFolder, string weights = "final") =>
+        Stored(runFolder, weights, "scalars", (value, _) => JsonSerializer.Deserialize<double>(value, MethodRegistry.Json));   // "Infinity": a perfect PSNR
 
     /// <summary>The curves stored in a run folder for <paramref name="weights"/> (a reliability diagram…), by name (empty when none).</summary>
-    public static Dictionary<string, Curve> ReadCurves(string runFolder, string weights = "final")
+    public static Dictionary<string, Curve> ReadCurves(string runFolder, string weights = "final") =>
+        Stored(runFolder, weights, "curves", (value, name) =>
+        {
+            try { return value.Deserialize<Curve>(MethodRegistry.Json) ?? throw new JsonException("null"); }
+            catch (JsonException e) { throw new DataFormatException(Path.Combine(runFolder, FileName), $"curve '{name}' of '{weights}' is not a curve ({e.Message.Split('\n')[0]})"); }
+        });
+
+    /// <summary>Every evaluation's entries of one kind ("scalars", "curves") stored for <paramref name="weights"/>, read by name.</summary>
+    static Dictionary<string, T> Stored<T>(string runFolder, string weights, string kind, Func<JsonNode?, string, T> read)
     {
         var path = Path.Combine(runFolder, FileName);
-        var result = new Dictionary<string, Curve>();
+        var result = new Dictionary<string, T>();
         if (!File.Exists(path) || ReadRoot(path)[weights] is not JsonObject entry) return result;
         foreach (var (_, evaluation) in entry)
-            foreach (var (name, value) in evaluation?["curves"]?.AsObject() ?? new JsonObject())
-                try { result[name] = value.Deserialize<Curve>(MethodRegistry.Json) ?? throw new JsonException("null"); }
-                catch (JsonException e) { throw new DataFormatException(path, $"curve '{name}' of '{weights}' is not a curve ({e.Message.Split('\n')[0]})"); }
+            foreach (var (name, value) in evaluation?[kind]?.AsObject() ?? new JsonObject())
+                result[name] = read(value, name);
         return result;
     }
 

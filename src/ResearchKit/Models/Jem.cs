@@ -22,7 +22,8 @@ namespace ResearchKit.Models;
 /// Divergence (§6 calls training unstable): the paper's code stops a run whose loss exceeds 10⁸ in magnitude. Here a loss
 /// beyond <see cref="DivergesAbove"/> or non-finite makes the trainer go back to the last good checkpoint and continue with the
 /// learning rate multiplied by <see cref="RestartLearningRateFactor"/>, at most <see cref="MaxRestarts"/> times; each event is
-/// recorded in the run folder's divergence.json (<see cref="DivergenceLog"/>). The bound is 10³, not the paper code's 10⁸:
+/// recorded in the run folder's divergence.json (<see cref="DivergenceLog"/>); when they are spent, training stops at the last
+/// good checkpoint, as the paper's code stops the run. The bound is 10³, not the paper code's 10⁸:
 /// measured on Fashion-MNIST (tiny preset, seed 0), the loss grew from −55 at step 150 through −1,450 at step 180 to −3.6·10⁷
 /// at step 250, so by the time 10⁸ trips, the checkpoints before it already hold a diverged model. Halving the rate is what
 /// kept that run bounded (at 5·10⁻⁵ its loss stayed within −30 through step 200); a smaller SGLD step did not (three restarts
@@ -103,6 +104,10 @@ public sealed class Jem : Module<Tensor, Tensor>, IPretrainModel, ICheckpointSta
     public IDivergenceRecovery Recovery => this;
 
     public int MaxRestarts => Config.MaxRestarts;
+
+    /// <summary>The paper's code stops a diverged run; so does JEM here once its restarts are spent, keeping the last good
+    /// checkpoint's weights (recorded in divergence.json) so the run can still be evaluated.</summary>
+    public bool StopsWhenExhausted => true;
 
     /// <summary>The restart factor once per restart (1 before any).</summary>
     public double LearningRateFactor { get; private set; } = 1;

@@ -238,7 +238,7 @@ public static class Pretraining
         Trainer.LoadWeights(model.Module, weights);   // in place, on the device; provenance was checked above
         // A run that restarted after diverging trained on with changed settings (JEM: a smaller SGLD step); the model gets
         // those its weights were trained with: the restarts before a step snapshot, every restart otherwise.
-        model.Recovery?.AfterRestarts(DivergenceLog.Read(directory).Count(d => step is null || d.RestartedFrom < step));
+        model.Recovery?.AfterRestarts(DivergenceLog.Read(directory).Count(d => !d.Stopped && (step is null || d.RestartedFrom < step)));
         return (config, model);
 
         static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path

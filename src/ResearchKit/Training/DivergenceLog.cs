@@ -10,8 +10,10 @@ namespace ResearchKit.Training;
 /// <param name="Loss">That loss: non-finite, or beyond the phase's <see cref="UpdatePhase.DivergesAbove"/>.</param>
 /// <param name="RestartedFrom">The step of the last good checkpoint training went back to.</param>
 /// <param name="Restart">1 for the first restart of the run, 2 for the second…</param>
-/// <param name="Action">What the method changed for the restart, in words ("SGLD step 1 → 0.5").</param>
-public sealed record DivergenceEvent(long Step, string Phase, double Loss, long RestartedFrom, int Restart, string Action);
+/// <param name="Action">What the method changed for the restart, in words ("learning rate × 0.5"), or that training stopped.</param>
+/// <param name="Stopped">True for the event that ended training at <paramref name="RestartedFrom"/> instead of restarting
+/// (<see cref="IDivergenceRecovery.StopsWhenExhausted"/>): the run's weights are that checkpoint's.</param>
+public sealed record DivergenceEvent(long Step, string Phase, double Loss, long RestartedFrom, int Restart, string Action, bool Stopped = false);
 
 /// <summary>
 /// A run folder's divergence.json: every divergence event of the run, in order. It is the record the notebooks and the CLI

@@ -142,7 +142,8 @@ public interface ICheckpointState
 /// <summary>
 /// A method that can go on after its training diverged. With a run folder, the trainer then restores the last good
 /// checkpoint (one is written before the first step), records the event (<see cref="DivergenceLog"/>), calls
-/// <see cref="AfterRestarts"/> and trains on from there; after <see cref="MaxRestarts"/> restarts a divergence stops the run.
+/// <see cref="AfterRestarts"/> and trains on from there. After <see cref="MaxRestarts"/> restarts a divergence is an error, or
+/// with <see cref="StopsWhenExhausted"/> ends training at the last good checkpoint.
 /// </summary>
 public interface IDivergenceRecovery
 {
@@ -156,6 +157,10 @@ public interface IDivergenceRecovery
     /// <summary>What the trainer multiplies every phase's scheduled learning rate by, as set by <see cref="AfterRestarts"/>
     /// (1: unchanged).</summary>
     double LearningRateFactor => 1;
+
+    /// <summary>True: when the restarts are spent, a divergence ends training at the last good checkpoint (its weights are the
+    /// run's; recorded as a stopped event, and a later call on the folder trains no further) instead of failing the run.</summary>
+    bool StopsWhenExhausted => false;
 }
 
 /// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state,

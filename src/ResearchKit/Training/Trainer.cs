@@ -135,15 +135,23 @@ public sealed class Trainer
         bool resumed = directory is not null && CheckpointStore.SavedStep(Path.Combine(directory, CheckpointFile)) > 0;
         try
         {
+            if (divergences.Any(d => d.Stopped)) return LastGood(trainable, phases, optimizers, divergences) with { Resumed = resumed };
             while (true)
             {
                 try { return Run(loader, trainable, model, phases, optimizers, progress, cancel, recovery, divergences) with { Resumed = resumed }; }
                 catch (TrainingDivergedException e) when (recovery is not null && e.Step >= 0)
                 {
+                    long from = CheckpointStore.SavedStep(Path.Combine(directory!, CheckpointFile)) ?? 0;
+                    if (divergences.Count >= recovery.MaxRestarts && recovery.StopsWhenExhausted)
+                    {
+                        divergences.Add(new DivergenceEvent(e.Step, e.Phase, e.Loss, from, divergences.Count + 1,
+                            $"stopped: training ends at the last good checkpoint (step {from})", Stopped: true));
+                        DivergenceLog.Write(directory!, divergences);
+                        return LastGood(trainable, phases, optimizers, divergences) with { Resumed = resumed };
+                    }
                     if (divergences.Count >= recovery.MaxRestarts)
                         throw new TrainingDivergedException($"{e.Message}; it still diverged after {divergences.Count} restart(s) " +
                             $"({Path.Combine(directory!, DivergenceLog.FileName)})", e.Step, e.Phase, e.Loss);
-                    long from = CheckpointStore.SavedStep(Path.Combine(directory!, CheckpointFile)) ?? 0;
                     string action = recovery.AfterRestarts(divergences.Count + 1);
                     divergences.Add(new DivergenceEvent(e.Step, e.Phase, e.Loss, from, divergences.Count + 1, action));
                     DivergenceLog.Write(directory!, divergences);
@@ -174,7 +182,7 @@ public sealed class Trainer
         }
         else if (recovery is not null)   // the initial weights: the last good checkpoint of a run that diverges before its first
             checkpoint!.Save(0, config, model, phases, optimizers, trainable.State, losses, Provenance);
-        recovery?.AfterRestarts(divergences.Count);
+        recovery?.AfterRestarts(divergences.Count(d => !d.Stopped));
         metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
 
         var threads = new ThreadPolicy();   // RESEARCHKIT_THREADS: fixed by default; "auto" adapts to the idle cores
@@ -258,6 +266,17 @@ public sealed class Trainer
             checkpoint!.Save(at, config, model, phases, optimizers, trainable.State, losses, Provenance);
             foreach (var callback in Callbacks) callback.OnCheckpoint(at, checkpoint.Path);
         }
+    }
+
+    /// <summary>A run that stopped after diverging: its last good checkpoint restored (weights, state, losses), trained no further.</summary>
+    TrainResult LastGood(ITrainable trainable, IReadOnlyList<UpdatePhase> phases, FlatOptimizer[] optimizers, List<DivergenceEvent> divergences)
+    {
+        var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
+        long step = new CheckpointStore(directory!).Load(config, trainable.Module, phases, optimizers, trainable.State, losses, Provenance);
+        new MetricsLog(directory!).TrimTo(step);
+        trainable.Recovery!.AfterRestarts(divergences.Count(d => !d.Stopped));
+        trainable.Module.eval();
+        return new TrainResult(losses[phases[0].Name], step, TimeSpan.Zero, false, losses, [.. divergences]);
     }
 
     /// <summary>Every step must train some phase: windows that leave a gap would spend steps (and data) on nothing.</summary>
