@@ -136,18 +136,20 @@ public static class Pgd
     /// <summary>
     /// Robust accuracy of a classifier of normalised images (<paramref name="logits"/>) at every <see cref="Budgets"/> entry with
     /// <paramref name="steps"/> steps and <paramref name="restarts"/> restarts, on an evaluation's test images, by
-    /// <see cref="RobustAccuracyName"/>. Evaluations run under no_grad; the attack needs gradients, so they are enabled here.
+    /// <see cref="RobustAccuracyName"/>.
     /// </summary>
-    public static Dictionary<string, double> RobustAccuracies(Func<Tensor, Tensor> logits, Methods.EvaluationRequest request, int steps, int restarts)
+    public static Dictionary<string, double> RobustAccuracies(Func<Tensor, Tensor> logits, Methods.EvaluationRequest request, int steps, int restarts) =>
+        Budgets.ToDictionary(b => RobustAccuracyName(b.Norm, b.Epsilon),
+            b => RobustAccuracy(logits, request, new ThreatModel(b.Norm, b.Epsilon, steps, Restarts: restarts)));
+
+    /// <summary>Robust accuracy of a classifier of normalised images (<paramref name="logits"/>) on an evaluation's test images,
+    /// attacked in pixel space in batches. Evaluations run under no_grad; the attack needs gradients, so they are enabled here.</summary>
+    public static double RobustAccuracy(Func<Tensor, Tensor> logits, Methods.EvaluationRequest request, ThreatModel threat)
     {
         Tensor OfPixels(Tensor pixels) => logits(request.Normalization.Standardize(pixels));
-        var pixels = request.Normalization.Invert(request.Images);
-        var scalars = new Dictionary<string, double>();
         using var grad = enable_grad();
-        foreach (var (norm, epsilon) in Budgets)
-            scalars[RobustAccuracyName(norm, epsilon)] = Methods.EvaluationRequest.BatchedMean(pixels, request.Labels,
-                (x, y) => RobustAccuracy(OfPixels, x, y, new ThreatModel(norm, epsilon, steps, Restarts: restarts), request.Generator));
-        return scalars;
+        return Methods.EvaluationRequest.BatchedMean(request.Normalization.Invert(request.Images), request.Labels,
+            (x, y) => RobustAccuracy(OfPixels, x, y, threat, request.Generator));
     }
 
     static Tensor Start(Tensor pixels, AttackNorm norm, double epsilon, Generator draws) => norm == AttackNorm.Linf

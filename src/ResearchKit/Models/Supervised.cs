@@ -136,13 +136,7 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
     {
         var model = (Supervised)request.Model;
         var scalars = Pgd.RobustAccuracies(model.call, request, RobustnessSteps, RobustnessRestarts);
-        if (model.Config.Adversarial is { } threat)
-        {
-            using var grad = enable_grad();
-            var pixels = request.Normalization.Invert(request.Images);
-            scalars["robust_accuracy_trained"] = EvaluationRequest.BatchedMean(pixels, request.Labels, (x, y) =>
-                Pgd.RobustAccuracy(p => model.call(request.Normalization.Standardize(p)), x, y, threat.Stronger(), request.Generator));
-        }
+        if (model.Config.Adversarial is { } threat) scalars["robust_accuracy_trained"] = Pgd.RobustAccuracy(model.call, request, threat.Stronger());
         return new EvaluationReport(scalars);
     }
 

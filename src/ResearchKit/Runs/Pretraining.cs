@@ -236,9 +236,9 @@ public static class Pretraining
         using (Compute.OnHost()) model = config.Method.Build(Context(config));
         model.Module.to(Compute.Device).eval();
         Trainer.LoadWeights(model.Module, weights);   // in place, on the device; provenance was checked above
-        // A run that restarted after diverging trained on with changed settings (JEM: a smaller SGLD step); the model gets
+        // A run that restarted after diverging trained on with changed settings (JEM: a smaller learning rate); the model gets
         // those its weights were trained with: the restarts before a step snapshot, every restart otherwise.
-        model.Recovery?.AfterRestarts(DivergenceLog.Read(directory).Count(d => !d.Stopped && (step is null || d.RestartedFrom < step)));
+        model.Recovery?.AfterRestarts(DivergenceLog.Restarts(DivergenceLog.Read(directory).Where(d => step is null || d.RestartedFrom < step)));
         return (config, model);
 
         static string Snapshot(string path, IReadOnlyList<long> kept, string unit, string noneKept) => File.Exists(path) ? path

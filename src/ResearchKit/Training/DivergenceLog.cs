@@ -35,6 +35,9 @@ public static class DivergenceLog
         catch (JsonException e) { throw new DataFormatException(path, $"not a divergence log ({e.Message.Split('\n')[0]})"); }
     }
 
+    /// <summary>How many restarts <paramref name="events"/> record (a stop is not one).</summary>
+    public static int Restarts(IEnumerable<DivergenceEvent> events) => events.Count(d => !d.Stopped);
+
     public static void Write(string directory, IReadOnlyList<DivergenceEvent> events) =>
         AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(events, Json));
 }

@@ -172,17 +172,15 @@ public sealed class Trainer
         CheckWindowsCover(phases, total);
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = 0;
-        bool resumed = false;
         var checkpoint = directory is null ? null : new CheckpointStore(directory);
         var metrics = directory is null ? null : new MetricsLog(directory);
         if (checkpoint is not null && checkpoint.Exists)
         {
             step = checkpoint.Load(config, model, phases, optimizers, trainable.State, losses, Provenance);
-            resumed = step > 0;
         }
         else if (recovery is not null)   // the initial weights: the last good checkpoint of a run that diverges before its first
             checkpoint!.Save(0, config, model, phases, optimizers, trainable.State, losses, Provenance);
-        recovery?.AfterRestarts(divergences.Count(d => !d.Stopped));
+        recovery?.AfterRestarts(DivergenceLog.Restarts(divergences));
         metrics?.TrimTo(step);   // lines logged after the checkpoint (or before any: a run killed early) belong to no curve
 
         var threads = new ThreadPolicy();   // RESEARCHKIT_THREADS: fixed by default; "auto" adapts to the idle cores
@@ -258,7 +256,7 @@ public sealed class Trainer
         }
         finally { pending.Dispose(); }
         model.eval();
-        return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, resumed, losses, [.. divergences]);
+        return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, false, losses, [.. divergences]);   // Fit sets Resumed
 
         void Save(long at)
         {
@@ -274,7 +272,7 @@ public sealed class Trainer
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = new CheckpointStore(directory!).Load(config, trainable.Module, phases, optimizers, trainable.State, losses, Provenance);
         new MetricsLog(directory!).TrimTo(step);
-        trainable.Recovery!.AfterRestarts(divergences.Count(d => !d.Stopped));
+        trainable.Recovery!.AfterRestarts(DivergenceLog.Restarts(divergences));
         trainable.Module.eval();
         return new TrainResult(losses[phases[0].Name], step, TimeSpan.Zero, false, losses, [.. divergences]);
     }
