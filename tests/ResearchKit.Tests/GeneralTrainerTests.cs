@@ -214,6 +214,7 @@ public class GeneralTrainerTests
         }
 
         public bool StopsWhenExhausted => stops;
+        public int CheckpointEvery { get; init; } = int.MaxValue;
         public const int DivergesFrom = 5;
         public readonly Parameter Weight;
         public int Calls;
@@ -270,6 +271,13 @@ public class GeneralTrainerTests
         var again = new Fragile(curable: true, bound: 1e3);
         new Trainer(config with { Epochs = 2 }, dir).Fit(loader, again);
         Assert.Equal(1, again.Restarts[0]);
+        // A method may ask for checkpoints more often than the run's setting: it then restarts from the step it asked for.
+        var often = TestData.TempDir();
+        new Trainer(config with { CheckpointEvery = 1000 }, often).Fit(loader, new Fragile(curable: true, bound: 1e3) { CheckpointEvery = 3 });
+        Assert.Equal(3L, Assert.Single(DivergenceLog.Read(often)).RestartedFrom);
+        var rarely = TestData.TempDir();
+        new Trainer(config with { CheckpointEvery = 1000 }, rarely).Fit(loader, new Fragile(curable: true, bound: 1e3));
+        Assert.Equal(0L, Assert.Single(DivergenceLog.Read(rarely)).RestartedFrom);   // the step-0 checkpoint
     }
 
     [Fact]

@@ -161,6 +161,10 @@ public interface IDivergenceRecovery
     /// <summary>True: when the restarts are spent, a divergence ends training at the last good checkpoint (its weights are the
     /// run's; recorded as a stopped event, and a later call on the folder trains no further) instead of failing the run.</summary>
     bool StopsWhenExhausted => false;
+
+    /// <summary>Checkpoint at least this often (in steps), whatever <see cref="TrainConfig.CheckpointEvery"/> says, so that a
+    /// restart replays few steps.</summary>
+    int CheckpointEvery => int.MaxValue;
 }
 
 /// <summary>What the trainer trains: a module (all its weights are checkpointed), its update phases, optional extra state,

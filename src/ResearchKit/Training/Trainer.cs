@@ -170,6 +170,7 @@ public sealed class Trainer
     {
         long perEpoch = loader.BatchesPerEpoch, total = perEpoch * config.Epochs;
         CheckWindowsCover(phases, total);
+        int checkpointEvery = Math.Min(config.CheckpointEvery, recovery?.CheckpointEvery ?? int.MaxValue);
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = 0;
         var checkpoint = directory is null ? null : new CheckpointStore(directory);
@@ -229,7 +230,7 @@ public sealed class Trainer
                     }
                     step++; stepsThisRun++;
                     bool epochEnd = step % perEpoch == 0, checkpointDue = checkpoint is not null
-                        && (step % config.CheckpointEvery == 0 || epochEnd || Callbacks.Any(c => c.WantsCheckpointAt(step)));
+                        && (step % checkpointEvery == 0 || epochEnd || Callbacks.Any(c => c.WantsCheckpointAt(step)));
                     bool logged = step % config.LogEvery == 0 || step == total || step == 1;
                     if (logged || checkpointDue || epochEnd || stepsThisRun == 1) pending.Read();   // the first step of a run: a loss to show early
                     if (window.Elapsed.TotalSeconds >= 2 || stepsThisRun <= 2 || step == total)
