@@ -588,7 +588,10 @@ public class CliTests
         var tokenizer = Path.Combine(TestData.TempDir(), "tokenizer");
         var (trained, _, trainError) = Cli("tokenizer", "train", "--kind", "vq", "--codes", "16", "--epochs", "1", "--train-limit", "256", "--out", tokenizer);
         Assert.True(trained == 0, trainError);
-        var needs = new Dictionary<string, string[]> { ["beit"] = ["--tokenizer", tokenizer] };
+        var teacher = Path.Combine(TestData.TempDir(), "teacher");
+        (trained, _, trainError) = Cli("pretrain", "--method", "supervised", "--preset", "wide", "--width", "32", "--epochs", "1", "--train-limit", "64", "--out", teacher);
+        Assert.True(trained == 0, trainError);
+        var needs = new Dictionary<string, string[]> { ["beit"] = ["--tokenizer", tokenizer], ["gwtn"] = ["--teacher", teacher] };
         foreach (var method in MethodRegistry.Names)
         {
             var (code, output, err) = Cli(["bench", "--method", method, "--preset", "tiny", "--batch", "32", "--steps", "3", "--warmup", "1", "--json",

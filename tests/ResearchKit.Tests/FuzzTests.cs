@@ -128,6 +128,7 @@ public class FuzzTests
             if (preset is BeitConfig beit) preset = beit with { Target = BeitTarget.Pixels };
             bool colour = name is "colorization" or "split-brain";
             using var train = TestData.Random(64, channels: colour ? 3 : 1, size: colour ? 32 : 28);
+            if (preset is GwtnConfig gwtn) preset = gwtn with { Teacher = TestData.WideTeacher(train) };   // configuring reads the teacher
             var config = Pretraining.Configure(preset, new PretrainOptions(Dataset: colour ? "shapes" : "fashion-mnist"), train);
             var json = JsonNode.Parse(Pretraining.Serialize(config))!.AsObject();
             folders.Add((name, json, Leaves(json, "").Where(p => !p.Contains("paletteColors[", StringComparison.Ordinal) || p.EndsWith("[0][0]")).ToList()));

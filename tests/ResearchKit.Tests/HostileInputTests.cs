@@ -141,6 +141,7 @@ public class ModelSizeTests
     {
         var preset = ResearchKit.Methods.MethodRegistry.Get(method).Preset("tiny");
         if (preset is BeitConfig beit) preset = beit with { Target = BeitTarget.Pixels };   // token targets need a tokenizer folder
+        if (preset is GwtnConfig gwtn) preset = gwtn with { Teacher = "teacher", TeacherWidth = 128 };   // as configuring records it
         var config = preset.ForInput(32, 3);
         if (config is ImageGptConfig igpt)   // a palette of grey levels, as ForData would fit one
             config = igpt with { PaletteColors = Enumerable.Range(0, igpt.Colors).Select(i => Enumerable.Repeat(i / (igpt.Colors - 1f), 3).ToArray()).ToArray() };

@@ -27,6 +27,16 @@ static class TestData
         return ResearchKit.Methods.MethodEvaluations.Scalars(ResearchKit.Methods.MethodEvaluations.Run(info, request));
     }
 
+    /// <summary>A wide supervised CNN (width 32) trained one epoch on <paramref name="data"/> in a new run folder: the teacher a gwtn
+    /// configuration needs (its width and normalisation are read from the folder).</summary>
+    public static string WideTeacher(ImageDataset data)
+    {
+        var dir = Path.Combine(TempDir(), "teacher");
+        var wide = ResearchKit.Models.SupervisedConfig.Wide();
+        ResearchKit.Runs.Pretraining.Run(wide with { Cnn = wide.Cnn with { Width = 32 } }, new ResearchKit.Runs.PretrainOptions(Epochs: 1, BatchSize: 32), data, dir);
+        return dir;
+    }
+
     /// <summary>Real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist); fails with the catalog's how-to when missing.</summary>
     public static DatasetSplits FashionMnist(long train, long test) => DatasetCatalog.Load("fashion-mnist", train, test);
 

@@ -24,6 +24,7 @@ public static class MethodRegistry
         SplitBrain.Method,
         SelfSupervisedGan.Method,
         Jem.Method,
+        Gwtn.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -95,6 +95,9 @@ public sealed class NinBlock : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) => Mixed.Stack(layers, x);
+
+    /// <summary>The 3×3 convolution the block starts with.</summary>
+    public Conv2d First => (Conv2d)layers.children().First();
 }
 
 /// <summary>
@@ -144,6 +147,17 @@ public sealed class ConvNet : Backbone
     }
 
     public override Tensor Features(Tensor images) => FeatureMaps(images)[^1].mean(new long[] { 2, 3 });
+
+    /// <summary>Block <paramref name="block"/> on its input, with the pooling that follows it: the input of the next block (or, for
+    /// the last, the map <see cref="Features"/> averages). Running the blocks one by one lets a caller stand between them.</summary>
+    public Tensor Stage(int block, Tensor x)
+    {
+        x = blocks[block].call(x);
+        return block < 2 ? pool.call(x) : x;
+    }
+
+    /// <summary>Block <paramref name="block"/>'s first convolution (3×3): what a linear map of its input folds into.</summary>
+    public Conv2d FirstConvolution(int block) => blocks[block].First;
 
     /// <summary>Each block's map average-pooled to <see cref="ProbeGrid"/>² cells and flattened: [B, W·g²].</summary>
     public override Tensor[] LayerFeatures(Tensor images) =>

@@ -40,6 +40,13 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
     public static SupervisedConfig Tiny(int imageSize = 28, int channels = 1) =>
         new(SupervisedBackbone.Cnn, ConvNetConfig.Tiny(imageSize, channels), ViTConfig.Tiny(imageSize, channels)) { Optimizer = CnnRecipe with { BaseLearningRate = 0.1 } };
 
+    /// <summary>CPU scale, a wide teacher: the tiny CNN at twice its width (128 channels), for Go-Wide-Then-Narrow's students.</summary>
+    public static SupervisedConfig Wide(int imageSize = 28, int channels = 1)
+    {
+        var tiny = Tiny(imageSize, channels);
+        return tiny with { Cnn = tiny.Cnn with { Width = 128 } };
+    }
+
     /// <summary>CPU scale, the ViT: MAE's tiny encoder.</summary>
     public static SupervisedConfig TinyVit(int imageSize = 28, int channels = 1) =>
         new(SupervisedBackbone.Vit, ConvNetConfig.Tiny(imageSize, channels), ViTConfig.Tiny(imageSize, channels), LabelSmoothing: 0.1);
@@ -74,7 +81,7 @@ public sealed record SupervisedConfig(SupervisedBackbone Backbone, ConvNetConfig
 }
 
 /// <summary>A backbone and a linear head trained on the labels (<see cref="SupervisedConfig"/>). The preset picks the backbone
-/// and its recipe (tiny: the CNN, tiny-vit: the ViT); the options size it.</summary>
+/// and its recipe (tiny: the CNN, wide: the CNN at twice the width, tiny-vit: the ViT); the options size it.</summary>
 public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
 {
     public static MethodInfo Method { get; } = new("supervised", "Supervised training from scratch (cross-entropy on the labels): the reference, teacher and source",
@@ -83,6 +90,7 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
         {
             ["tiny"] = () => SupervisedConfig.Tiny(),
             ["tiny-vit"] = () => SupervisedConfig.TinyVit(),
+            ["wide"] = () => SupervisedConfig.Wide(),
         },
         [
             MethodOption.Integer<SupervisedConfig>("--blocks", "blocks of the backbone (CNN: conv blocks; ViT: transformer blocks)",
@@ -157,6 +165,9 @@ public sealed class Supervised : Module<Tensor, Tensor>, IPretrainModel
 
     public Backbone Backbone => backbone;
     public nn.Module Module => this;
+
+    /// <summary>The linear head on the pooled features (a student's head can start from a teacher's).</summary>
+    public Linear Head => head;
 
     /// <summary>Class logits [B, Classes] for images [B, C, H, W] (normalised).</summary>
     public override Tensor forward(Tensor images) => Mixed.Head(head, backbone.Features(images));

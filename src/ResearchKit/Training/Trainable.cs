@@ -101,10 +101,13 @@ public sealed record StepWindow(double From, double Until, bool InSteps = false)
 /// <param name="Window">The steps in which the phase trains (null: all); <paramref name="Every"/> counts from its start.</param>
 /// <param name="DivergesAbove">A loss whose magnitude exceeds this counts as diverged, as a non-finite one does (null: only
 /// non-finite losses). Checked when losses are read back, so it costs no device sync.</param>
+/// <param name="Begin">Called once when the phase's window opens, before its first step: a stage that starts from what an earlier
+/// one trained (Go-Wide-Then-Narrow folds its imitation network into the student). A run resumed after that step does not
+/// call it again: its checkpoint holds what it did.</param>
 public sealed record UpdatePhase(
     string Name, Func<Batch, Generator, Tensor> Loss, IReadOnlyList<(string Name, Parameter Parameter)> Parameters,
     OptimizerConfig? Optimizer = null, int Every = 1, Func<string, bool>? NoWeightDecay = null, StepWindow? Window = null,
-    double? DivergesAbove = null)
+    double? DivergesAbove = null, Action? Begin = null)
 {
     /// <summary>This phase's optimizer settings: its own, or the run's.</summary>
     public OptimizerConfig SettingsOr(OptimizerConfig run) => Optimizer ?? run;

@@ -34,7 +34,7 @@ public sealed record TrainConfig(
 }
 
 /// <summary>A snapshot for progress displays (terminal bar, notebook line) and callbacks.</summary>
-/// <param name="Loss">The first phase's loss (the method's main loss) at the last step whose losses were read back: losses are
+/// <param name="Loss">The main loss (the first phase's, or in a run of stages the current stage's) at the last step whose losses were read back: losses are
 /// read every <see cref="TrainConfig.LogEvery"/> steps, not every step, so that a step never waits for the device.</param>
 /// <param name="Losses">Every phase's latest read loss by name (one entry for single-loss methods).</param>
 public sealed record TrainProgress(long Step, long TotalSteps, int Epoch, int Epochs, double Loss, double LearningRate, double ImagesPerSecond,
@@ -56,7 +56,7 @@ public interface ITrainerCallback
 }
 
 /// <summary>What a finished <see cref="Trainer.Fit(DataLoader, ITrainable, IProgress{TrainProgress}?, CancellationToken)"/> returns.</summary>
-/// <param name="Losses">Every step's main loss (including steps before a resume).</param>
+/// <param name="Losses">Every step's main loss (including steps before a resume); in a run of stages, the last stage's.</param>
 /// <param name="PhaseLosses">Every phase's losses by name, one per step the phase ran.</param>
 /// <param name="Divergences">Every divergence the run recovered from (<see cref="IDivergenceRecovery"/>), resumed runs' included.</param>
 public sealed record TrainResult(IReadOnlyList<double> Losses, long Steps, TimeSpan Elapsed, bool Resumed,
@@ -213,6 +213,7 @@ public sealed class Trainer
                         {
                             var phase = phases[i];
                             if (phase.LearningRateAt(step, total, config.Optimizer, config.BatchSize) is not { } scheduled) continue;
+                            if (phase.Begin is not null && step == phase.StepsIn(total).Start) phase.Begin();
                             double phaseLr = scheduled * (recovery?.LearningRateFactor ?? 1);   // smaller after a restart
                             if (lr == 0) lr = phaseLr;   // progress shows the rate of the first phase that trains at this step
                             optimizers[i].LearningRate = phaseLr;
@@ -238,7 +239,7 @@ public sealed class Trainer
                         imagesPerSecond = windowImages / Math.Max(1e-9, window.Elapsed.TotalSeconds);
                         window.Restart(); windowImages = 0;
                     }
-                    double main = latest.GetValueOrDefault(phases[0].Name, double.NaN);
+                    double main = latest.GetValueOrDefault(MainPhase(phases, step - 1, total), double.NaN);
                     if (metrics is not null && logged)
                         metrics.Append(new StepMetrics(epoch, step, main, lr, Math.Round(imagesPerSecond, 1), phases.Count > 1 ? new Dictionary<string, double>(latest) : null));
                     var snapshot = new TrainProgress(step, total, epoch, config.Epochs, main, lr, imagesPerSecond, clock.Elapsed,
@@ -257,7 +258,7 @@ public sealed class Trainer
         }
         finally { pending.Dispose(); }
         model.eval();
-        return new TrainResult(losses[phases[0].Name], step, clock.Elapsed, false, losses, [.. divergences]);   // Fit sets Resumed
+        return new TrainResult(losses[MainPhase(phases, total - 1, total)], step, clock.Elapsed, false, losses, [.. divergences]);   // Fit sets Resumed
 
         void Save(long at)
         {
@@ -277,6 +278,11 @@ public sealed class Trainer
         trainable.Module.eval();
         return new TrainResult(losses[phases[0].Name], step, TimeSpan.Zero, false, losses, [.. divergences]);
     }
+
+    /// <summary>The phase whose loss is the run's main loss at <paramref name="step"/>: the first whose window holds it, so a run in
+    /// stages (Go-Wide-Then-Narrow) shows the current stage's loss; the first phase when windows are not used (a GAN's discriminator).</summary>
+    static string MainPhase(IReadOnlyList<UpdatePhase> phases, long step, long total) =>
+        (phases.FirstOrDefault(p => p.StepsIn(total) is var (start, end) && step >= start && step < end) ?? phases[0]).Name;
 
     /// <summary>Every step must train some phase: windows that leave a gap would spend steps (and data) on nothing.</summary>
     static void CheckWindowsCover(IReadOnlyList<UpdatePhase> phases, long total)
