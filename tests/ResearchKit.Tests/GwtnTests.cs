@@ -179,5 +179,13 @@ public class GwtnTests
         (code, _, err) = TestData.Cli("pretrain", "--method", "gwtn", "--epochs", "1", "--train-limit", "64", "--out", Path.Combine(dir, "none"));
         Assert.Equal(1, code);
         Assert.Equal("error: gwtn: --teacher FOLDER is required (a run of pretrain --method supervised --preset wide)", err.Trim());
+        // Like any backbone: every block probed, and the thin network fine-tuned, without the teacher's folder.
+        Directory.Delete(teacher, recursive: true);
+        (code, output, err) = TestData.Cli("probe", student, "--layer", "all", "--train-limit", "256", "--test-limit", "128", "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal(4, output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Count(l => l.Contains("\"accuracy\"")));
+        (code, output, err) = TestData.Cli("finetune", student, "--blocks", "all", "--epochs", "1", "--train-limit", "256", "--json");
+        Assert.True(code == 0, err);
+        Assert.Contains("\"accuracy\"", output);
     }
 }
