@@ -15,6 +15,7 @@ namespace ResearchKit.Tests;
 sealed class TwoStages : Module<Tensor, Tensor>, ITrainable
 {
     public readonly Linear wide, narrow;
+    public int Begins;   // how often the narrow stage's Begin ran in this process
 
     public TwoStages() : base(nameof(TwoStages))
     {
@@ -36,8 +37,17 @@ sealed class TwoStages : Module<Tensor, Tensor>, ITrainable
             Window: StepWindow.Fraction(0, 0.5)),
         new UpdatePhase("narrow", (b, _) => Loss(narrow, b), UpdatePhase.TrainableOf(narrow),
             new OptimizerConfig(BaseLearningRate: 1e-3, WarmupFraction: 0) { Schedule = ScheduleConfig.Constant, AbsoluteLearningRate = true },
-            Window: StepWindow.Steps(10, 20)),
+            Window: StepWindow.Steps(10, 20), Begin: StartFromWide),
     ];
+
+    /// <summary>The narrow stage starts from what the wide one trained, as GWTN's fine-tuning starts from its folded maps.</summary>
+    void StartFromWide()
+    {
+        Begins++;
+        using var _ = no_grad();
+        narrow.weight!.copy_(wide.weight!);
+        narrow.bias!.copy_(wide.bias!);
+    }
 }
 
 public class ScheduleTests
@@ -149,6 +159,20 @@ public class ScheduleTests
         Assert.Equal(full.PhaseLosses["wide"], resumed.PhaseLosses!["wide"]);
         Assert.Equal(full.PhaseLosses["narrow"], resumed.PhaseLosses["narrow"]);
         Assert.True(model.narrow.weight!.Same(second.narrow.weight!));
+        // Begin ran once, when the narrow stage opened; the run's loss is the last stage's.
+        Assert.Equal((1, 1), (model.Begins, second.Begins));
+        Assert.Equal(full.PhaseLosses["narrow"], full.Losses);
+
+        // Stopped inside the second stage: the resumed run does not begin it again (its checkpoint holds what Begin did).
+        var late = TestData.TempDir();
+        var (third, loader3) = Setup(data);
+        using var cancelLate = new CancellationTokenSource();
+        Assert.Throws<OperationCanceledException>(() => new Trainer(config, late).Fit(loader3, third,
+            new CallbackProgress<TrainProgress>(p => { if (p.Step == 13) cancelLate.Cancel(); }), cancelLate.Token));
+        var (fourth, loader4) = Setup(data, initSeed: 9);
+        new Trainer(config, late).Fit(loader4, fourth);
+        Assert.Equal((1, 0), (third.Begins, fourth.Begins));
+        Assert.True(model.narrow.weight!.Same(fourth.narrow.weight!));
     }
 
     [Fact]
