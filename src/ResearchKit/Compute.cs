@@ -28,6 +28,9 @@ public static class Compute
     static Device? device;
     static Precision? precision;
 
+    /// <summary>The first use of the kit's compute settings also turns libtorch's oneDNN CPU kernels off (<see cref="OneDnn"/>).</summary>
+    static Compute() => OneDnn.Apply();
+
     public static Device Device
     {
         get => device ??= Choose(Environment.GetEnvironmentVariable("RESEARCHKIT_DEVICE"));
