@@ -28,13 +28,24 @@ public static class Compute
     static Device? device;
     static Precision? precision;
 
-    /// <summary>The first use of the kit's compute settings also turns libtorch's oneDNN CPU kernels off (<see cref="OneDnn"/>).</summary>
-    static Compute() => OneDnn.Apply();
-
+    /// <summary>The device; choosing or setting it also turns libtorch's oneDNN CPU kernels off (<see cref="OneDnn"/>). Not in a static
+    /// constructor: the module initializer below runs before a notebook host such as .NET Interactive can load libtorch.</summary>
     public static Device Device
     {
-        get => device ??= Choose(Environment.GetEnvironmentVariable("RESEARCHKIT_DEVICE"));
-        set => device = value;
+        get
+        {
+            if (device is null)
+            {
+                device = Choose(Environment.GetEnvironmentVariable("RESEARCHKIT_DEVICE"));
+                OneDnn.Apply();
+            }
+            return device;
+        }
+        set
+        {
+            device = value;
+            OneDnn.Apply();
+        }
     }
 
     /// <summary>Whether <see cref="Device"/> is a CUDA device.</summary>
@@ -80,6 +91,7 @@ public static class Compute
     /// <summary>Seed every generator ResearchKit uses implicitly (parameter initialisation on the host, CUDA's default generators).</summary>
     public static void Seed(int seed)
     {
+        OneDnn.Apply();
         torch.manual_seed(seed);
         if (cuda.is_available()) torch.cuda.manual_seed_all(seed);
     }

@@ -3,7 +3,8 @@ using System.Runtime.InteropServices;
 namespace ResearchKit;
 
 /// <summary>
-/// Turns libtorch's oneDNN (mkldnn) CPU kernels off for the process, so convolutions run on ATen's own kernels.
+/// Turns libtorch's oneDNN (mkldnn) CPU kernels off for the process, so convolutions run on ATen's own kernels. Applied when
+/// <see cref="Compute.Device"/> is first chosen or set, or <see cref="Compute.Seed"/> is called.
 /// Why: on a CPU with AVX-512 (a 2-core AMD EPYC, measured 2026-12-07, libtorch 2.10 through TorchSharp 0.107) oneDNN's
 /// convolution backward returns NaN gradients now and then, from the same seed one run in several:
 /// <list type="bullet">
