@@ -110,7 +110,11 @@ public static class Compute
     }
 
     /// <summary>While the returned scope lives, tensors and modules made without a device are made on the CPU (model construction).</summary>
-    public static IDisposable OnHost() => new DefaultDevice(CPU);
+    public static IDisposable OnHost()
+    {
+        OneDnn.Apply();
+        return new DefaultDevice(CPU);
+    }
 
     sealed class DefaultDevice : IDisposable
     {

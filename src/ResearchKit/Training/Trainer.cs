@@ -114,6 +114,7 @@ public sealed class Trainer
     /// </summary>
     public TrainResult Fit(DataLoader loader, ITrainable trainable, IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
+        OneDnn.Apply();   // whatever device the loader was given: oneDNN's CPU backward gave NaN gradients (environment.md)
         var model = trainable.Module;
         var phases = trainable.Phases();
         if (phases.Count == 0) throw new ResearchKitException("the method has no update phases");
