@@ -136,7 +136,7 @@ public sealed class Trainer
         bool resumed = directory is not null && CheckpointStore.SavedStep(Path.Combine(directory, CheckpointFile)) > 0;
         try
         {
-            if (divergences.Any(d => d.Stopped)) return LastGood(trainable, phases, optimizers, divergences) with { Resumed = resumed };
+            if (divergences.Any(d => d.Stopped)) return LastGood(trainable, phases, optimizers, divergences, loader.BatchesPerEpoch * config.Epochs) with { Resumed = resumed };
             while (true)
             {
                 try { return Run(loader, trainable, model, phases, optimizers, progress, cancel, recovery, divergences) with { Resumed = resumed }; }
@@ -148,7 +148,7 @@ public sealed class Trainer
                         divergences.Add(new DivergenceEvent(e.Step, e.Phase, e.Loss, from, divergences.Count + 1,
                             $"stopped: training ends at the last good checkpoint (step {from})", Stopped: true));
                         DivergenceLog.Write(directory!, divergences);
-                        return LastGood(trainable, phases, optimizers, divergences) with { Resumed = resumed };
+                        return LastGood(trainable, phases, optimizers, divergences, loader.BatchesPerEpoch * config.Epochs) with { Resumed = resumed };
                     }
                     if (divergences.Count >= recovery.MaxRestarts)
                         throw new TrainingDivergedException($"{e.Message}; it still diverged after {divergences.Count} restart(s) " +
@@ -270,14 +270,14 @@ public sealed class Trainer
     }
 
     /// <summary>A run that stopped after diverging: its last good checkpoint restored (weights, state, losses), trained no further.</summary>
-    TrainResult LastGood(ITrainable trainable, IReadOnlyList<UpdatePhase> phases, FlatOptimizer[] optimizers, List<DivergenceEvent> divergences)
+    TrainResult LastGood(ITrainable trainable, IReadOnlyList<UpdatePhase> phases, FlatOptimizer[] optimizers, List<DivergenceEvent> divergences, long total)
     {
         var losses = phases.ToDictionary(p => p.Name, _ => new List<double>());
         long step = new CheckpointStore(directory!).Load(config, trainable.Module, phases, optimizers, trainable.State, losses, Provenance);
         new MetricsLog(directory!).TrimTo(step);
         trainable.Recovery!.AfterRestarts(DivergenceLog.Restarts(divergences));
         trainable.Module.eval();
-        return new TrainResult(losses[phases[0].Name], step, TimeSpan.Zero, false, losses, [.. divergences]);
+        return new TrainResult(losses[MainPhase(phases, step - 1, total)], step, TimeSpan.Zero, false, losses, [.. divergences]);   // the stage it stopped in
     }
 
     /// <summary>The phase whose loss is the run's main loss at <paramref name="step"/>: the first whose window holds it, so a run in
