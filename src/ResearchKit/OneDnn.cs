@@ -1,35 +1,94 @@
 using System.Runtime.InteropServices;
+using static TorchSharp.torch;
 
 namespace ResearchKit;
 
 /// <summary>
-/// Turns libtorch's oneDNN (mkldnn) CPU kernels off for the process, so convolutions run on ATen's own kernels. Applied when
-/// <see cref="Compute.Device"/> is first chosen or set, or <see cref="Compute.Seed"/> is called.
+/// libtorch's oneDNN (mkldnn) CPU convolutions: off by default, on while a model whose every convolution has a shape they
+/// compute correctly trains (<see cref="For"/>).
 /// Why: on a CPU with AVX-512 (a 2-core AMD EPYC, measured 2026-12-07, libtorch 2.10 through TorchSharp 0.107) oneDNN's
-/// convolution backward returns NaN gradients now and then, from the same seed one run in several:
+/// convolutions are wrong for channel counts that are not a multiple of 16, its vector width:
 /// <list type="bullet">
-/// <item>the supervised CNN at width 24 diverged in 14 of 16 seeded runs with oneDNN, none of 16 without;</item>
-/// <item>SSGAN diverged in 4 of 6 with oneDNN, none of 6 without (the kit's GAN tests failed on that machine);</item>
-/// <item>capping oneDNN at AVX2 (ONEDNN_MAX_CPU_ISA) cured the first and not the second.</item>
+/// <item>the output is wrong (errors of 20–30 % of its scale) when the input has such a channel count above 4 (24 measured);</item>
+/// <item>the input gradient is wrong, sometimes NaN, when the output has such a channel count (1, 3, 8, 10, 24 measured);</item>
+/// <item>with both counts multiples of 16, or 1–3 input channels (an image) and a multiple of 16 out, outputs and both
+/// gradients match ATen's to 1e-5 relative, for 1×1, 3×3, 4×4/2 and transposed 4×4/2 and 2×2/2 convolutions
+/// (<c>OneDnnTests</c> checks this on the machine it runs on).</item>
 /// </list>
-/// ATen's convolutions are correct there and about 2.2× slower for the tiny CNN's training step. RESEARCHKIT_ONEDNN=1 keeps
-/// oneDNN on (faster, at that risk); CUDA is not affected. <see cref="Layers.Mixed"/>'s padded filters are an older
-/// workaround for the same family of failures and stay.
+/// That is why the supervised CNN at width 24 diverged in 14 of 16 seeded runs and SSGAN (a 3-channel output layer) in 4 of 6.
+/// Capping the ISA at AVX2 (8-wide) moved the failures to counts not a multiple of 8. ATen's own convolutions are correct and
+/// about 2.2× slower for the CNN's training step. RESEARCHKIT_ONEDNN=1 keeps oneDNN on for every model, =0 off for every
+/// model. CUDA is not affected.
 /// </summary>
 public static class OneDnn
 {
     static bool applied;
 
+    /// <summary>The channel multiple oneDNN's CPU convolutions were correct for (AVX-512's 16 floats).</summary>
+    public const int SafeChannels = 16;
+
     /// <summary>Whether oneDNN is enabled in libtorch now (null: not known, e.g. not on Linux).</summary>
     public static bool? Enabled => Native() is { } n ? n.Get(n.Context) : null;
 
-    /// <summary>Applies the setting once per process (after TorchSharp has loaded libtorch); later calls do nothing.</summary>
+    /// <summary>Applies the process default once (after TorchSharp has loaded libtorch): off unless RESEARCHKIT_ONEDNN=1.</summary>
     public static void Apply()
     {
         if (applied) return;
         applied = true;
-        if (Environment.GetEnvironmentVariable("RESEARCHKIT_ONEDNN")?.Trim() == "1") return;
-        if (Native() is { } n) n.Set(n.Context, false);
+        Set(Forced ?? false);
+    }
+
+    /// <summary>
+    /// Whether every convolution weight in <paramref name="module"/> (a 4-D parameter: [out, in, k, k], or [in, out, k, k]
+    /// transposed) has a shape oneDNN computes correctly: the first dimension a multiple of <see cref="SafeChannels"/>, the
+    /// second one too or at most 4 (an image's channels). A model with any other convolution trains on ATen's.
+    /// </summary>
+    public static bool SafeFor(nn.Module module) => module.parameters().Where(p => p.dim() == 4)
+        .All(p => p.shape[0] % SafeChannels == 0 && (p.shape[1] % SafeChannels == 0 || p.shape[1] <= 4));
+
+    /// <summary>
+    /// oneDNN on while the returned scope lives if <paramref name="module"/> is <see cref="SafeFor"/> and products run in
+    /// fp32 (bf16 kernels were not checked), else off; the scope restores the previous setting. The trainer holds one per fit.
+    /// </summary>
+    public static IDisposable For(nn.Module module)
+    {
+        Apply();
+        bool? previous = Enabled;
+        if (previous is null) return new Restore(null);
+        Set(Forced ?? (!unsafeFrozen && SafeFor(module) && Compute.Precision == Precision.Fp32));
+        return new Restore(previous);
+    }
+
+    static volatile bool unsafeFrozen;
+
+    /// <summary>
+    /// A frozen network a model uses but does not hold (<see cref="Methods.Dependencies"/>: a teacher, a perceptual network, a
+    /// tokenizer) runs inside the model's steps, and gradients may flow through it. If it is not <see cref="SafeFor"/>, oneDNN
+    /// stays off for the rest of the process: slower, never wrong.
+    /// </summary>
+    public static void NoteFrozen(nn.Module module)
+    {
+        if (!SafeFor(module)) unsafeFrozen = true;
+    }
+
+    /// <summary>Forgets the frozen networks noted so far (tests that check the switch itself).</summary>
+    internal static void ForgetFrozen() => unsafeFrozen = false;
+
+    /// <summary>RESEARCHKIT_ONEDNN: "1" on for every model, "0" off for every model, unset: by <see cref="SafeFor"/>.</summary>
+    static bool? Forced => Environment.GetEnvironmentVariable("RESEARCHKIT_ONEDNN")?.Trim() switch { "1" => true, "0" => false, _ => null };
+
+    sealed class Restore(bool? previous) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (previous is { } p) Set(p);
+        }
+    }
+
+    /// <summary>Switches oneDNN on or off now (no effect where <see cref="Enabled"/> is null).</summary>
+    internal static void Set(bool enabled)
+    {
+        if (Native() is { } n) n.Set(n.Context, enabled);
     }
 
     delegate IntPtr GlobalContextFn();
@@ -38,7 +97,11 @@ public static class OneDnn
 
     /// <summary>at::globalContext() and its oneDNN switch in the libtorch TorchSharp loaded, found by soname (RTLD_NOLOAD), so no
     /// second copy of libtorch is loaded; null where that library or a symbol is not there.</summary>
-    static (IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)? Native()
+    static (IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)? Native() => native.Value;
+
+    static readonly Lazy<(IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)?> native = new(Find);
+
+    static (IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)? Find()
     {
         if (!OperatingSystem.IsLinux()) return null;
         TorchSharp.torch.get_num_threads();   // TorchSharp loads libtorch on first use

@@ -69,13 +69,20 @@ public sealed class Dependencies
     /// <summary>Uses an already loaded dependency for <paramref name="folder"/> instead of reading it.</summary>
     public Dependencies Use(string folder, object dependency)
     {
+        if (dependency is IPretrainModel model) OneDnn.NoteFrozen(model.Module);
+        if (dependency is LoadedTokenizer tokenizer) OneDnn.NoteFrozen(tokenizer.Tokenizer);
         loaded[Path.GetFullPath(folder)] = dependency;
         return this;
     }
 
     /// <summary>The visual tokenizer in <paramref name="folder"/> (`researchkit tokenizer train`), for one token per patch of this shape.</summary>
     public LoadedTokenizer Tokenizer(string folder, int imageSize, int patchSize, int channels) =>
-        Get(folder, () => TokenizerRun.Load(folder, imageSize, patchSize, channels));
+        Get(folder, () =>
+        {
+            var tokenizer = TokenizerRun.Load(folder, imageSize, patchSize, channels);
+            OneDnn.NoteFrozen(tokenizer.Tokenizer);
+            return tokenizer;
+        });
 
     /// <summary>
     /// The model of another pre-training run (a teacher, a source, a perceptual network), frozen: evaluation mode, no
@@ -92,6 +99,7 @@ public sealed class Dependencies
             throw new ResearchKitException($"{role} {folder}: its model takes {size}×{size} images of {c} channels; this one needs {imageSize}×{imageSize} of {channels}");
         }
         foreach (var p in model.Module.parameters()) p.requires_grad = false;
+        OneDnn.NoteFrozen(model.Module);
         return model;
     });
 

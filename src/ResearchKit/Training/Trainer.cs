@@ -114,7 +114,6 @@ public sealed class Trainer
     /// </summary>
     public TrainResult Fit(DataLoader loader, ITrainable trainable, IProgress<TrainProgress>? progress = null, CancellationToken cancel = default)
     {
-        OneDnn.Apply();   // whatever device the loader was given: oneDNN's CPU backward gave NaN gradients (environment.md)
         var model = trainable.Module;
         var phases = trainable.Phases();
         if (phases.Count == 0) throw new ResearchKitException("the method has no update phases");
@@ -130,6 +129,8 @@ public sealed class Trainer
         if (directory is not null) Directory.CreateDirectory(directory);
         var previousPrecision = Compute.Precision;
         if (config.Precision is { } precision) Compute.Precision = precision;
+        // oneDNN's CPU convolutions are fast but wrong for some channel counts (environment.md): on only where none occurs
+        using var convolutions = OneDnn.For(model);
         var optimizers = phases.Select(p => p.CreateOptimizer(config.Optimizer, config.BatchSize)).ToArray();
         var recovery = directory is null ? null : trainable.Recovery;   // a restart needs a checkpoint to go back to
         var divergences = recovery is null ? [] : DivergenceLog.Read(directory!);
