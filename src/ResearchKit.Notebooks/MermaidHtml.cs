@@ -1,7 +1,6 @@
 using System.Formats.Tar;
 using System.IO.Compression;
 using System.Net;
-using System.Security.Cryptography;
 
 namespace ResearchKit.Notebooks;
 
@@ -62,23 +61,15 @@ public static class MermaidHtml
             ? configured.TrimEnd('/') : "https://registry.npmjs.org";
         var url = $"{registry}/mermaid/-/mermaid-{Version}.tgz";
         var advice = $"set RESEARCHKIT_MERMAID_JS to a copy of mermaid.min.js (dist/ of `npm pack mermaid@{Version}`)";
-        if (Environment.GetEnvironmentVariable("RESEARCHKIT_OFFLINE") == "1")
+        if (VerifiedDownload.Offline)
             throw new ResearchKitException($"mermaid.js {Version} is not cached and RESEARCHKIT_OFFLINE=1 forbids fetching {url}; {advice}");
-        byte[] tarball;
-        try
-        {
-            using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(2) };
-            tarball = http.GetByteArrayAsync(url).GetAwaiter().GetResult();
-        }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-        {
-            throw new ResearchKitException($"mermaid.js {Version} could not be fetched from {url} ({e.Message}); {advice}");
-        }
-        if (Convert.ToBase64String(SHA512.HashData(tarball)) != TarballSha512)
-            throw new ResearchKitException($"{url}: its SHA-512 is not the one npm publishes for mermaid {Version}; nothing was cached");
-        var text = Extract(tarball, LibraryEntry)
+        var tarball = UserCache.Folder("mermaid", Version, $"mermaid-{Version}.tgz");
+        try { VerifiedDownload.Fetch(url, tarball, PublishedDigest.Sha512Base64(TarballSha512), TimeSpan.FromMinutes(2)); }
+        catch (ResearchKitException e) { throw new ResearchKitException($"mermaid.js {Version}: {e.Message}; {advice}"); }
+        var text = Extract(File.ReadAllBytes(tarball), LibraryEntry)
             ?? throw new ResearchKitException($"{url} has no {LibraryEntry}");
         AtomicFile.WriteAllText(cached, text);
+        File.Delete(tarball);   // only the library is kept
         return text;
     }
 

@@ -2,22 +2,18 @@ using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Runtime.Loader;
 using System.Security.Cryptography;
-using System.Text;
 
 namespace ResearchKit;
 
 /// <summary>
 /// Makes TorchSharp's native library load on systems whose libstdc++ is older than the one it was built against
 /// (Debian 12, Ubuntu 22.04: environment.md, "Debian 12 native fix"). Our own builds patch their output copy
-/// (Directory.Build.targets); this is the same fix at run time for hosts that load TorchSharp from the NuGet cache,
+/// (the build tool runs TorchSharpNative.Elf.cs on it); this is the same fix at run time for hosts that load TorchSharp from the NuGet cache,
 /// such as .NET Interactive: a patched copy goes to a cache folder (never into the NuGet cache) and TorchSharp's
 /// imports of LibTorchSharp resolve to it. It does nothing where the system has the version or the library is patched.
 /// </summary>
-public static class TorchSharpNative
+public static partial class TorchSharpNative
 {
-    /// <summary>The only version libLibTorchSharp.so of TorchSharp 0.107 needs beyond Debian 12's libstdc++.</summary>
-    public const string MissingVersion = "GLIBCXX_3.4.32";
-
     const string LibraryName = "LibTorchSharp";
     static readonly object gate = new();
     static string? prepared;
@@ -52,56 +48,6 @@ public static class TorchSharpNative
                 assembly == torchSharp && name is LibraryName or "lib" + LibraryName ? LoadNextTo(copy, original) : IntPtr.Zero;
             return prepared = copy;
         }
-    }
-
-    /// <summary>Whether a libstdc++ on the loader's usual paths defines <paramref name="version"/>.</summary>
-    public static bool SystemLibstdcxxHas(string version)
-    {
-        string[] candidates = ["/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
-            "/usr/lib64/libstdc++.so.6", "/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6", "/lib/aarch64-linux-gnu/libstdc++.so.6"];
-        var existing = candidates.Where(File.Exists).ToList();
-        var needle = Encoding.ASCII.GetBytes(version + "\0");
-        return existing.Count == 0 || existing.Any(c => File.ReadAllBytes(c).AsSpan().IndexOf(needle) >= 0);
-    }
-
-    /// <summary>
-    /// A copy of an ELF64 library with the requirement on <paramref name="version"/> marked weak (VER_FLG_WEAK in its
-    /// .gnu.version_r entry), so the loader accepts it without that version; null when the library does not require it
-    /// or already marks it weak. Throws on a file that is not a little-endian ELF64 library.
-    /// </summary>
-    public static byte[]? MarkVersionWeak(byte[] elf, string version)
-    {
-        if (elf.Length < 64 || elf[0] != 0x7f || elf[1] != (byte)'E' || elf[2] != (byte)'L' || elf[3] != (byte)'F' || elf[4] != 2 || elf[5] != 1)
-            throw new InvalidDataException("not a little-endian ELF64 file");
-        long sections = BitConverter.ToInt64(elf, 0x28);
-        int entrySize = BitConverter.ToUInt16(elf, 0x3A), count = BitConverter.ToUInt16(elf, 0x3C);
-        for (int s = 0; s < count; s++)
-        {
-            int header = checked((int)(sections + (long)s * entrySize));
-            if (BitConverter.ToUInt32(elf, header + 4) != 0x6ffffffe) continue;   // SHT_GNU_verneed
-            int need = checked((int)BitConverter.ToInt64(elf, header + 0x18));
-            int link = BitConverter.ToInt32(elf, header + 0x28), needs = BitConverter.ToInt32(elf, header + 0x2C);
-            long strings = BitConverter.ToInt64(elf, checked((int)(sections + (long)link * entrySize)) + 0x18);
-            for (int n = 0; n < needs; n++)
-            {
-                int aux = need + (int)BitConverter.ToUInt32(elf, need + 8);
-                for (int a = 0, auxCount = BitConverter.ToUInt16(elf, need + 2); a < auxCount; a++)
-                {
-                    int name = checked((int)(strings + BitConverter.ToUInt32(elf, aux + 8)));
-                    int end = Array.IndexOf(elf, (byte)0, name);
-                    if (end > name && Encoding.ASCII.GetString(elf, name, end - name) == version)
-                    {
-                        if ((elf[aux + 4] & 0x2) != 0) return null;   // already weak
-                        var copy = (byte[])elf.Clone();
-                        copy[aux + 4] |= 0x2;
-                        return copy;
-                    }
-                    aux += (int)BitConverter.ToUInt32(elf, aux + 12);
-                }
-                need += (int)BitConverter.ToUInt32(elf, need + 12);
-            }
-        }
-        return null;
     }
 
     /// <summary>Where TorchSharp would load libLibTorchSharp.so from: beside its assembly, or its package's runtimes folder.</summary>

@@ -1,13 +1,30 @@
-// Keeps every TorchSharp Scalar and Tensor whose native handle a TorchSharp method reads alive until that method returns,
-// in a copy of TorchSharp.dll (a build output, never the NuGet cache). Why: Directory.Build.targets and environment.md,
-// "TorchSharp Scalar lifetime". Usage: TorchSharpScalarLifetime PATH/TorchSharp.dll (idempotent: a patched copy is left).
+// The build's two fixes to TorchSharp's output copies (a build output, never the NuGet cache), both idempotent.
+// - TorchSharpScalarLifetime PATH/TorchSharp.dll: keeps every TorchSharp Scalar and Tensor whose native handle a TorchSharp
+//   method reads alive until that method returns. Why: src/ResearchKit/build/ResearchKit.targets and environment.md,
+//   "TorchSharp Scalar lifetime".
+// - TorchSharpScalarLifetime --native PATH/libLibTorchSharp.so: marks GLIBCXX_3.4.32 weak where the system's libstdc++
+//   lacks it, with the library's own code (TorchSharpNative.Elf.cs, linked). Why: environment.md, "Debian 12 native fix".
 using Mono.Cecil;
 using Mono.Cecil.Cil;
 using Mono.Cecil.Rocks;
+using ResearchKit;
 
+if (args is ["--native", var library] && File.Exists(library))
+{
+    try
+    {
+        if (TorchSharpNative.PatchInPlace(library))
+            Console.WriteLine($"{library}: marked {TorchSharpNative.MissingVersion} weak (the system's libstdc++ lacks it)");
+    }
+    catch (InvalidDataException e)
+    {
+        Console.WriteLine($"{library}: {e.Message}; TorchSharp native fix skipped");
+    }
+    return 0;
+}
 if (args.Length != 1 || !File.Exists(args[0]))
 {
-    Console.Error.WriteLine("usage: TorchSharpScalarLifetime PATH/TorchSharp.dll");
+    Console.Error.WriteLine("usage: TorchSharpScalarLifetime PATH/TorchSharp.dll | --native PATH/libLibTorchSharp.so");
     return 2;
 }
 var path = args[0];

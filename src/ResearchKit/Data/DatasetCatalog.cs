@@ -136,7 +136,7 @@ public static class DatasetCatalog
 
         var target = Path.Combine(DataRoot, kind);
         string? downloadError = null;
-        if (Environment.GetEnvironmentVariable("RESEARCHKIT_OFFLINE") != "1")
+        if (!VerifiedDownload.Offline)
         {
             try
             {
@@ -180,25 +180,12 @@ public static class DatasetCatalog
     static void Download(string kind, string target)
     {
         Directory.CreateDirectory(target);
-        using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(10) };
         foreach (var file in Downloads[kind])
         {
             var destination = Path.Combine(target, file.FileName);
             if (File.Exists(destination) && VerifySha256(destination, file.Sha256)) continue;
             Console.Error.WriteLine($"downloading {file.Url} …");
-            var temp = destination + ".part";
-            using (var response = http.GetAsync(file.Url, HttpCompletionOption.ResponseHeadersRead).GetAwaiter().GetResult())
-            {
-                response.EnsureSuccessStatusCode();
-                using var output = File.Create(temp);
-                response.Content.ReadAsStream().CopyTo(output);
-            }
-            if (!VerifySha256(temp, file.Sha256))
-            {
-                File.Delete(temp);
-                throw new ResearchKitException($"{file.Url}: SHA-256 does not match the official {file.Sha256}; the file was discarded");
-            }
-            File.Move(temp, destination, overwrite: true);
+            VerifiedDownload.Fetch(file.Url, destination, PublishedDigest.Sha256Hex(file.Sha256), TimeSpan.FromMinutes(10));
             if (file.FileName.EndsWith(".tar.gz"))
             {
                 using var gz = new GZipStream(File.OpenRead(destination), CompressionMode.Decompress);
@@ -208,11 +195,7 @@ public static class DatasetCatalog
     }
 
     /// <summary>True when the file's SHA-256 equals the expected hex digest.</summary>
-    public static bool VerifySha256(string path, string expectedHex)
-    {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexStringLower(SHA256.HashData(stream)) == expectedHex.ToLowerInvariant();
-    }
+    public static bool VerifySha256(string path, string expectedHex) => PublishedDigest.Sha256Hex(expectedHex).Matches(path);
 
     static DatasetSplits LoadIdx(string kind, string dir)
     {
