@@ -43,34 +43,34 @@ public static class GanLosses
 public sealed class SpectralLayer : Module<Tensor, Tensor>
 {
     readonly Parameter weight;
-    readonly Parameter bias;
+    readonly Parameter? bias;
     readonly Tensor u, v;
     readonly bool normalize;
     readonly long stride, padding;
     readonly bool convolution;
 
-    SpectralLayer(long[] weightShape, bool convolution, long stride, long padding, bool normalize) : base(nameof(SpectralLayer))
+    SpectralLayer(long[] weightShape, bool convolution, long stride, long padding, bool normalize, bool withBias = true) : base(nameof(SpectralLayer))
     {
         (this.convolution, this.stride, this.padding, this.normalize) = (convolution, stride, padding, normalize);
         long outputs = weightShape[0], fanIn = weightShape.Skip(1).Aggregate(1L, (a, b) => a * b);
         // PyTorch's default initialisation of Conv2d and Linear: kaiming-uniform with a = √5, bias uniform in ±1/√fan_in.
         weight = Parameter(empty(weightShape, device: CPU));   // built on the host, then moved (Pretraining.Build)
-        bias = Parameter(empty(outputs, device: CPU));
+        bias = withBias ? Parameter(empty(outputs, device: CPU)) : null;
         using (no_grad())
         {
             init.kaiming_uniform_(weight, a: Math.Sqrt(5));
-            init.uniform_(bias, -1 / Math.Sqrt(fanIn), 1 / Math.Sqrt(fanIn));
+            if (bias is not null) init.uniform_(bias, -1 / Math.Sqrt(fanIn), 1 / Math.Sqrt(fanIn));
         }
         u = functional.normalize(randn(outputs, device: CPU), dim: 0);
         v = functional.normalize(randn(fanIn, device: CPU), dim: 0);
         register_parameter(nameof(weight), weight);
-        register_parameter(nameof(bias), bias);
+        if (bias is not null) register_parameter(nameof(bias), bias);
         register_buffer(nameof(u), u);
         register_buffer(nameof(v), v);
     }
 
-    public static SpectralLayer Conv2d(long inputs, long outputs, long kernel, long stride = 1, long padding = 0, bool normalize = true) =>
-        new([outputs, inputs, kernel, kernel], true, stride, padding, normalize);
+    public static SpectralLayer Conv2d(long inputs, long outputs, long kernel, long stride = 1, long padding = 0, bool normalize = true,
+        bool bias = true) => new([outputs, inputs, kernel, kernel], true, stride, padding, normalize, bias);
 
     public static SpectralLayer Linear(long inputs, long outputs, bool normalize = true) => new([outputs, inputs], false, 1, 0, normalize);
 

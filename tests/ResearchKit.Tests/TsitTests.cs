@@ -1,0 +1,147 @@
+using ResearchKit.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ResearchKit.Tests;
+
+/// <summary>TSIT's building blocks (issue 28): FAdaIN, FADE, the streams, the generator and the multi-scale PatchGAN.</summary>
+public class TsitTests
+{
+    static Tensor Random(Generator g, params long[] shape) => randn(shape, generator: g, device: CPU);
+
+    [Fact]
+    public void FAdaIN_gives_each_image_and_channel_the_style_features_mean_and_deviation()
+    {
+        var g = new Generator(1);
+        using var scope = NewDisposeScope();
+        var x = Random(g, 2, 3, 5, 4) * 3 + 1;
+        var style = Random(g, 2, 3, 6, 6) * 0.5 - 2;
+        var y = FeatureStatistics.AdaIn(x, style);
+        // By hand, per image n and channel c: (x − mean x)/sd x · sd s + mean s, with sd = √(unbiased variance + 1e-5).
+        for (int n = 0; n < 2; n++)
+            for (int c = 0; c < 3; c++)
+            {
+                double[] xs = x[n, c].flatten().data<float>().Select(v => (double)v).ToArray(), ss = style[n, c].flatten().data<float>().Select(v => (double)v).ToArray();
+                double Mean(double[] a) => a.Average();
+                double Sd(double[] a) => Math.Sqrt(a.Sum(v => (v - Mean(a)) * (v - Mean(a))) / (a.Length - 1) + 1e-5);
+                var expected = xs.Select(v => (v - Mean(xs)) / Sd(xs) * Sd(ss) + Mean(ss)).ToArray();
+                var actual = y[n, c].flatten().data<float>().ToArray();
+                for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i], 4);
+            }
+    }
+
+    [Fact]
+    public void FADE_is_the_instance_normalised_input_scaled_by_one_plus_gamma_and_shifted_by_beta_of_the_content()
+    {
+        var g = new Generator(2);
+        using var scope = NewDisposeScope();
+        using var fade = new Fade(4, 6);
+        var x = Random(g, 2, 4, 5, 5) * 2 + 3;
+        var content = Random(g, 2, 6, 5, 5);
+        var y = fade.call(x, content);
+        var parameters = fade.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var gamma = nn.functional.conv2d(content, parameters["gamma.weight"], parameters["gamma.bias"], padding: [1, 1]);
+        var beta = nn.functional.conv2d(content, parameters["beta.weight"], parameters["beta.bias"], padding: [1, 1]);
+        // Instance normalisation by hand: biased variance per image and channel.
+        var mean = x.mean([2, 3], keepdim: true);
+        var normalised = (x - mean) / ((x - mean).pow(2).mean([2, 3], keepdim: true) + 1e-5).sqrt();
+        var expected = normalised * (1 + gamma) + beta;
+        Assert.True(y.allclose(expected, rtol: 1e-4, atol: 1e-5));
+        // Each image is normalised on its own: the same image alone gives the same output (batch size does not matter).
+        Assert.True(fade.call(x[0..1], content[0..1]).allclose(y[0..1], rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Theory]
+    [InlineData(28, 1, 3)]
+    [InlineData(32, 3, 3)]
+    [InlineData(32, 3, 4)]
+    public void The_streams_give_features_at_every_scale_and_the_generator_an_image_in_range_trained_through_both_streams(int size, int channels, int scales)
+    {
+        var networks = new TsitNetworks(size, channels, channels, Width: 8, Scales: scales);
+        networks.Validate("tsit");
+        var g = new Generator(3);
+        using var scope = NewDisposeScope();
+        using var content = new TsitStream(networks, channels);
+        using var style = new TsitStream(networks, channels);
+        using var generator = new TsitGenerator(networks);
+        var images = Random(g, 2, channels, size, size);
+        var c = content.call(images);
+        var s = style.call(images.flip(0));
+        Assert.Equal(scales + 1, c.Length);
+        for (int k = 0; k <= scales; k++)
+            Assert.Equal(new long[] { 2, networks.WidthAt(k), networks.SideAt(k), networks.SideAt(k) }, c[k].shape);
+        var output = generator.Translate(Random(g, 2, networks.StartChannels, 1, 1), c, s);
+        Assert.Equal(new long[] { 2, channels, size, size }, output.shape);
+        Assert.True(output.abs().max().item<float>() <= 1f);
+        output.square().mean().backward();
+        foreach (var (module, name) in new (nn.Module, string)[] { (content, "content"), (style, "style"), (generator, "generator") })
+            Assert.True(module.parameters().Any(p => p.grad is { } grad && grad.abs().sum().item<float>() > 0), $"no gradient reaches the {name}");
+        // Without a style stream (synthesis), the generator runs on the content alone.
+        Assert.Equal(new long[] { 2, channels, size, size }, generator.Translate(Random(g, 2, networks.StartChannels, 4, 4), c, null).shape);
+    }
+
+    [Fact]
+    public void The_style_features_set_the_output_and_the_content_features_set_where_things_are()
+    {
+        var networks = new TsitNetworks(28, 1, 1, Width: 8, Scales: 3);
+        var g = new Generator(4);
+        using var scope = NewDisposeScope();
+        using var contentStream = new TsitStream(networks, 1);
+        using var styleStream = new TsitStream(networks, 1);
+        using var generator = new TsitGenerator(networks);
+        foreach (var module in new nn.Module[] { contentStream, styleStream, generator }) module.eval();   // no power-iteration updates
+        var a = Random(g, 1, 1, 28, 28);
+        var b = Random(g, 1, 1, 28, 28) * 3;
+        var start = Random(g, 1, networks.StartChannels, 4, 4);
+        var c = contentStream.call(a);
+        var sameStyle = generator.Translate(start, c, styleStream.call(a));
+        var otherStyle = generator.Translate(start, c, styleStream.call(b));
+        Assert.False(sameStyle.allclose(otherStyle, atol: 1e-3), "changing the style image changed nothing");
+        Assert.False(sameStyle.allclose(generator.Translate(start, contentStream.call(b), styleStream.call(a)), atol: 1e-3),
+            "changing the content image changed nothing");
+    }
+
+    [Fact]
+    public void The_multi_scale_PatchGAN_judges_patches_at_each_scale_and_its_losses_match_their_formulas()
+    {
+        var g = new Generator(5);
+        using var scope = NewDisposeScope();
+        using var discriminator = new MultiScaleDiscriminator(1, 8, 3, 2, spectralNorm: true);
+        var real = Random(g, 2, 1, 28, 28);
+        var fake = Random(g, 2, 1, 28, 28);
+        var judgedReal = discriminator.call(real);
+        var judgedFake = discriminator.call(fake);
+        Assert.Equal(2, judgedReal.Length);
+        // 28 → 15 → 8 → 5 → patch logits 6×6; the half-size scale: 14 → 8 → 5 → 3 → 4×4.
+        Assert.Equal(new long[] { 2, 1, 6, 6 }, judgedReal[0][^1].shape);
+        Assert.Equal(new long[] { 2, 1, 4, 4 }, judgedReal[1][^1].shape);
+        Assert.Equal(new long[] { 2, 8, 15, 15 }, judgedReal[0][0].shape);
+        Assert.Equal(new long[] { 2, 16, 8, 8 }, judgedReal[0][1].shape);
+
+        // Hinge, by hand over both scales' logits.
+        double Hinge(Tensor r, Tensor f) => (nn.functional.relu(1 - r).mean() + nn.functional.relu(1 + f).mean()).item<float>();
+        double expected = (Hinge(judgedReal[0][^1], judgedFake[0][^1]) + Hinge(judgedReal[1][^1], judgedFake[1][^1])) / 2;
+        Assert.Equal(expected, MultiScaleDiscriminator.DiscriminatorHinge(judgedReal, judgedFake).item<float>(), 4);
+        Assert.Equal(-(judgedFake[0][^1].mean() + judgedFake[1][^1].mean()).item<float>() / 2,
+            MultiScaleDiscriminator.GeneratorHinge(judgedFake).item<float>(), 4);
+
+        // Feature matching: zero against itself; else Σ over scales and layers of mean |difference|, over the scale count.
+        Assert.Equal(0f, MultiScaleDiscriminator.FeatureMatching(judgedReal, judgedReal).item<float>());
+        double matching = 0;
+        for (int s = 0; s < 2; s++)
+            for (int n = 0; n < judgedReal[s].Length - 1; n++) matching += (judgedFake[s][n] - judgedReal[s][n]).abs().mean().item<float>();
+        Assert.Equal(matching / 2, MultiScaleDiscriminator.FeatureMatching(judgedReal, judgedFake).item<float>(), 4);
+
+        // The pooling between scales does not count padding: a flat image stays flat, edges included.
+        var flat = full(new long[] { 1, 1, 7, 7 }, 0.75f);
+        Assert.True(MultiScaleDiscriminator.Downsample(flat).allclose(full(new long[] { 1, 1, 4, 4 }, 0.75f)));
+    }
+
+    [Fact]
+    public void Networks_that_halve_an_image_below_two_pixels_are_refused_in_one_line()
+    {
+        var error = Assert.Throws<ResearchKitException>(() => new TsitNetworks(28, 1, 1, Scales: 4).Validate("tsit"));
+        Assert.Contains("4 scales halve a 28 px image", error.Message);
+        Assert.Throws<ResearchKitException>(() => new TsitNetworks(28, 2, 1).Validate("tsit"));
+    }
+}
