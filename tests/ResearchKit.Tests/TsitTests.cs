@@ -1,4 +1,9 @@
+using ResearchKit.Data;
+using ResearchKit.Evaluation;
+using ResearchKit.Methods;
 using ResearchKit.Models;
+using ResearchKit.Runs;
+using ResearchKit.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -65,8 +70,8 @@ public class TsitTests
         using var style = new TsitStream(networks, channels);
         using var generator = new TsitGenerator(networks);
         var images = Random(g, 2, channels, size, size);
-        var c = content.call(images);
-        var s = style.call(images.flip(0));
+        var c = content.FeatureMaps(images);
+        var s = style.FeatureMaps(images.flip(0));
         Assert.Equal(scales + 1, c.Length);
         for (int k = 0; k <= scales; k++)
             Assert.Equal(new long[] { 2, networks.WidthAt(k), networks.SideAt(k), networks.SideAt(k) }, c[k].shape);
@@ -93,11 +98,11 @@ public class TsitTests
         var a = Random(g, 1, 1, 28, 28);
         var b = Random(g, 1, 1, 28, 28) * 3;
         var start = Random(g, 1, networks.StartChannels, 4, 4);
-        var c = contentStream.call(a);
-        var sameStyle = generator.Translate(start, c, styleStream.call(a));
-        var otherStyle = generator.Translate(start, c, styleStream.call(b));
+        var c = contentStream.FeatureMaps(a);
+        var sameStyle = generator.Translate(start, c, styleStream.FeatureMaps(a));
+        var otherStyle = generator.Translate(start, c, styleStream.FeatureMaps(b));
         Assert.False(sameStyle.allclose(otherStyle, atol: 1e-3), "changing the style image changed nothing");
-        Assert.False(sameStyle.allclose(generator.Translate(start, contentStream.call(b), styleStream.call(a)), atol: 1e-3),
+        Assert.False(sameStyle.allclose(generator.Translate(start, contentStream.FeatureMaps(b), styleStream.FeatureMaps(a)), atol: 1e-3),
             "changing the content image changed nothing");
     }
 
@@ -143,5 +148,122 @@ public class TsitTests
         var error = Assert.Throws<ResearchKitException>(() => new TsitNetworks(28, 1, 1, Scales: 4).Validate("tsit"));
         Assert.Contains("4 scales halve a 28 px image", error.Message);
         Assert.Throws<ResearchKitException>(() => new TsitNetworks(28, 2, 1).Validate("tsit"));
+    }
+
+    [Fact]
+    public void SSIM_is_one_for_identical_images_and_the_closed_form_for_flat_ones()
+    {
+        var g = new Generator(6);
+        using var scope = NewDisposeScope();
+        var images = rand(new long[] { 2, 3, 16, 16 }, generator: g);
+        Assert.Equal(1.0, ImageSimilarity.Ssim(images, images), 6);
+        // Flat images a and b: no variance, so SSIM = (2ab + C1)/(a² + b² + C1) everywhere (Wang et al. 2004, Eq. 13).
+        double a = 0.3, b = 0.7, c1 = 1e-4;
+        Assert.Equal((2 * a * b + c1) / (a * a + b * b + c1), ImageSimilarity.Ssim(full(new long[] { 1, 1, 12, 12 }, a), full(new long[] { 1, 1, 12, 12 }, b)), 5);
+        var noisy = (images + 0.2 * randn(images.shape, generator: g)).clamp(0, 1);
+        var noisier = (images + 0.5 * randn(images.shape, generator: g)).clamp(0, 1);
+        Assert.True(ImageSimilarity.Ssim(images, noisy) > ImageSimilarity.Ssim(images, noisier));
+    }
+
+    [Fact]
+    public void The_structure_map_is_the_Sobel_gradient_magnitude_over_four()
+    {
+        var config = TsitConfig.Tiny(TranslationTask.Synthesis, 16, 1);
+        using var model = (Tsit)config.Build();   // images as pixels in [0, 1]
+        using var scope = NewDisposeScope();
+        var step = zeros(1, 1, 16, 16);
+        step[.., .., .., 8..] = 1;   // black left half, white right half
+        var map = model.StructureMap(step)[0, 0];
+        // Columns 7 and 8 border the step: |gx| = 1 + 2 + 1 = 4, so 1 after dividing by 4; elsewhere the image is flat.
+        Assert.True(map[.., 7..9].allclose(ones(16, 2)));
+        Assert.Equal(0f, map[.., ..7].abs().max().item<float>());
+        Assert.Equal(0f, map[.., 9..].abs().max().item<float>());
+    }
+
+    /// <summary>Each task trains both phases; a resumed run equals an unbroken one; the evaluation and the figure run.</summary>
+    [Theory]
+    [InlineData(TranslationTask.Synthesis)]
+    [InlineData(TranslationTask.Style)]
+    [InlineData(TranslationTask.Multimodal)]
+    public void Each_task_trains_resumes_like_an_unbroken_run_and_reports_its_measures(TranslationTask task)
+    {
+        using var data = TestData.FashionMnist(128, 64);
+        var normalization = Normalization.Of(data.Train);
+        var config = (TsitConfig)TsitConfig.Tiny(task).ForInput(28, 1) with { Networks = TsitConfig.Tiny(task).Networks with { Width = 8 } };
+        TrainResult Train(string? dir, int epochs, out IPretrainModel model)
+        {
+            model = Pretraining.Build(config, 0, BuildContext.Of(config, normalization));
+            var loader = new DataLoader(data.Train, 32, normalization, seed: 0);
+            return new Trainer(new TrainConfig(epochs, 32, config.Optimizer, Seed: 0, CheckpointEvery: 1000), dir).Fit(loader, model);
+        }
+        var unbroken = Train(null, 2, out var whole);
+        var dir = TestData.TempDir();
+        Train(dir, 1, out var first);
+        first.Module.Dispose();
+        var resumed = Train(dir, 2, out var second);
+        Assert.True(resumed.Resumed);
+        Assert.Equal(8, unbroken.PhaseLosses!["generator"].Count);
+        Assert.Equal(8, unbroken.PhaseLosses["discriminator"].Count);
+        Assert.All(unbroken.Losses, l => Assert.True(double.IsFinite(l)));
+        Assert.Equal(unbroken.Losses, resumed.Losses);
+        Assert.All(whole.Module.state_dict().Zip(second.Module.state_dict()),
+            pair => Assert.True(pair.First.Value.Same(pair.Second.Value), $"{pair.First.Key} differs after resuming"));
+
+        whole.Module.eval();
+        Dictionary<string, double> scalars;
+        using (no_grad()) scalars = TestData.Measure(config, whole, normalization, normalization.Apply(data.Test.Images, CPU), new Generator(0));
+        string[] expected = task switch
+        {
+            TranslationTask.Synthesis => ["l1", "ssim"],
+            TranslationTask.Style => ["style_distance", "style_distance_untranslated"],
+            _ => ["style_distance", "style_distance_untranslated", "diversity"],
+        };
+        Assert.Equal(expected.Order(), scalars.Keys.Order());
+        Assert.All(scalars.Values, v => Assert.True(double.IsFinite(v) && v >= 0));
+        Assert.Equal(config.UsesStyle, whole.Module.named_parameters().Any(p => p.name.StartsWith("style.")));
+    }
+
+    /// <summary>Synthesis on real data: the translation's L1 to the image falls and its SSIM rises as the generator trains.</summary>
+    [Fact]
+    public void Synthesis_learns_to_draw_the_image_from_its_structure_map()
+    {
+        using var data = TestData.FashionMnist(1024, 128);
+        var normalization = Normalization.Of(data.Train);
+        var config = TsitConfig.Tiny(TranslationTask.Synthesis);
+        var model = Pretraining.Build(config, 0, BuildContext.Of(config, normalization));
+        var test = normalization.Apply(data.Test.Images, CPU);
+        Dictionary<string, double> Measure()
+        {
+            model.Module.eval();
+            using (no_grad()) return TestData.Measure(config, model, normalization, test, new Generator(0));
+        }
+        var before = Measure();
+        new Trainer(new TrainConfig(2, 32, config.Optimizer, Seed: 0)).Fit(new DataLoader(data.Train, 32, normalization, seed: 0), model);
+        var after = Measure();
+        Assert.True(after["l1"] < 0.7 * before["l1"], $"L1 {before["l1"]:F3} → {after["l1"]:F3}");
+        Assert.True(after["ssim"] > before["ssim"] + 0.1, $"SSIM {before["ssim"]:F3} → {after["ssim"]:F3}");
+    }
+
+    [Fact]
+    public void The_perceptual_loss_reads_a_kit_classifier_run_and_other_runs_are_refused_in_one_line()
+    {
+        using var data = TestData.FashionMnist(256, 16);
+        var normalization = Normalization.Of(data.Train);
+        var classifier = TestData.WideTeacher(data.Train);
+        var config = (TsitConfig)TsitConfig.Tiny() with { Perceptual = classifier };
+        config = (TsitConfig)config.ForData(data.Train, normalization);
+        var model = (Tsit)Pretraining.Build(config, 0, BuildContext.Of(config, normalization));
+        var images = normalization.Apply(data.Test.Images, CPU);
+        using (no_grad())
+        {
+            Assert.Equal(0f, model.PerceptualDistance(images, images).item<float>());
+            Assert.True(model.PerceptualDistance(images, images.flip(0)).item<float>() > 0);
+        }
+        Assert.Single(config.FrozenDependencies());
+        // A run of another method is not a perceptual network.
+        var other = Path.Combine(TestData.TempDir(), "rotnet");
+        Pretraining.Run(RotNetConfig.Tiny(), new PretrainOptions(Epochs: 1, BatchSize: 32, TrainLimit: 64), data.Train, other);
+        var error = Assert.Throws<ResearchKitException>(() => (config with { Perceptual = other }).ForData(data.Train, normalization));
+        Assert.Contains("expected a supervised CNN run", error.Message);
     }
 }

@@ -25,6 +25,7 @@ public static class MethodRegistry
         SelfSupervisedGan.Method,
         Jem.Method,
         Gwtn.Method,
+        Tsit.Method,
     ];
 
     public static IEnumerable<string> Names => All.Select(m => m.Name);

@@ -42,20 +42,31 @@ public static class FeatureStatistics
 /// content feature c (no hidden layer, as in the authors' code). The authors normalise x by synchronised BatchNorm at
 /// batch size 1 for style transfer, which is instance normalisation; the kit normalises per image at every batch size
 /// (<see cref="FeatureStatistics.InstanceNorm"/>), so an image's translation does not depend on the rest of its batch.
+/// Without modulation (the "no FADE" ablation) the content enters by plain concatenation instead: a 3×3
+/// convolution of [norm(x), c] back to x's channels.
 /// </summary>
 public sealed class Fade : Module<Tensor, Tensor, Tensor>
 {
-    readonly Conv2d gamma, beta;
+    readonly Conv2d? gamma, beta, concatenated;
 
-    public Fade(long channels, long contentChannels) : base(nameof(Fade))
+    public Fade(long channels, long contentChannels, bool modulate = true) : base(nameof(Fade))
     {
-        gamma = Conv2d(contentChannels, channels, 3, padding: 1);
-        beta = Conv2d(contentChannels, channels, 3, padding: 1);
+        if (modulate)
+        {
+            gamma = Conv2d(contentChannels, channels, 3, padding: 1);
+            beta = Conv2d(contentChannels, channels, 3, padding: 1);
+        }
+        else concatenated = Conv2d(channels + contentChannels, channels, 3, padding: 1);
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x, Tensor content) =>
-        FeatureStatistics.InstanceNorm(x) * (1 + Mixed.Conv(gamma, content)) + Mixed.Conv(beta, content);
+    public override Tensor forward(Tensor x, Tensor content)
+    {
+        var normalised = FeatureStatistics.InstanceNorm(x);
+        return concatenated is null
+            ? normalised * (1 + Mixed.Conv(gamma!, content)) + Mixed.Conv(beta!, content)
+            : Mixed.Conv(concatenated, cat([normalised, content], 1));
+    }
 }
 
 /// <summary>
@@ -70,15 +81,15 @@ public sealed class FadeResBlock : Module<Tensor, Tensor, Tensor>
     readonly Fade? shortcutFade;
     readonly SpectralLayer? shortcutConv;
 
-    public FadeResBlock(long inputs, long outputs, bool spectralNorm) : base(nameof(FadeResBlock))
+    public FadeResBlock(long inputs, long outputs, bool spectralNorm, bool modulate = true) : base(nameof(FadeResBlock))
     {
-        fade0 = new Fade(inputs, inputs);
+        fade0 = new Fade(inputs, inputs, modulate);
         conv0 = SpectralLayer.Conv2d(inputs, inputs, 3, padding: 1, normalize: spectralNorm);
-        fade1 = new Fade(inputs, inputs);
+        fade1 = new Fade(inputs, inputs, modulate);
         conv1 = SpectralLayer.Conv2d(inputs, outputs, 3, padding: 1, normalize: spectralNorm);
         if (inputs != outputs)
         {
-            shortcutFade = new Fade(inputs, inputs);
+            shortcutFade = new Fade(inputs, inputs, modulate);
             shortcutConv = SpectralLayer.Conv2d(inputs, outputs, 1, normalize: spectralNorm, bias: false);
         }
         RegisterComponents();
@@ -127,8 +138,9 @@ public sealed class StreamResBlock : Module<Tensor, Tensor>
 /// <param name="Scales">Scales below the full size where the generator runs a block (the paper's code: 7 for 256 px).</param>
 /// <param name="StartChannels">Channels of the generator's starting map at the coarsest scale: noise (style transfer) or the
 /// structure map (synthesis without a style stream).</param>
+/// <param name="Fade">FADE modulation by the content features (false: plain concatenation, an ablation).</param>
 public sealed record TsitNetworks(int ImageSize = 28, int Channels = 1, int ContentChannels = 1, int Width = 16, int Scales = 3,
-    int StartChannels = 3, bool SpectralNorm = true)
+    int StartChannels = 3, bool SpectralNorm = true, bool Fade = true)
 {
     /// <summary>Channels of the stream feature and generator input at scale k (0: full size).</summary>
     public int WidthAt(int scale) => Width * Math.Min(1 << scale, 4);
@@ -148,20 +160,25 @@ public sealed record TsitNetworks(int ImageSize = 28, int Channels = 1, int Cont
     }
 }
 
-/// <summary>A content or style stream: blocks 0…Scales, the input halved (nearest) before every block but the first; returns
-/// each block's feature, finest first.</summary>
-public sealed class TsitStream : Module<Tensor, Tensor[]>
+/// <summary>
+/// A content or style stream: blocks 0…Scales, the input halved (nearest) before every block but the first. As a backbone
+/// (the content stream is TSIT's image encoder) its blocks are the layers probes read, each map average-pooled to 4×4.
+/// </summary>
+public sealed class TsitStream : Backbone
 {
     readonly ModuleList<StreamResBlock> blocks;
+    readonly TsitNetworks networks;
 
     public TsitStream(TsitNetworks networks, int inputs) : base(nameof(TsitStream))
     {
+        this.networks = networks;
         blocks = new ModuleList<StreamResBlock>(Enumerable.Range(0, networks.Scales + 1)
             .Select(k => new StreamResBlock(k == 0 ? inputs : networks.WidthAt(k - 1), networks.WidthAt(k), networks.SpectralNorm)).ToArray());
         RegisterComponents();
     }
 
-    public override Tensor[] forward(Tensor x)
+    /// <summary>Each block's feature map, finest (full size) first.</summary>
+    public Tensor[] FeatureMaps(Tensor x)
     {
         var features = new Tensor[blocks.Count];
         for (int k = 0; k < blocks.Count; k++)
@@ -171,6 +188,13 @@ public sealed class TsitStream : Module<Tensor, Tensor[]>
         }
         return features;
     }
+
+    public override int Depth => blocks.Count;
+    public override int FeatureDim => networks.WidthAt(networks.Scales);
+    public override Tensor Features(Tensor images) => FeatureMaps(images)[^1].mean([2, 3]);
+    public override Tensor[] LayerFeatures(Tensor images) =>
+        FeatureMaps(images).Select(map => functional.adaptive_avg_pool2d(map, [4, 4]).flatten(1)).ToArray();
+    public override void FreezeAllBut(int trainableBlocks) => FreezeBlocksBut(trainableBlocks, blocks);
 }
 
 /// <summary>
@@ -189,7 +213,7 @@ public sealed class TsitGenerator : nn.Module
         this.networks = networks;
         head = Conv2d(networks.StartChannels, networks.WidthAt(networks.Scales), 3, padding: 1);
         blocks = new ModuleList<FadeResBlock>(Enumerable.Range(1, networks.Scales)
-            .Select(k => new FadeResBlock(networks.WidthAt(k), networks.WidthAt(k - 1), networks.SpectralNorm)).ToArray());
+            .Select(k => new FadeResBlock(networks.WidthAt(k), networks.WidthAt(k - 1), networks.SpectralNorm, networks.Fade)).ToArray());
         toImage = Conv2d(networks.WidthAt(0), networks.Channels, 3, padding: 1);
         RegisterComponents();
     }

@@ -59,7 +59,7 @@ public class DeviceGuardTests
         return (dir, config);
     }
 
-    public static TheoryData<string> MethodNames => new() { "mae", "igpt", "rotnet", "ssgan" };
+    public static TheoryData<string> MethodNames => new() { "mae", "igpt", "rotnet", "ssgan", "tsit" };
 
     [Theory]
     [MemberData(nameof(MethodNames))]
