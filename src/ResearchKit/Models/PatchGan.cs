@@ -99,3 +99,55 @@ public sealed class MultiScaleDiscriminator : Module<Tensor, Tensor[][]>
         return total! / real.Length;
     }
 }
+
+/// <summary>
+/// pix2pix's generator (Isola et al., 2017, §3.2.1) at the kit's scale, the baseline of TSIT's synthesis task: a U-Net whose
+/// encoder halves the map twice (4×4 convolutions, stride 2, LeakyReLU 0.2, instance norm after the first), a 3×3
+/// bottleneck, and a decoder that upsamples (nearest, then a 3×3 convolution, instance norm, ReLU) with the encoder's map of
+/// the same size concatenated (the skips), ending in a 3×3 convolution to the image's channels and tanh. As a backbone its
+/// encoder's three maps are the layers probes read.
+/// </summary>
+public sealed class UNetGenerator : Backbone
+{
+    readonly Conv2d down1, down2, bottleneck, up2, up1, output;
+    readonly int width;
+
+    public UNetGenerator(int inputs, int outputs, int width) : base(nameof(UNetGenerator))
+    {
+        this.width = width;
+        down1 = Conv2d(inputs, width, 4, stride: 2, padding: 1);
+        down2 = Conv2d(width, 2 * width, 4, stride: 2, padding: 1);
+        bottleneck = Conv2d(2 * width, 2 * width, 3, padding: 1);
+        up2 = Conv2d(4 * width, width, 3, padding: 1);
+        up1 = Conv2d(2 * width, width, 3, padding: 1);
+        output = Conv2d(width + inputs, outputs, 3, padding: 1);
+        RegisterComponents();
+    }
+
+    /// <summary>The encoder's maps at 1/2, 1/4 and 1/4 (bottleneck) of the input's side.</summary>
+    public Tensor[] Encode(Tensor x)
+    {
+        var e1 = functional.leaky_relu(down1.call(x), 0.2);
+        var e2 = functional.leaky_relu(FeatureStatistics.InstanceNorm(down2.call(e1)), 0.2);
+        var b = functional.relu(FeatureStatistics.InstanceNorm(bottleneck.call(e2)));
+        return [e1, e2, b];
+    }
+
+    /// <summary>An image in [−1, 1] from the input map [N, inputs, H, W] (H and W multiples of 4).</summary>
+    public Tensor Generate(Tensor x)
+    {
+        var (e1, e2, b) = Encode(x) switch { var e => (e[0], e[1], e[2]) };
+        Tensor Up(Tensor t, Tensor like) => functional.interpolate(t, size: [like.shape[2], like.shape[3]], mode: InterpolationMode.Nearest);
+        var d2 = functional.relu(FeatureStatistics.InstanceNorm(up2.call(Up(cat([b, e2], 1), e1))));
+        var d1 = functional.relu(FeatureStatistics.InstanceNorm(up1.call(Up(cat([d2, e1], 1), x))));
+        return output.call(cat([d1, x], 1)).tanh();
+    }
+
+    public override int Depth => 3;
+    public override int FeatureDim => 2 * width;
+    public override Tensor Features(Tensor images) => Encode(images)[^1].mean([2, 3]);
+    public override Tensor[] LayerFeatures(Tensor images) =>
+        Encode(images).Select(map => functional.adaptive_avg_pool2d(map, [4, 4]).flatten(1)).ToArray();
+    public override void FreezeAllBut(int trainableBlocks) =>
+        FreezeAllBut(trainableBlocks, [down1, down2, bottleneck], new[] { up2, up1, output }.SelectMany(m => m.parameters()));
+}

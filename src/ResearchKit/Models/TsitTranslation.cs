@@ -36,9 +36,12 @@ public enum TranslationTask
 /// <param name="Networks">Streams' and generator's sizes; the content input's channels follow the task.</param>
 /// <param name="Perceptual">A supervised CNN run folder (trained on this data) for the perceptual loss; null: none.</param>
 /// <param name="StyleStream">The style stream and FAdaIN (style and multimodal tasks; false: the "no style stream" ablation).</param>
+/// <param name="Pix2Pix">The synthesis baseline instead of TSIT's networks: pix2pix's U-Net generator (<see cref="UNetGenerator"/>)
+/// with its L1 term (<see cref="ReconstructionWeight"/>, pix2pix's λ = 100), beside the same discriminator and losses.</param>
 public sealed record TsitConfig(TsitNetworks Networks, TranslationTask Task = TranslationTask.Style, string? Perceptual = null,
     bool StyleStream = true, double PerceptualWeight = 1, double FeatureMatchingWeight = 1,
-    int DiscriminatorWidth = 16, int DiscriminatorLayers = 3, int DiscriminatorScales = 2) : MethodConfig
+    int DiscriminatorWidth = 16, int DiscriminatorLayers = 3, int DiscriminatorScales = 2,
+    bool Pix2Pix = false, double ReconstructionWeight = 100) : MethodConfig
 {
     static OptimizerConfig Adam(double rate) => new(BaseLearningRate: rate, WeightDecay: 0, Beta1: 0, Beta2: 0.9, WarmupFraction: 0)
         { Schedule = ScheduleConfig.Constant, AbsoluteLearningRate = true };
@@ -97,6 +100,10 @@ public sealed record TsitConfig(TsitNetworks Networks, TranslationTask Task = Tr
             throw new ResearchKitException($"tsit: --perceptual-weight must be in [0, 1000]; got {PerceptualWeight}");
         if (FeatureMatchingWeight is < 0 or > 1000 || double.IsNaN(FeatureMatchingWeight))
             throw new ResearchKitException($"tsit: --feature-matching-weight must be in [0, 1000]; got {FeatureMatchingWeight}");
+        if (Pix2Pix && Task != TranslationTask.Synthesis) throw new ResearchKitException("tsit: --pix2pix is a baseline of --task synthesis only");
+        if (Pix2Pix && Networks.ImageSize % 4 != 0) throw new ResearchKitException($"tsit: --pix2pix's U-Net needs a side divisible by 4; got {Networks.ImageSize}");
+        if (ReconstructionWeight is < 0 or > 10000 || double.IsNaN(ReconstructionWeight))
+            throw new ResearchKitException($"tsit: --l1-weight must be in [0, 10000]; got {ReconstructionWeight}");
         if (DiscriminatorWidth is < 4 or > 256) throw new ResearchKitException($"tsit: --discriminator-width must be 4–256; got {DiscriminatorWidth}");
         if (DiscriminatorLayers is < 1 or > 4) throw new ResearchKitException($"tsit: --discriminator-layers must be 1–4; got {DiscriminatorLayers}");
         if (DiscriminatorScales is < 1 or > 3) throw new ResearchKitException($"tsit: --discriminator-scales must be 1–3; got {DiscriminatorScales}");
@@ -142,6 +149,13 @@ public sealed record TsitConfig(TsitNetworks Networks, TranslationTask Task = Tr
         }
         patch += Conv(channels, 1, 4);
         var discriminator = new ModelSize(DiscriminatorScales * patch, 4 * 3 * DiscriminatorWidth * Area(1));
+        if (Pix2Pix)
+        {
+            double w = n.Width, c = n.ContentChannels;
+            var unet = new ModelSize(Conv(c, w, 4) + Conv(w, 2 * w, 4) + Conv(2 * w, 2 * w, 3) + Conv(4 * w, w, 3) + Conv(2 * w, w, 3) + Conv(w + c, n.Channels, 3),
+                8 * w * Area(1) + 8 * w * Area(2) + 4 * w * Area(0));
+            return unet + discriminator;
+        }
         return Stream(n.ContentChannels) + (UsesStyle ? Stream(n.Channels) : ModelSize.None) + generator + discriminator;
     }
 }
@@ -150,9 +164,10 @@ public sealed record TsitConfig(TsitNetworks Networks, TranslationTask Task = Tr
 public sealed class Tsit : nn.Module, IPretrainModel
 {
     public TsitConfig Config { get; }
-    readonly TsitStream content;
+    readonly TsitStream? content;
     readonly TsitStream? style;
-    readonly TsitGenerator generator;
+    readonly TsitGenerator? generator;
+    readonly UNetGenerator? unet;                  // the pix2pix baseline's generator, instead of the three above
     readonly MultiScaleDiscriminator discriminator;
     readonly BuildContext context;
     readonly Lazy<Backbone> backbone;   // not a module field: the content stream is registered once, under its own name
@@ -163,12 +178,20 @@ public sealed class Tsit : nn.Module, IPretrainModel
         Config = config;
         this.context = context;
         var n = config.Networks;
-        content = new TsitStream(n, n.ContentChannels);
-        if (config.UsesStyle) style = new TsitStream(n, n.Channels);
-        generator = new TsitGenerator(n);
+        if (config.Pix2Pix) unet = new UNetGenerator(n.ContentChannels, n.Channels, n.Width);
+        else
+        {
+            content = new TsitStream(n, n.ContentChannels);
+            if (config.UsesStyle) style = new TsitStream(n, n.Channels);
+            generator = new TsitGenerator(n);
+        }
         discriminator = new MultiScaleDiscriminator(n.Channels + (config.Task == TranslationTask.Synthesis ? 1 : 0),
             config.DiscriminatorWidth, config.DiscriminatorLayers, config.DiscriminatorScales, n.SpectralNorm);
-        backbone = new(() => config.FromStructure ? new PreprocessedBackbone(content, StructureMap) : content);
+        backbone = new(() =>
+        {
+            Backbone encoder = unet ?? (Backbone)content!;
+            return config.FromStructure ? new PreprocessedBackbone(encoder, StructureMap) : encoder;
+        });
         RegisterComponents();
     }
 
@@ -199,13 +222,14 @@ public sealed class Tsit : nn.Module, IPretrainModel
     public Tensor Translate(Tensor images, Tensor? styles, Generator draws)
     {
         var contentInput = Config.FromStructure ? StructureMap(images) : images;
-        var contentFeatures = content.FeatureMaps(contentInput);
+        if (unet is not null) return context.FromPixels((unet.Generate(contentInput) + 1) / 2);
+        var contentFeatures = content!.FeatureMaps(contentInput);
         var styleFeatures = style is null || styles is null ? null : style.FeatureMaps(styles);
         var coarse = contentFeatures[^1];
         var start = Config.Task == TranslationTask.Synthesis ? contentInput
             : Draws.Normal(draws, [images.shape[0], Config.Networks.StartChannels, coarse.shape[2], coarse.shape[3]], images.device);
         // tanh gives [−1, 1]; the run's images are normalised pixels, which the discriminator and perceptual network expect.
-        return context.FromPixels((generator.Translate(start, contentFeatures, styleFeatures) + 1) / 2);
+        return context.FromPixels((generator!.Translate(start, contentFeatures, styleFeatures) + 1) / 2);
     }
 
     /// <summary>What the discriminator judges: the image, beside its structure map for synthesis (pix2pix's conditional D).</summary>
@@ -252,6 +276,8 @@ public sealed class Tsit : nn.Module, IPretrainModel
             loss += Config.FeatureMatchingWeight * MultiScaleDiscriminator.FeatureMatching(judgedReal, judgedFake);
         }
         if (Config.Perceptual is not null && Config.PerceptualWeight > 0) loss += Config.PerceptualWeight * PerceptualDistance(fake, images);
+        if (Config.Pix2Pix && Config.ReconstructionWeight > 0)   // pix2pix's L1 to the target, in pixels [0, 1]
+            loss += Config.ReconstructionWeight * functional.l1_loss(context.ToPixels(fake), context.ToPixels(images));
         return loss;
     }
 
@@ -379,6 +405,7 @@ public sealed class Tsit : nn.Module, IPretrainModel
             ["tiny"] = () => TsitConfig.Tiny(),
             ["synthesis"] = () => TsitConfig.Tiny(TranslationTask.Synthesis),
             ["multimodal"] = () => TsitConfig.Tiny(TranslationTask.Multimodal),
+            ["pix2pix"] = () => TsitConfig.Tiny(TranslationTask.Synthesis) with { Pix2Pix = true, DiscriminatorScales = 1, FeatureMatchingWeight = 0 },
         },
         [
             MethodOption.Choice<TsitConfig, TranslationTask>("--task", "synthesis (structure map → image, paired), style (arbitrary style transfer) or multimodal",
@@ -391,11 +418,16 @@ public sealed class Tsit : nn.Module, IPretrainModel
                 (c, v) => c with { FeatureMatchingWeight = v }),
             MethodOption.Flag<TsitConfig>("--no-style-stream", "ablation: no style stream and no FAdaIN", c => c with { StyleStream = false })
                 .Only<TsitConfig>(c => c.Task != TranslationTask.Synthesis, "--task style or multimodal"),
+            MethodOption.Flag<TsitConfig>("--pix2pix", "baseline for --task synthesis: pix2pix's U-Net generator and L1 term, one PatchGAN scale, no feature matching",
+                c => c with { Pix2Pix = true, DiscriminatorScales = 1, FeatureMatchingWeight = 0 })
+                .Only<TsitConfig>(c => c.Task == TranslationTask.Synthesis, "--task synthesis"),
+            MethodOption.Number<TsitConfig>("--l1-weight", "pix2pix's λ on the L1 term (100)", (c, v) => c with { ReconstructionWeight = v })
+                .Only<TsitConfig>(c => c.Pix2Pix, "--pix2pix"),
             MethodOption.Flag<TsitConfig>("--no-fade", "ablation: the content features enter by concatenation instead of FADE",
-                c => c with { Networks = c.Networks with { Fade = false } }),
+                c => c with { Networks = c.Networks with { Fade = false } }).Only<TsitConfig>(c => !c.Pix2Pix, "TSIT's generator (not --pix2pix)"),
             MethodOption.Integer<TsitConfig>("--width", "channels at the finest scale (Width·min(2^k, 4) at scale k)", (c, v) => c with { Networks = c.Networks with { Width = v } }),
             MethodOption.Integer<TsitConfig>("--scales", "scales where the generator runs a block (≥ 3 for the paper's design)",
-                (c, v) => c with { Networks = c.Networks with { Scales = v } }),
+                (c, v) => c with { Networks = c.Networks with { Scales = v } }).Only<TsitConfig>(c => !c.Pix2Pix, "TSIT's generator (not --pix2pix)"),
             MethodOption.Number<TsitConfig>("--generator-lr", "the streams' and generator's Adam rate (TTUR: 1e-4; --lr sets the discriminator's 4e-4)",
                 (c, v) => c with { GeneratorOptimizer = c.GeneratorOptimizer with { BaseLearningRate = v } }),
             MethodOption.Integer<TsitConfig>("--discriminator-scales", "PatchGAN scales (authors: 2)", (c, v) => c with { DiscriminatorScales = v }),
