@@ -281,6 +281,19 @@ public class TsitTests
             Assert.True(model.PerceptualDistance(images, images.flip(0)).item<float>() > 0);
         }
         Assert.Single(config.FrozenDependencies());
+
+        // The content evaluation: the same classifier scores the translations (accuracy against the content's labels, FD).
+        var (_, reference) = Pretraining.Load(classifier);
+        var request = new EvaluationRequest(model, normalization, images, data.Test.Labels, new Dictionary<string, ImageDataset>(), new Generator(0))
+            { References = new Dictionary<string, IPretrainModel> { ["classifier"] = reference } };
+        model.Module.eval();
+        Dictionary<string, double> scores;
+        using (no_grad()) scores = MethodEvaluations.Scalars(MethodEvaluations.Run(Tsit.Method, request, ["content"]));
+        Assert.InRange(scores["content_accuracy"], 0, 1);
+        double byHand;
+        using (no_grad()) byHand = ((Supervised)reference).call(images).argmax(1).eq(data.Test.Labels).to_type(ScalarType.Float64).mean().item<double>();
+        Assert.Equal(Math.Round(byHand, 4), scores["content_accuracy_real"], 4);
+        Assert.True(double.IsFinite(scores["fd_kit_classifier"]) && scores["fd_kit_classifier"] > 0);
         // A run of another method is not a perceptual network.
         var other = Path.Combine(TestData.TempDir(), "rotnet");
         Pretraining.Run(RotNetConfig.Tiny(), new PretrainOptions(Epochs: 1, BatchSize: 32, TrainLimit: 64), data.Train, other);

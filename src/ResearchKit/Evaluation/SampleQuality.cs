@@ -20,13 +20,19 @@ public static class SampleQuality
     /// </summary>
     public static Dictionary<string, double> Measure(IImageSampler sampler, Tensor real, Backbone classifier, Generator draws)
     {
+        if (real.shape[0] < 2) throw new ResearchKitException($"sample quality needs at least 2 real images; got {real.shape[0]}");
+        return Measure(EvaluationRequest.Batched(real, x => sampler.Sample(x.shape[0], draws)), real, classifier);
+    }
+
+    /// <summary>The same measures of generated images <paramref name="fake"/> (translations, say) against <paramref name="real"/>.</summary>
+    public static Dictionary<string, double> Measure(Tensor fake, Tensor real, Backbone classifier)
+    {
         long n = real.shape[0];
-        if (n < 2) throw new ResearchKitException($"sample quality needs at least 2 real images; got {n}");
+        if (n < 2 || fake.shape[0] < 2) throw new ResearchKitException($"sample quality needs at least 2 real and 2 generated images; got {n} and {fake.shape[0]}");
         bool wasTraining = classifier.training;
         classifier.eval();
         try
         {
-            var fake = EvaluationRequest.Batched(real, x => sampler.Sample(x.shape[0], draws));
             var realFeatures = EvaluationRequest.Batched(real, classifier.Features);
             var fakeFeatures = EvaluationRequest.Batched(fake, classifier.Features);
             var (precision, recall) = PrecisionRecall(realFeatures, fakeFeatures, NearestNeighbours);

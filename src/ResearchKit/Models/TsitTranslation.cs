@@ -349,7 +349,8 @@ public sealed class Tsit : nn.Module, IPretrainModel
     }
 
     /// <summary>Content score: the kit classifier's accuracy on the translations, against the labels of the content images
-    /// (the classifier still recognises the content's class), beside its accuracy on the test images themselves.</summary>
+    /// (the classifier still recognises the content's class), beside its accuracy on the test images themselves; and the
+    /// translations' FD (kit classifier) and k-NN precision/recall against the test images (<see cref="SampleQuality"/>).</summary>
     static EvaluationReport MeasureContent(EvaluationRequest request)
     {
         var model = (Tsit)request.Model;
@@ -359,13 +360,14 @@ public sealed class Tsit : nn.Module, IPretrainModel
             ? EvaluationRequest.Batched(request.Images, x => model.Translate(x, null, request.Generator))
             : EvaluationRequest.Batched(cat([request.Images, styles], 1), pair => model.Translate(pair.narrow(1, 0, request.Images.shape[1]),
                 pair.narrow(1, request.Images.shape[1], request.Images.shape[1]), request.Generator));
-        double Accuracy(Tensor images) => EvaluationRequest.Batched(images, x => ((nn.Module<Tensor, Tensor>)classifier.Module).call(x))
+        var logits = classifier as Supervised
+            ?? throw new ResearchKitException("tsit: --extra classifier=RUN must be a supervised run (its class logits score the content)");
+        double Accuracy(Tensor images) => EvaluationRequest.Batched(images, x => logits.call(x))
             .argmax(1).eq(request.Labels).to_type(ScalarType.Float64).mean().item<double>();
-        return new EvaluationReport(new Dictionary<string, double>
-        {
-            ["content_accuracy"] = Accuracy(translated),
-            ["content_accuracy_real"] = Accuracy(request.Images),
-        });
+        var scalars = SampleQuality.Measure(translated, request.Images, classifier.Backbone);
+        scalars["content_accuracy"] = Accuracy(translated);
+        scalars["content_accuracy_real"] = Accuracy(request.Images);
+        return new EvaluationReport(scalars);
     }
 
     /// <summary>`show RUN --what translations`: content inputs, style references and outputs (synthesis: maps, outputs and the
@@ -440,7 +442,7 @@ public sealed class Tsit : nn.Module, IPretrainModel
         [
             new MethodEvaluation("translation", "synthesis: L1 and SSIM to the image; style/multimodal: colour-statistics distance to the style image (and diversity over 4 styles)",
                 MeasureTranslation),
-            new MethodEvaluation("content", "accuracy of the classifier --extra classifier=RUN on the translations, against the content images' labels",
+            new MethodEvaluation("content", "with --extra classifier=RUN: its accuracy on the translations against the content images' labels, and their FD (kit classifier)",
                 MeasureContent) { Needs = ["classifier"] },
         ],
         Figures = [new MethodFigure("translations", "content inputs, style images and outputs (multimodal: four styles per map)", [], DrawTranslations)],
