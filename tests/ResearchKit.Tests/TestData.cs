@@ -27,6 +27,34 @@ static class TestData
         return ResearchKit.Methods.MethodEvaluations.Scalars(ResearchKit.Methods.MethodEvaluations.Run(info, request));
     }
 
+    /// <summary>
+    /// Trains <paramref name="config"/> (seed 0) for <paramref name="epochs"/> without a folder, and again into a folder for
+    /// one epoch, then resumed there to <paramref name="epochs"/>; asserts the resumed run continues the unbroken run's losses
+    /// and ends with its weights. Returns the unbroken run and its model.
+    /// </summary>
+    public static (ResearchKit.Training.TrainResult Result, ResearchKit.Methods.IPretrainModel Model) AssertResumeEqualsUnbroken(
+        ResearchKit.Methods.MethodConfig config, ImageDataset train, Normalization normalization, int batch, int epochs = 2)
+    {
+        ResearchKit.Training.TrainResult Train(string? dir, int upTo, out ResearchKit.Methods.IPretrainModel model)
+        {
+            model = ResearchKit.Runs.Pretraining.Build(config, 0, ResearchKit.Methods.BuildContext.Of(config, normalization));
+            var loader = new DataLoader(train, batch, normalization, seed: 0);
+            return new ResearchKit.Training.Trainer(new ResearchKit.Training.TrainConfig(upTo, batch, config.Optimizer, Seed: 0, CheckpointEvery: 1000), dir)
+                .Fit(loader, model);
+        }
+        var unbroken = Train(null, epochs, out var whole);
+        var dir = TempDir();
+        Train(dir, 1, out var first);
+        first.Module.Dispose();
+        var resumed = Train(dir, epochs, out var second);
+        Xunit.Assert.True(resumed.Resumed);
+        Xunit.Assert.Equal(unbroken.Losses, resumed.Losses);
+        Xunit.Assert.All(whole.Module.state_dict().Zip(second.Module.state_dict()),
+            pair => Xunit.Assert.True(pair.First.Value.Same(pair.Second.Value), $"{pair.First.Key} differs after resuming"));
+        second.Module.Dispose();
+        return (unbroken, whole);
+    }
+
     /// <summary>A wide supervised CNN (width 32) trained one epoch on <paramref name="data"/> in a new run folder: the teacher a gwtn
     /// configuration needs (its width and normalisation are read from the folder).</summary>
     public static string WideTeacher(ImageDataset data)
