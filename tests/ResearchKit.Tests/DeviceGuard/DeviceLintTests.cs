@@ -88,6 +88,10 @@ public class DeviceLintTests
         ["SelfSupervisedGan.MeasureStability"] = "evaluation: reads its result",
         ["Pgd.RobustAccuracy"] = "evaluation: reads its result",
         ["Jem.MeasureOod"] = "evaluation: AUROC ranks on the host",
+        ["ImageSimilarity.Ssim"] = "evaluation: reads its result",
+        ["Tsit.MeasureTranslation"] = "evaluation: reads its result",
+        ["Tsit.StyleDistance"] = "evaluation: reads its result",
+        ["Tsit.MeasureContent"] = "evaluation: reads its result",
     };
 
     [Fact]
