@@ -30,13 +30,22 @@ public static class OneDnn
     /// <summary>Whether oneDNN is enabled in libtorch now (null: not known, e.g. not on Linux).</summary>
     public static bool? Enabled => Native() is { } n ? n.Get(n.Context) : null;
 
-    /// <summary>Applies the process default once (after TorchSharp has loaded libtorch): off unless RESEARCHKIT_ONEDNN=1.</summary>
+    /// <summary>
+    /// Applies the process default once (after TorchSharp has loaded libtorch): oneDNN off unless RESEARCHKIT_ONEDNN=1, and
+    /// NNPACK off with it. Why NNPACK: with oneDNN off, ATen tries NNPACK for convolutions that need no gradient
+    /// (evaluation), and where NNPACK cannot start (this AMD EPYC: "Unsupported hardware") libtorch prints a warning at every
+    /// such call, hundreds per notebook, into cell outputs; ATen's own kernels then run anyway. Off, they run in silence.
+    /// </summary>
     public static void Apply()
     {
         if (applied) return;
         applied = true;
         Set(Forced ?? false);
+        if (Forced != true && Native() is { } n && n.SetNnpack is { } setNnpack) setNnpack(n.Context, false);
     }
+
+    /// <summary>Whether NNPACK is enabled in libtorch now (null: not known).</summary>
+    internal static bool? NnpackEnabled => Native() is { GetNnpack: { } get } n ? get(n.Context) : null;
 
     /// <summary>
     /// Whether every convolution weight in <paramref name="module"/> (a 4-D parameter: [out, in, k, k], or [in, out, k, k]
@@ -97,11 +106,14 @@ public static class OneDnn
 
     /// <summary>at::globalContext() and its oneDNN switch in the libtorch TorchSharp loaded, found by soname (RTLD_NOLOAD), so no
     /// second copy of libtorch is loaded; null where that library or a symbol is not there.</summary>
-    static (IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)? Native() => native.Value;
+    static Switches? Native() => native.Value;
 
-    static readonly Lazy<(IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)?> native = new(Find);
+    static readonly Lazy<Switches?> native = new(Find);
 
-    static (IntPtr Context, SetEnabledFn Set, GetEnabledFn Get)? Find()
+    /// <summary>libtorch's global context and its oneDNN switch; its NNPACK switch where the library exports it.</summary>
+    sealed record Switches(IntPtr Context, SetEnabledFn Set, GetEnabledFn Get, SetEnabledFn? SetNnpack, GetEnabledFn? GetNnpack);
+
+    static Switches? Find()
     {
         if (!OperatingSystem.IsLinux()) return null;
         TorchSharp.torch.get_num_threads();   // TorchSharp loads libtorch on first use
@@ -110,8 +122,11 @@ public static class OneDnn
         IntPtr global = dlsym(library, "_ZN2at13globalContextEv"), set = dlsym(library, "_ZN2at7Context20setUserEnabledMkldnnEb"),
             get = dlsym(library, "_ZNK2at7Context17userEnabledMkldnnEv");
         if (global == IntPtr.Zero || set == IntPtr.Zero || get == IntPtr.Zero) return null;
-        return (Marshal.GetDelegateForFunctionPointer<GlobalContextFn>(global)(), Marshal.GetDelegateForFunctionPointer<SetEnabledFn>(set),
-            Marshal.GetDelegateForFunctionPointer<GetEnabledFn>(get));
+        IntPtr setNnpack = dlsym(library, "_ZN2at7Context20setUserEnabledNNPACKEb"), getNnpack = dlsym(library, "_ZNK2at7Context17userEnabledNNPACKEv");
+        return new(Marshal.GetDelegateForFunctionPointer<GlobalContextFn>(global)(), Marshal.GetDelegateForFunctionPointer<SetEnabledFn>(set),
+            Marshal.GetDelegateForFunctionPointer<GetEnabledFn>(get),
+            setNnpack == IntPtr.Zero ? null : Marshal.GetDelegateForFunctionPointer<SetEnabledFn>(setNnpack),
+            getNnpack == IntPtr.Zero ? null : Marshal.GetDelegateForFunctionPointer<GetEnabledFn>(getNnpack));
     }
 
     const int RtldLazy = 1, RtldNoLoad = 4;
