@@ -77,7 +77,6 @@ public class TsitTests
             Assert.Equal(new long[] { 2, networks.WidthAt(k), networks.SideAt(k), networks.SideAt(k) }, c[k].shape);
         var output = generator.Translate(Random(g, 2, networks.StartChannels, 1, 1), c, s);
         Assert.Equal(new long[] { 2, channels, size, size }, output.shape);
-        Assert.True(output.abs().max().item<float>() <= 1f);
         output.square().mean().backward();
         foreach (var (module, name) in new (nn.Module, string)[] { (content, "content"), (style, "style"), (generator, "generator") })
             Assert.True(module.parameters().Any(p => p.grad is { } grad && grad.abs().sum().item<float>() > 0), $"no gradient reaches the {name}");

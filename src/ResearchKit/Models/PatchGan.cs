@@ -41,7 +41,7 @@ public sealed class PatchDiscriminator : Module<Tensor, Tensor[]>
             if (n > 0) x = FeatureStatistics.InstanceNorm(x);
             x = outputs[n] = functional.leaky_relu(x, 0.2);
         }
-        outputs[^1] = output.call(x);
+        outputs[^1] = Layers.Mixed.Conv(output, x);
         return outputs;
     }
 }
@@ -140,7 +140,7 @@ public sealed class UNetGenerator : Backbone
         Tensor Up(Tensor t, Tensor like) => functional.interpolate(t, size: [like.shape[2], like.shape[3]], mode: InterpolationMode.Nearest);
         var d2 = functional.relu(FeatureStatistics.InstanceNorm(up2.call(Up(cat([b, e2], 1), e1))));
         var d1 = functional.relu(FeatureStatistics.InstanceNorm(up1.call(Up(cat([d2, e1], 1), x))));
-        return output.call(cat([d1, x], 1)).tanh();
+        return Layers.Mixed.Conv(output, cat([d1, x], 1)).tanh();
     }
 
     public override int Depth => 3;

@@ -148,13 +148,14 @@ public sealed record TsitNetworks(int ImageSize = 28, int Channels = 1, int Cont
     /// <summary>The side of the stream feature at scale k: halved (rounded down) k times.</summary>
     public int SideAt(int scale) => ImageSize >> scale;
 
-    public void Validate(string method)
+    /// <param name="scales">Check <see cref="Scales"/> (not for a generator that does not use them).</param>
+    public void Validate(string method, bool scales = true)
     {
         if (Channels is not (1 or 3)) throw new ResearchKitException($"{method}: images must have 1 or 3 channels; got {Channels}");
         if (ContentChannels is < 1 or > 16) throw new ResearchKitException($"{method}: the content input must have 1–16 channels; got {ContentChannels}");
         if (Width is < 4 or > 256) throw new ResearchKitException($"{method}: --width must be 4–256; got {Width}");
-        if (Scales is < 1 or > 6) throw new ResearchKitException($"{method}: --scales must be 1–6; got {Scales}");
-        if (SideAt(Scales) < 2)
+        if (scales && Scales is < 1 or > 6) throw new ResearchKitException($"{method}: --scales must be 1–6; got {Scales}");
+        if (scales && SideAt(Scales) < 2)
             throw new ResearchKitException($"{method}: {Scales} scales halve a {ImageSize} px image below 2 px (statistics need at least 2×2); use fewer");
         if (StartChannels is < 1 or > 64) throw new ResearchKitException($"{method}: the generator's start needs 1–64 channels; got {StartChannels}");
     }

@@ -93,7 +93,7 @@ public sealed record TsitConfig(TsitNetworks Networks, TranslationTask Task = Tr
 
     public override void Validate()
     {
-        Networks.Validate("tsit");
+        Networks.Validate("tsit", scales: !Pix2Pix);
         if (!Enum.IsDefined(Task)) throw new ResearchKitException($"tsit: --task must be synthesis, style or multimodal; got {Task}");
         if (Perceptual is { } folder && string.IsNullOrWhiteSpace(folder)) throw new ResearchKitException("tsit: --perceptual needs a run folder");
         if (PerceptualWeight is < 0 or > 1000 || double.IsNaN(PerceptualWeight))
@@ -213,7 +213,7 @@ public sealed class Tsit : nn.Module, IPretrainModel
     }
 
     /// <summary>The style image paired with each image of a batch: the next one (a fixed pairing, as the authors' lists).</summary>
-    public static Tensor NextInBatch(Tensor images, int shift = 1) => images.roll(shift, 0);
+    public static Tensor NextInBatch(Tensor images, int shift = 1) => images.roll(-shift, 0);   // row i holds image i + shift
 
     /// <summary>
     /// Translations, normalised as the run's images: <paramref name="images"/>' content (their structure map, or themselves
@@ -276,12 +276,13 @@ public sealed class Tsit : nn.Module, IPretrainModel
             loss += Config.FeatureMatchingWeight * MultiScaleDiscriminator.FeatureMatching(judgedReal, judgedFake);
         }
         if (Config.Perceptual is not null && Config.PerceptualWeight > 0) loss += Config.PerceptualWeight * PerceptualDistance(fake, images);
-        if (Config.Pix2Pix && Config.ReconstructionWeight > 0)   // pix2pix's L1 to the target, in pixels [0, 1]
-            loss += Config.ReconstructionWeight * functional.l1_loss(context.ToPixels(fake), context.ToPixels(images));
+        if (Config.Pix2Pix && Config.ReconstructionWeight > 0)   // pix2pix's L1 to the target on the tanh scale [−1, 1] (2 × pixels)
+            loss += Config.ReconstructionWeight * 2 * functional.l1_loss(context.ToPixels(fake), context.ToPixels(images));
         return loss;
     }
 
-    ConvNet PerceptualNetwork => (ConvNet)(context.Dependencies.Run(Config.Perceptual!, "tsit: --perceptual", context.ImageSize, context.Channels).Backbone);
+    ConvNet PerceptualNetwork => context.Dependencies.Run(Config.Perceptual!, "tsit: --perceptual", context.ImageSize, context.Channels).Backbone as ConvNet
+        ?? throw new ResearchKitException($"tsit: --perceptual {Config.Perceptual}: expected a supervised CNN run (its block maps give the perceptual loss)");
 
     /// <summary>Σ over the classifier's blocks of 1/2^(depth − 1 − block) · mean |φ(fake) − φ(target)|, the target held constant.</summary>
     public Tensor PerceptualDistance(Tensor fake, Tensor target)
@@ -393,7 +394,8 @@ public sealed class Tsit : nn.Module, IPretrainModel
         {
             var styles = images.narrow(0, shift, count);
             rows.Add((styleRows == 1 ? "style" : $"style {shift}", request.Pixels(styles)));
-            rows.Add(("output", request.Pixels(model.Translate(shown, styles, request.Generator))));
+            using var sameNoise = new Generator(7);   // the rows differ by their style image alone
+            rows.Add(("output", request.Pixels(model.Translate(shown, styles, sameNoise))));
         }
         return new Figure(rows, styleRows == 1
             ? $"{count} contents, their style images and the transfers"
@@ -416,13 +418,13 @@ public sealed class Tsit : nn.Module, IPretrainModel
                 (c, v) => c with { Perceptual = v }),
             MethodOption.Number<TsitConfig>("--perceptual-weight", "λ_P, the perceptual loss's weight (authors' MMIS: 1)", (c, v) => c with { PerceptualWeight = v })
                 .Only<TsitConfig>(c => c.Perceptual is not null, "--perceptual RUN"),
-            MethodOption.Number<TsitConfig>("--feature-matching-weight", "λ_FM, the feature-matching loss's weight (authors' MMIS: 1)",
-                (c, v) => c with { FeatureMatchingWeight = v }),
             MethodOption.Flag<TsitConfig>("--no-style-stream", "ablation: no style stream and no FAdaIN", c => c with { StyleStream = false })
                 .Only<TsitConfig>(c => c.Task != TranslationTask.Synthesis, "--task style or multimodal"),
             MethodOption.Flag<TsitConfig>("--pix2pix", "baseline for --task synthesis: pix2pix's U-Net generator and L1 term, one PatchGAN scale, no feature matching",
                 c => c with { Pix2Pix = true, DiscriminatorScales = 1, FeatureMatchingWeight = 0 })
                 .Only<TsitConfig>(c => c.Task == TranslationTask.Synthesis, "--task synthesis"),
+            MethodOption.Number<TsitConfig>("--feature-matching-weight", "λ_FM, the feature-matching loss's weight (authors' MMIS: 1; --pix2pix sets 0, and this, given, overrides it)",
+                (c, v) => c with { FeatureMatchingWeight = v }),
             MethodOption.Number<TsitConfig>("--l1-weight", "pix2pix's λ on the L1 term (100)", (c, v) => c with { ReconstructionWeight = v })
                 .Only<TsitConfig>(c => c.Pix2Pix, "--pix2pix"),
             MethodOption.Flag<TsitConfig>("--no-fade", "ablation: the content features enter by concatenation instead of FADE",
