@@ -232,6 +232,15 @@ public sealed class Tsit : nn.Module, IPretrainModel
         return context.FromPixels((generator!.Translate(start, contentFeatures, styleFeatures) + 1) / 2);
     }
 
+    /// <summary>Translations of a whole test set, in batches: each image in the style of the next one (none for synthesis).</summary>
+    public Tensor TranslateAll(Tensor images, Generator draws)
+    {
+        if (Config.Task == TranslationTask.Synthesis) return EvaluationRequest.Batched(images, x => Translate(x, null, draws));
+        long channels = images.shape[1];   // image and style side by side in the channels, so one batching serves both
+        return EvaluationRequest.Batched(cat([images, NextInBatch(images)], 1),
+            pair => Translate(pair.narrow(1, 0, channels), pair.narrow(1, channels, channels), draws));
+    }
+
     /// <summary>What the discriminator judges: the image, beside its structure map for synthesis (pix2pix's conditional D).</summary>
     Tensor[][] Judge(Tensor images, Tensor? structure) => discriminator.call(structure is null ? images : cat([structure, images], 1));
 
@@ -311,14 +320,13 @@ public sealed class Tsit : nn.Module, IPretrainModel
         var pixels = request.Normalization.Invert(images).clamp(0, 1);
         if (model.Config.Task == TranslationTask.Synthesis)
         {
-            var output = request.Normalization.Invert(EvaluationRequest.Batched(images, x => model.Translate(x, null, request.Generator))).clamp(0, 1);
+            var output = request.Normalization.Invert(model.TranslateAll(images, request.Generator)).clamp(0, 1);
             scalars["l1"] = (output - pixels).abs().mean().item<float>();
             scalars["ssim"] = ImageSimilarity.Ssim(output, pixels);
             return new EvaluationReport(scalars);
         }
         var styles = NextInBatch(images);
-        var translated = request.Normalization.Invert(EvaluationRequest.Batched(cat([images, styles], 1),
-            pair => model.Translate(pair.narrow(1, 0, images.shape[1]), pair.narrow(1, images.shape[1], images.shape[1]), request.Generator))).clamp(0, 1);
+        var translated = request.Normalization.Invert(model.TranslateAll(images, request.Generator)).clamp(0, 1);
         var stylePixels = request.Normalization.Invert(styles).clamp(0, 1);
         scalars["style_distance"] = StyleDistance(translated, stylePixels);
         scalars["style_distance_untranslated"] = StyleDistance(pixels, stylePixels);
@@ -356,11 +364,7 @@ public sealed class Tsit : nn.Module, IPretrainModel
     {
         var model = (Tsit)request.Model;
         var classifier = request.Reference("classifier");
-        var styles = model.Config.Task == TranslationTask.Synthesis ? null : NextInBatch(request.Images);
-        var translated = styles is null
-            ? EvaluationRequest.Batched(request.Images, x => model.Translate(x, null, request.Generator))
-            : EvaluationRequest.Batched(cat([request.Images, styles], 1), pair => model.Translate(pair.narrow(1, 0, request.Images.shape[1]),
-                pair.narrow(1, request.Images.shape[1], request.Images.shape[1]), request.Generator));
+        var translated = model.TranslateAll(request.Images, request.Generator);
         var logits = classifier as Supervised
             ?? throw new ResearchKitException("tsit: --extra classifier=RUN must be a supervised run (its class logits score the content)");
         double Accuracy(Tensor images) => EvaluationRequest.Batched(images, x => logits.call(x))
