@@ -196,6 +196,29 @@ public class GeneralTrainerTests
         Assert.Contains("distinct names", Assert.Throws<ResearchKitException>(() => new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, duplicate)).Message);
     }
 
+    [Fact]
+    public void A_phase_computes_no_gradients_for_the_parameters_only_other_phases_train_and_gives_them_back()
+    {
+        using var data = TestData.Random(32);
+        var (model, loader) = Setup(data);
+        var phases = model.Phases();
+        var (critic, generator) = (phases[0].Parameters.Select(p => p.Parameter).ToList(), phases[1].Parameters.Select(p => p.Parameter).ToList());
+        var seen = new List<(string Phase, bool CriticTracked, bool GeneratorTracked)>();
+        UpdatePhase Watched(UpdatePhase phase) => phase with
+        {
+            Loss = (b, g) =>
+            {
+                seen.Add((phase.Name, critic.All(p => p.requires_grad), generator.All(p => p.requires_grad)));
+                return phase.Loss(b, g);
+            },
+        };
+        new Trainer(new TrainConfig(Epochs: 1, BatchSize: 16)).Fit(loader, new TwoPhases(model, [.. phases.Select(Watched)]));
+
+        // 2 steps: the critic both times, the generator (every 2nd step) once; the loss passes through the critic.
+        Assert.Equal([("critic", true, false), ("generator", false, true), ("critic", true, false)], seen);
+        Assert.All(critic.Concat(generator), p => Assert.True(p.requires_grad));
+    }
+
     /// <summary>
     /// One weight pulled to 1; its loss "diverges" from its <see cref="DivergesFrom"/>-th call on (× 10⁶, or NaN) until a
     /// restart sets a smaller scale — the shape of JEM's recovery (<see cref="IDivergenceRecovery"/>).

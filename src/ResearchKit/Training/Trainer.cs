@@ -195,6 +195,7 @@ public sealed class Trainer
         // Each phase's latest read loss (a phase that runs every n-th step keeps its last value in between), restored on resume.
         var latest = losses.Where(kv => kv.Value.Count > 0).ToDictionary(kv => kv.Key, kv => kv.Value[^1]);
         var pending = new PendingLosses(phases, losses, latest, directory);
+        var othersOf = OtherPhasesParameters(phases);
         model.train();
         try
         {
@@ -222,6 +223,7 @@ public sealed class Trainer
                             // The first phase keeps the single-loss seed, so a method's curve does not depend on how many phases exist.
                             // A host generator: Draws turns it into draws on the batch's device.
                             using var generator = new Generator((ulong)(i == 0 ? Seeds.Mix(config.Seed, step, 0x57e9) : Seeds.Mix(config.Seed, step, 0x57e9, i)));
+                            using var frozen = new FrozenWhile(othersOf[i]);   // a GAN's G step computes no D weight gradients
                             var loss = phase.Loss(batch, generator);
                             pending.Add(phase.Name, loss, step, epoch, phaseLr);
                             optimizers[i].ZeroGrad();
@@ -283,6 +285,32 @@ public sealed class Trainer
 
     /// <summary>The phase whose loss is the run's main loss at <paramref name="step"/>: the first whose window holds it, so a run in
     /// stages (Go-Wide-Then-Narrow) shows the current stage's loss; the first phase when windows are not used (a GAN's discriminator).</summary>
+    /// <summary>For each phase, the parameters that other phases train and it does not: its loss may pass through them (a
+    /// generator's loss through the discriminator), but their gradients would be computed only to be thrown away.</summary>
+    static Parameter[][] OtherPhasesParameters(IReadOnlyList<UpdatePhase> phases) => phases.Select(phase =>
+    {
+        var own = phase.Parameters.Select(p => p.Parameter).ToHashSet(ReferenceEqualityComparer.Instance);
+        return phases.Where(other => other != phase).SelectMany(other => other.Parameters).Select(p => p.Parameter)
+            .Where(p => !own.Contains(p)).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToArray();
+    }).ToArray();
+
+    /// <summary>Parameters held out of autograd for one phase's forward and backward, and given back afterwards.</summary>
+    readonly struct FrozenWhile : IDisposable
+    {
+        readonly Parameter[] parameters;
+
+        public FrozenWhile(Parameter[] parameters)
+        {
+            this.parameters = parameters;
+            foreach (var p in parameters) p.requires_grad = false;
+        }
+
+        public void Dispose()
+        {
+            foreach (var p in parameters) p.requires_grad = true;
+        }
+    }
+
     static string MainPhase(IReadOnlyList<UpdatePhase> phases, long step, long total) =>
         (phases.FirstOrDefault(p => p.StepsIn(total) is var (start, end) && step >= start && step < end) ?? phases[0]).Name;
 
