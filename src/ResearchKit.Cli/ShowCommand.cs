@@ -39,15 +39,14 @@ static class ShowCommand
                 return;
             }
             var figure = info.Figure(name);
-            var options = new OptionValues(figure.Options, CapabilityOptions($"{info.Name}'s {figure.Name}", figure.Options, r.UnmatchedTokens));
+            var given = CapabilityOptions($"{info.Name}'s {figure.Name}", figure.Options, r.UnmatchedTokens);
             int n = r.GetValue(count);
             Commands.Positive("--n", n);
             var path = r.GetValue(outFile) ?? throw new ResearchKitException("--out: a .png file is required");
             if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ResearchKitException($"--out: expected a .png file; got '{path}'");
             var (config, model) = snapshot.Load(r, folder);
-            using var generator = new Generator((ulong)r.GetValue(seed));
             var clock = Stopwatch.StartNew();
-            var drawn = figure.Draw(new FigureRequest(model, config, k => TestImages(config, k), n, generator, options));
+            var drawn = RunFigures.Draw(model, config, name, n, r.GetValue(seed), given);
             var grid = ImageGrid.FromRows(drawn.Rows, scale: 4);
             AtomicFile.Write(path, s => s.Write(grid.Png));
             Console.WriteLine($"{drawn.Caption} in {clock.Elapsed.TotalSeconds:F1} s; saved to {path}");
@@ -76,12 +75,5 @@ static class ShowCommand
             given[name] = value;
         }
         return given;
-    }
-
-    /// <summary>The run's first <paramref name="n"/> test images, normalised as it was trained.</summary>
-    internal static Tensor TestImages(RunConfig config, int n)
-    {
-        using var data = DatasetCatalog.Load(config.Dataset, 1, n);
-        return config.Normalization.Apply(data.Test.Images, Compute.Device);
     }
 }
