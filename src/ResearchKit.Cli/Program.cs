@@ -19,7 +19,7 @@ try
     var root = kernelProcess ? new RootCommand(description) { KernelCommand.Create() } : new RootCommand(description)
     {
         Commands.Pretrain(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), Commands.Methods(), Commands.Probe(), Commands.FineTune(),
-        Commands.Data(), Commands.Bench(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), TokenizerCommand.Create(), PaletteCommand.Palette(), ShowCommand.Create(), EvaluateCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(),
+        Commands.Data(), Commands.Bench(method ?? ResearchKit.Methods.MethodRegistry.Get("mae")), TokenizerCommand.Create(), PaletteCommand.Palette(), ShowCommand.Create(), EvaluateCommand.Create(), NotebookCommand.Create(), KernelCommand.Create(), SweepCommand.Create(),
     };
     var parsed = root.Parse(args);
     if (method is not null && Commands.UnknownOptionError(method, parsed.UnmatchedTokens, args[0]) is { } unknown)

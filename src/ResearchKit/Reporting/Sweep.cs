@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Deedle;
 using ResearchKit.Methods;
+using ResearchKit.Runs;
 
 namespace ResearchKit.Reporting;
 
@@ -31,13 +32,29 @@ public static class Sweep
     /// <summary>The work folder of a configuration (its checkpoints and run folders): FOLDER/KEY.</summary>
     public static string WorkFolder(string folder, string key) => Path.Combine(folder, key);
 
-    /// <summary>Runs (or loads) every configuration in order and returns all entries.</summary>
+    /// <summary>Where missing results are computed: in this process (<see cref="SweepExecutor.Local"/>, the default), or
+    /// elsewhere from a manifest (a Slurm job array). Set with <see cref="Use"/>; process-wide, like the notebook it serves.</summary>
+    public static SweepExecutor Executor { get; private set; } = SweepExecutor.Local;
+    static CancellationToken executorCancel;
+
+    /// <summary>Sends the missing results of every later sweep to <paramref name="executor"/>; <paramref name="cancel"/>
+    /// stops waiting for them (a notebook's interrupt).</summary>
+    public static void Use(SweepExecutor executor, CancellationToken cancel = default) => (Executor, executorCancel) = (executor, cancel);
+
+    /// <summary>
+    /// Runs (or loads) every configuration in order and returns all entries. With an executor other than the local one,
+    /// the configurations without a result are first written as a <see cref="SweepManifest"/> and computed there (their
+    /// <paramref name="run"/> is then the library's runner for their kind, <see cref="SweepTasks"/>); the results are
+    /// read back from the cache.
+    /// </summary>
     public static List<SweepEntry<TConfig, TResult>> Run<TConfig, TResult>(string folder, IEnumerable<TConfig> configs,
         Func<TConfig, string, TResult> run, IProgress<SweepProgress>? progress = null, Func<TConfig, string>? describe = null)
     {
         Directory.CreateDirectory(folder);
         AtomicFile.RemoveOrphans(folder);   // result files half-written by a killed process
         var all = configs.ToList();
+        if (!Executor.InProcess && all.Where(c => !File.Exists(Path.Combine(folder, Key(c) + ".json"))).ToList() is { Count: > 0 } missing)
+            Executor.Execute(SweepManifest.Create(folder, missing, describe), progress, executorCancel);
         var entries = new List<SweepEntry<TConfig, TResult>>();
         for (int i = 0; i < all.Count; i++)
         {
