@@ -174,7 +174,7 @@ public sealed class SlurmExecutor(SlurmOptions options) : SweepExecutor
             "#SBATCH --open-mode=append",          // a requeued task continues its log
             $"#SBATCH --cpus-per-task={Options.CpusPerTask}",
             $"#SBATCH --time={Options.Time}",
-            "#SBATCH --signal=B:TERM@60",          // to this script, which forwards it: the task checkpoints
+            "#SBATCH --signal=B:TERM@60",          // to this script, which passes it to the task: it checkpoints
             "#SBATCH --requeue",
         };
         if (Options.Partition is { } partition) lines.Add($"#SBATCH --partition={partition}");
@@ -186,15 +186,18 @@ public sealed class SlurmExecutor(SlurmOptions options) : SweepExecutor
         [
             "export RESEARCHKIT_THREADS=${SLURM_CPUS_PER_TASK:-1}",
             $"cd {Quote(manifest.WorkingDirectory)}",
-            "echo \"[$(date -u +%FT%TZ)] task $SLURM_ARRAY_TASK_ID on $(hostname) (job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID, restart ${SLURM_RESTART_COUNT:-0})\"",
-            $"{Options.Command ?? DefaultCommand()} sweep task {Quote(manifest.Path)} --index \"$SLURM_ARRAY_TASK_ID\" &",
+            "echo \"[$(date -u +%FT%TZ)] task $SLURM_ARRAY_TASK_ID on $(hostname), job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID, " +
+                "restart ${SLURM_RESTART_COUNT:-0}, $RESEARCHKIT_THREADS threads\"",
+            // A job step, so that `scancel --signal=TERM JOB` reaches the task itself.
+            $"srun {Options.Command ?? DefaultCommand()} sweep task {Quote(manifest.Path)} --index \"$SLURM_ARRAY_TASK_ID\" &",
             "child=$!",
-            // Slurm signals this shell (B:); the task saves a checkpoint on SIGTERM and exits 143; then the task goes back
-            // in the queue and resumes from that checkpoint.
-            "trap 'kill -TERM $child 2>/dev/null; wait $child; code=$?; if [ $code -eq 143 ]; then echo \"[$(date -u +%FT%TZ)] stopped at a checkpoint; requeueing\"; " +
-                "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"; fi; exit $code' TERM",
-            "wait $child",
-            "exit $?",
+            // Slurm's warning before the time limit comes to this shell (B:); pass it to the step.
+            "trap 'echo \"[$(date -u +%FT%TZ)] SIGTERM: asking the task to checkpoint\"; scancel --signal=TERM \"$SLURM_JOB_ID\"' TERM",
+            "while true; do wait $child; code=$?; kill -0 $child 2>/dev/null || break; done",
+            // 143: the task saved a checkpoint on SIGTERM. Back in the queue; it resumes from that checkpoint.
+            "if [ $code -eq 143 ]; then echo \"[$(date -u +%FT%TZ)] stopped at a checkpoint; requeueing\"; " +
+                "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"; fi",
+            "exit $code",
         ]);
         return string.Join("\n", lines) + "\n";
     }
@@ -206,7 +209,9 @@ public sealed class SlurmExecutor(SlurmOptions options) : SweepExecutor
         return File.Exists(cli) ? $"dotnet '{cli}'" : "researchkit";
     }
 
-    void Wait(SweepManifest manifest, string job, IProgress<SweepProgress>? progress, CancellationToken cancel)
+    /// <summary>Waits until every task of <paramref name="manifest"/> has a result, or array <paramref name="job"/> has left the queue
+    /// without them (a one-line error naming the failed tasks and their logs).</summary>
+    public void Wait(SweepManifest manifest, string job, IProgress<SweepProgress>? progress, CancellationToken cancel)
     {
         int total = manifest.Tasks.Count;
         while (true)

@@ -1,0 +1,99 @@
+using ResearchKit.Data;
+using ResearchKit.Reporting;
+using ResearchKit.Models;
+using ResearchKit.Runs;
+
+namespace ResearchKit.Tests;
+
+/// <summary><see cref="Sweep.Use"/> changes where every later sweep of the process trains: its tests run alone.</summary>
+[CollectionDefinition("sweep executor", DisableParallelization = true)]
+public class SweepExecutorCollection;
+
+/// <summary>A notebook's sweep as a manifest (issue 29), run by `researchkit sweep run` into the cache the notebook reads.</summary>
+[Collection("sweep executor")]
+public class SweepExecutorTests
+{
+    [Fact]
+    public void A_sweep_sent_to_the_manifest_executor_stops_with_its_manifest_and_sweep_run_fills_the_cache_it_reads()
+    {
+        var results = Path.Combine(TestData.TempDir(), "results");
+        var arms = Enumerable.Range(0, 2).Select(seed => SweepManifestTests.Supervised(seed, 128)).ToList();
+        SweepSubmittedException stopped;
+        Sweep.Use(SweepExecutor.ManifestOnly);
+        try
+        {
+            stopped = Assert.Throws<SweepSubmittedException>(() => Sweep.Run<SlurmTests.Arm, double>(results, arms, (_, _) => 0.0));
+        }
+        finally { Sweep.Use(SweepExecutor.Local); }
+        var path = Directory.GetFiles(Path.Combine(results, "sweeps"), "*.jsonl").Single();
+        Assert.Contains(path, stopped.Message);
+        Assert.Contains("sweep run", stopped.Message);
+
+        var (code, output, error) = TestData.Cli("sweep", "status", path);
+        Assert.True(code == 0, error);
+        Assert.Contains("2 pending of 2", output);
+        (code, output, error) = TestData.Cli("sweep", "run", path, "--executor", "local");
+        Assert.True(code == 0, error);
+        Assert.Contains("2 done of 2", output);
+
+        var entries = Sweep.Run<SlurmTests.Arm, ExperimentResult>(results, arms, (_, _) => throw new InvalidOperationException("computed again"));
+        Assert.All(entries, e => Assert.True(e.Result.BestProbe > 0.2 && double.IsFinite(e.Result.FinalLoss)));
+        // What `sweep run` computed is what the notebook computes in its own process.
+        var here = Experiments.Run(arms[1].Experiment, Path.Combine(TestData.TempDir(), "here"));
+        Assert.Equal(here.FinalLoss, entries[1].Result.FinalLoss, 4);
+        Assert.Equal(here.BestProbe, entries[1].Result.BestProbe, 2);
+    }
+}
+
+public class SweepManifestTests
+{
+    public static SlurmTests.Arm Supervised(int seed, long images) => new($"seed {seed}",
+        new Experiment(SupervisedConfig.Tiny(), new PretrainOptions("fashion-mnist", 1, images, seed, BatchSize: 64),
+            new EvaluationOptions(ProbeTrain: 256, ProbeTest: 256, FineTuneEpochs: 0, PretextImages: 64)));
+
+    [Fact]
+    public void Bad_manifests_options_and_configurations_are_one_line_errors()
+    {
+        var results = Path.Combine(TestData.TempDir(), "results");
+        var manifest = SweepManifest.Create(results, [Supervised(0, 128), Supervised(1, 128)], a => a.Name);
+        var lines = File.ReadAllLines(manifest.Path);
+        Assert.Equal(3, lines.Length);   // a header and one line per task
+
+        string Broken(string name, IEnumerable<string> content)
+        {
+            var path = Path.Combine(Path.GetDirectoryName(manifest.Path)!, name);
+            File.WriteAllLines(path, content);
+            return Assert.Throws<DataFormatException>(() => SweepManifest.Read(path)).Message;
+        }
+        Assert.Contains("announces 2 tasks but 1 follow", Broken("short.jsonl", lines[..2]));
+        Assert.Contains("line 2 is not a JSON object", Broken("garbled.jsonl", [lines[0], "{\"index\": 0,", lines[2]]));
+        Assert.Contains("line 3: the configuration hashes to", Broken("edited.jsonl", [lines[0], lines[1], lines[2].Replace("\"seed\":1", "\"seed\":5")]));
+        Assert.Contains("no such sweep manifest", Assert.Throws<ResearchKitException>(() => SweepManifest.Read(manifest.Path + ".missing")).Message);
+        Assert.Contains("--index: ", Assert.Throws<ResearchKitException>(() => manifest.Task(2)).Message);
+
+        // Only library tasks, or records that wrap exactly one, can leave the notebook's process.
+        var refused = Assert.Throws<ResearchKitException>(() => SweepManifest.Create(results, [("a", 1)], _ => "tuple")).Message;
+        Assert.Contains("is not a task a cluster can run", refused);
+        Assert.Contains("Experiment, RawPixelFloor", refused);
+        Assert.Contains("\"kubernetes\"", Assert.Throws<ResearchKitException>(() => SweepExecutor.Parse("kubernetes")).Message);
+
+        var options = Path.Combine(TestData.TempDir(), "slurm.json");
+        File.WriteAllText(options, """{ "partition": "gpu", "gpus": 1, "cpusPerTask": 4, "time": "2-00:00:00" }""");
+        var loaded = SlurmOptions.Load(options);
+        Assert.Equal(("gpu", 1, 4, "2-00:00:00"), (loaded.Partition, loaded.Gpus, loaded.CpusPerTask, loaded.Time));
+        var script = new SlurmExecutor(loaded with { MaxParallel = 3 }).Script(manifest, [0, 1]);
+        foreach (var line in new[] { "#SBATCH --array=0,1%3", "#SBATCH --partition=gpu", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4",
+                     "#SBATCH --time=2-00:00:00", "#SBATCH --signal=B:TERM@60", "#SBATCH --requeue" })
+            Assert.Contains(line + "\n", script);
+        Assert.Contains($"sweep task '{manifest.Path}' --index \"$SLURM_ARRAY_TASK_ID\"", script);
+        File.WriteAllText(options, """{ "partitoin": "gpu" }""");
+        Assert.Contains("partitoin", Assert.Throws<DataFormatException>(() => SlurmOptions.Load(options)).Message);
+        File.WriteAllText(options, """{ "time": "forever" }""");
+        Assert.Contains("time must be Slurm's", Assert.Throws<ResearchKitException>(() => SlurmOptions.Load(options)).Message);
+
+        var (code, _, error) = TestData.Cli("sweep", "task", manifest.Path, "--index", "9");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--index: ", error);
+        Assert.DoesNotContain("   at ", error);
+    }
+}
