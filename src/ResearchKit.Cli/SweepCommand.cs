@@ -57,7 +57,13 @@ static class SweepCommand
             else chosen = SweepExecutor.Local;
             using var stop = new GracefulStop(chosen.InProcess ? "stopping after the current step and saving a checkpoint" : "stopping the wait (the array goes on)");
             using var progress = new TerminalProgress("sweep");
-            var said = new CallbackProgress<SweepProgress>(p => Console.Error.WriteLine($"[{p.Index + 1}/{p.Count}] {p.Description}"));
+            string? last = null;   // the wait reports every poll: print a line only when something changed
+            var said = new CallbackProgress<SweepProgress>(p =>
+            {
+                var line = chosen.InProcess ? $"[{p.Index + 1}/{p.Count}] {p.Description}" : p.Description;
+                if (line != last) Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
+                last = line;
+            });
             try
             {
                 chosen.Execute(sweep, chosen.InProcess ? new SweepAndTrainProgress(said, stop.Track(progress)) : said, stop.Token);
