@@ -210,4 +210,26 @@ public class SlurmTests(SlurmCluster cluster) : IClassFixture<SlurmCluster>
         Assert.Equal(256, steps[^1]);
         Assert.Equal("done", SweepTaskStatus.Of(manifest)[0].State);
     }
+
+    [SkippableFact]
+    public void A_failed_task_is_reported_with_its_log_and_only_failed_tasks_are_resubmitted()
+    {
+        RequireCluster();
+        var results = Path.Combine(TestData.TempDir(), "results");
+        var good = Supervised(3, 128);
+        var broken = new Arm("broken", good.Experiment with { Pretrain = good.Experiment.Pretrain with { Dataset = "image-folder:/no/such/folder" } });
+        var manifest = SweepManifest.Create(results, [good, broken], a => a.Name);
+        var executor = new SlurmExecutor(new SlurmOptions(PollSeconds: 1));
+        var failure = Assert.Throws<ResearchKitException>(() => executor.Execute(manifest, null, default)).Message;
+        Assert.Contains("1 of 2 tasks ended without a result", failure);
+        Assert.Contains("task 1 (broken)", failure);
+        Assert.Contains("/no/such/folder", failure);   // the task's own one-line error, from its state and log
+        Assert.Equal(["done", "failed"], SweepTaskStatus.Of(manifest).Select(s => s.State));
+
+        var (job, tasks) = executor.Submit(manifest)!.Value;   // the finished task is not run again
+        Assert.Equal(1, tasks);
+        Assert.Contains("#SBATCH --array=1\n", File.ReadAllText(Path.Combine(manifest.Folder, "job.sh")));
+        Assert.Throws<ResearchKitException>(() => executor.Wait(manifest, job, null, default));
+        Assert.Equal(2, File.ReadAllLines(Path.Combine(manifest.Folder, "jobs.txt")).Length);
+    }
 }
