@@ -75,6 +75,11 @@ public class SweepManifestTests
         var refused = Assert.Throws<ResearchKitException>(() => SweepManifest.Create(results, [("a", 1)], _ => "tuple")).Message;
         Assert.Contains("is not a task a cluster can run", refused);
         Assert.Contains("Experiment, RawPixelFloor", refused);
+        // A record around an experiment whose sweep computes something else (ssgan-forgetting's snapshots along training):
+        // running the plain experiment on a node would fill the cache with the wrong kind of result.
+        var along = Assert.Throws<ResearchKitException>(() => SweepManifest.Create(results, [Supervised(0, 128)], a => a.Name, typeof(List<StepResult>))).Message;
+        Assert.Contains("its sweep computes List<StepResult>, while the experiment task gives ExperimentResult", along);
+        Assert.Equal(2, SweepManifest.Create(results, [Supervised(0, 128), Supervised(1, 128)], a => a.Name, typeof(ExperimentResult)).Tasks.Count);
         Assert.Contains("\"kubernetes\"", Assert.Throws<ResearchKitException>(() => SweepExecutor.Parse("kubernetes")).Message);
 
         var options = Path.Combine(TestData.TempDir(), "slurm.json");

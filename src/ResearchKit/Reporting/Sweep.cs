@@ -54,7 +54,7 @@ public static class Sweep
         AtomicFile.RemoveOrphans(folder);   // result files half-written by a killed process
         var all = configs.ToList();
         if (!Executor.InProcess && all.Where(c => !File.Exists(Path.Combine(folder, Key(c) + ".json"))).ToList() is { Count: > 0 } missing)
-            Executor.Execute(SweepManifest.Create(folder, missing, describe), progress, executorCancel);
+            Executor.Execute(SweepManifest.Create(folder, missing, describe, typeof(TResult)), progress, executorCancel);
         var entries = new List<SweepEntry<TConfig, TResult>>();
         for (int i = 0; i < all.Count; i++)
         {

@@ -47,12 +47,14 @@ public sealed class SweepManifest
     /// (the same sweep always gets the same file), written atomically. Each configuration must be a library task or wrap
     /// exactly one (<see cref="SweepTasks.Find"/>); anything else is a one-line error naming its type.
     /// </summary>
-    public static SweepManifest Create<TConfig>(string resultsFolder, IReadOnlyList<TConfig> configs, Func<TConfig, string>? describe = null)
+    /// <param name="result">The sweep's result type, which each task's kind must give (null: not checked).</param>
+    public static SweepManifest Create<TConfig>(string resultsFolder, IReadOnlyList<TConfig> configs, Func<TConfig, string>? describe = null,
+        Type? result = null)
     {
         if (configs.Count == 0) throw new ResearchKitException("a sweep manifest needs at least one configuration");
         var tasks = configs.Select((config, i) =>
         {
-            var (kind, task) = SweepTasks.Find(config!);
+            var (kind, task) = SweepTasks.Find(config!, result);
             return new SweepTask(i, Sweep.Key(config), kind.Name, JsonSerializer.SerializeToNode(task, kind.Type, MethodRegistry.Json)!,
                 JsonSerializer.SerializeToNode(config, MethodRegistry.Json)!, describe?.Invoke(config) ?? config!.ToString()!);
         }).ToList();
@@ -137,28 +139,46 @@ public sealed class SweepManifest
 /// </summary>
 public static class SweepTasks
 {
-    /// <summary>One kind: its name in manifests, the task's type, and how to compute its result in a work folder.</summary>
-    public sealed record Kind(string Name, Type Type, Func<object, string, IProgress<TrainProgress>?, Action<string>?, CancellationToken, object> Run);
+    /// <summary>One kind: its name in manifests, the task's type, its result's type, and how to compute that result in a
+    /// work folder.</summary>
+    public sealed record Kind(string Name, Type Type, Type Result, Func<object, string, IProgress<TrainProgress>?, Action<string>?, CancellationToken, object> Run);
 
     static readonly List<Kind> kinds =
     [
-        new("experiment", typeof(Experiment), (task, folder, progress, status, cancel) => Experiments.Run((Experiment)task, folder, progress, status, cancel)),
-        new("raw-pixel-floor", typeof(RawPixelFloor), (task, _, _, _, _) => Experiments.RawPixelProbe((RawPixelFloor)task)),
+        new("experiment", typeof(Experiment), typeof(ExperimentResult),
+            (task, folder, progress, status, cancel) => Experiments.Run((Experiment)task, folder, progress, status, cancel)),
+        new("raw-pixel-floor", typeof(RawPixelFloor), typeof(double), (task, _, _, _, _) => Experiments.RawPixelProbe((RawPixelFloor)task)),
     ];
 
     public static IReadOnlyList<Kind> Kinds => kinds;
 
-    /// <summary>The kind and task of a configuration: itself, or the one property of a task type it has.</summary>
-    public static (Kind Kind, object Task) Find(object config)
+    /// <summary>
+    /// The kind and task of a configuration: itself, or the one property of a task type it has. With
+    /// <paramref name="result"/> (the sweep's result type), the kind must give that type: a record that wraps an experiment
+    /// but whose sweep computes something else (snapshots along training, a fine-tuning) is not that experiment.
+    /// </summary>
+    public static (Kind Kind, object Task) Find(object config, Type? result = null)
     {
-        if (kinds.FirstOrDefault(k => k.Type == config.GetType()) is { } direct) return (direct, config);
-        var wrapped = config.GetType().GetProperties()
-            .Select(p => (Property: p, Kind: kinds.FirstOrDefault(k => k.Type == p.PropertyType)))
-            .Where(p => p.Kind is not null).ToList();
-        if (wrapped.Count == 1 && wrapped[0].Property.GetValue(config) is { } task) return (wrapped[0].Kind!, task);
-        throw new ResearchKitException($"a {config.GetType().Name} is not a task a cluster can run: a sweep sent to an executor holds " +
-            $"{string.Join(", ", kinds.Select(k => k.Type.Name))} configurations, or records that wrap exactly one; run this sweep locally");
+        string Refusal(string why) => $"a {config.GetType().Name} is not a task a cluster can run ({why}): a sweep sent to an executor holds " +
+            $"{string.Join(", ", kinds.Select(k => k.Type.Name))} configurations, or records that wrap exactly one, and computes their " +
+            $"{string.Join(" or ", kinds.Select(k => k.Result.Name).Distinct())}; run this sweep locally";
+        (Kind Kind, object Task)? found = null;
+        if (kinds.FirstOrDefault(k => k.Type == config.GetType()) is { } direct) found = (direct, config);
+        else
+        {
+            var wrapped = config.GetType().GetProperties()
+                .Select(p => (Property: p, Kind: kinds.FirstOrDefault(k => k.Type == p.PropertyType)))
+                .Where(p => p.Kind is not null).ToList();
+            if (wrapped.Count == 1 && wrapped[0].Property.GetValue(config) is { } task) found = (wrapped[0].Kind!, task);
+        }
+        if (found is not { } hit) throw new ResearchKitException(Refusal("it is no task and wraps none"));
+        if (result is not null && hit.Kind.Result != result)
+            throw new ResearchKitException(Refusal($"its sweep computes {Readable(result)}, while the {hit.Kind.Name} task gives {hit.Kind.Result.Name}"));
+        return hit;
     }
+
+    static string Readable(Type type) => type.IsGenericType
+        ? $"{type.Name[..type.Name.IndexOf('`')]}<{string.Join(", ", type.GetGenericArguments().Select(Readable))}>" : type.Name;
 
     public static Kind Of(string name) => kinds.FirstOrDefault(k => k.Name == name)
         ?? throw new ResearchKitException($"unknown sweep task kind '{name}'; this version runs {string.Join(", ", kinds.Select(k => k.Name))}");
