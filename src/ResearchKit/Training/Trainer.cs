@@ -283,8 +283,6 @@ public sealed class Trainer
         return new TrainResult(losses[MainPhase(phases, step - 1, total)], step, TimeSpan.Zero, false, losses, [.. divergences]);   // the stage it stopped in
     }
 
-    /// <summary>The phase whose loss is the run's main loss at <paramref name="step"/>: the first whose window holds it, so a run in
-    /// stages (Go-Wide-Then-Narrow) shows the current stage's loss; the first phase when windows are not used (a GAN's discriminator).</summary>
     /// <summary>For each phase, the parameters that other phases train and it does not: its loss may pass through them (a
     /// generator's loss through the discriminator), but their gradients would be computed only to be thrown away.</summary>
     static Parameter[][] OtherPhasesParameters(IReadOnlyList<UpdatePhase> phases) => phases.Select(phase =>
@@ -311,6 +309,8 @@ public sealed class Trainer
         }
     }
 
+    /// <summary>The phase whose loss is the run's main loss at <paramref name="step"/>: the first whose window holds it, so a run in
+    /// stages (Go-Wide-Then-Narrow) shows the current stage's loss; the first phase when windows are not used (a GAN's discriminator).</summary>
     static string MainPhase(IReadOnlyList<UpdatePhase> phases, long step, long total) =>
         (phases.FirstOrDefault(p => p.StepsIn(total) is var (start, end) && step >= start && step < end) ?? phases[0]).Name;
 
