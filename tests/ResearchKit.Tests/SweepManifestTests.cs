@@ -22,7 +22,8 @@ public class SweepExecutorTests
         Sweep.Use(SweepExecutor.ManifestOnly);
         try
         {
-            stopped = Assert.Throws<SweepSubmittedException>(() => Sweep.Run<SlurmTests.Arm, double>(results, arms, (_, _) => 0.0));
+            stopped = Assert.Throws<SweepSubmittedException>(() => Sweep.Run<SlurmTests.Arm, ExperimentResult>(results, arms,
+                (_, _) => throw new InvalidOperationException("computed in the notebook's process")));
         }
         finally { Sweep.Use(SweepExecutor.Local); }
         var path = Directory.GetFiles(Path.Combine(results, "sweeps"), "*.jsonl").Single();
