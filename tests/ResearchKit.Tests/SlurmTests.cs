@@ -136,7 +136,7 @@ public class SlurmTests(SlurmCluster cluster) : IClassFixture<SlurmCluster>
         Skip.If(true, $"Slurm: {cluster.Unavailable}");
     }
 
-    static Arm Supervised(int seed, long images, int epochs = 1) => new($"seed {seed}",
+    internal static Arm Supervised(int seed, long images, int epochs = 1) => new($"seed {seed}",
         new Experiment(SupervisedConfig.Tiny(), new PretrainOptions("fashion-mnist", epochs, images, seed, BatchSize: 64),
             new EvaluationOptions(ProbeTrain: 256, ProbeTest: 256, FineTuneEpochs: 0, PretextImages: 64)));
 

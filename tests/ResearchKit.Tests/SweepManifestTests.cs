@@ -17,7 +17,7 @@ public class SweepExecutorTests
     public void A_sweep_sent_to_the_manifest_executor_stops_with_its_manifest_and_sweep_run_fills_the_cache_it_reads()
     {
         var results = Path.Combine(TestData.TempDir(), "results");
-        var arms = Enumerable.Range(0, 2).Select(seed => SweepManifestTests.Supervised(seed, 128)).ToList();
+        var arms = Enumerable.Range(0, 2).Select(seed => SlurmTests.Supervised(seed, 128)).ToList();
         SweepSubmittedException stopped;
         Sweep.Use(SweepExecutor.ManifestOnly);
         try
@@ -48,15 +48,11 @@ public class SweepExecutorTests
 
 public class SweepManifestTests
 {
-    public static SlurmTests.Arm Supervised(int seed, long images) => new($"seed {seed}",
-        new Experiment(SupervisedConfig.Tiny(), new PretrainOptions("fashion-mnist", 1, images, seed, BatchSize: 64),
-            new EvaluationOptions(ProbeTrain: 256, ProbeTest: 256, FineTuneEpochs: 0, PretextImages: 64)));
-
     [Fact]
     public void Bad_manifests_options_and_configurations_are_one_line_errors()
     {
         var results = Path.Combine(TestData.TempDir(), "results");
-        var manifest = SweepManifest.Create(results, [Supervised(0, 128), Supervised(1, 128)], a => a.Name);
+        var manifest = SweepManifest.Create(results, [SlurmTests.Supervised(0, 128), SlurmTests.Supervised(1, 128)], a => a.Name);
         var lines = File.ReadAllLines(manifest.Path);
         Assert.Equal(3, lines.Length);   // a header and one line per task
 
@@ -78,9 +74,9 @@ public class SweepManifestTests
         Assert.Contains("Experiment, RawPixelFloor", refused);
         // A record around an experiment whose sweep computes something else (ssgan-forgetting's snapshots along training):
         // running the plain experiment on a node would fill the cache with the wrong kind of result.
-        var along = Assert.Throws<ResearchKitException>(() => SweepManifest.Create(results, [Supervised(0, 128)], a => a.Name, typeof(List<StepResult>))).Message;
+        var along = Assert.Throws<ResearchKitException>(() => SweepManifest.Create(results, [SlurmTests.Supervised(0, 128)], a => a.Name, typeof(List<StepResult>))).Message;
         Assert.Contains("its sweep computes List<StepResult>, while the experiment task gives ExperimentResult", along);
-        Assert.Equal(2, SweepManifest.Create(results, [Supervised(0, 128), Supervised(1, 128)], a => a.Name, typeof(ExperimentResult)).Tasks.Count);
+        Assert.Equal(2, SweepManifest.Create(results, [SlurmTests.Supervised(0, 128), SlurmTests.Supervised(1, 128)], a => a.Name, typeof(ExperimentResult)).Tasks.Count);
         Assert.Contains("\"kubernetes\"", Assert.Throws<ResearchKitException>(() => SweepExecutor.Parse("kubernetes")).Message);
 
         var options = Path.Combine(TestData.TempDir(), "slurm.json");

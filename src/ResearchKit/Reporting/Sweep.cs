@@ -32,6 +32,9 @@ public static class Sweep
     /// <summary>The work folder of a configuration (its checkpoints and run folders): FOLDER/KEY.</summary>
     public static string WorkFolder(string folder, string key) => Path.Combine(folder, key);
 
+    /// <summary>The result file of a configuration: FOLDER/KEY.json.</summary>
+    public static string ResultPath(string folder, string key) => Path.Combine(folder, key + ".json");
+
     /// <summary>Where missing results are computed: in this process (<see cref="SweepExecutor.Local"/>, the default), or
     /// elsewhere from a manifest (a Slurm job array). Set with <see cref="Use"/>; process-wide, like the notebook it serves.</summary>
     public static SweepExecutor Executor { get; private set; } = SweepExecutor.Local;
@@ -53,14 +56,15 @@ public static class Sweep
         Directory.CreateDirectory(folder);
         AtomicFile.RemoveOrphans(folder);   // result files half-written by a killed process
         var all = configs.ToList();
-        if (!Executor.InProcess && all.Where(c => !File.Exists(Path.Combine(folder, Key(c) + ".json"))).ToList() is { Count: > 0 } missing)
+        var keys = all.Select(c => Key(c)).ToList();
+        if (!Executor.InProcess && all.Where((_, i) => !File.Exists(ResultPath(folder, keys[i]))).ToList() is { Count: > 0 } missing)
             Executor.Execute(SweepManifest.Create(folder, missing, describe, typeof(TResult)), progress, executorCancel);
         var entries = new List<SweepEntry<TConfig, TResult>>();
         for (int i = 0; i < all.Count; i++)
         {
             var config = all[i];
-            var key = Key(config);
-            var path = Path.Combine(folder, key + ".json");
+            var key = keys[i];
+            var path = ResultPath(folder, key);
             var description = describe?.Invoke(config) ?? config!.ToString()!;
             bool Cached()
             {

@@ -39,7 +39,7 @@ public sealed class SweepManifest
     public string Folder => System.IO.Path.ChangeExtension(Path, null);
     public string LogPath(int index) => System.IO.Path.Combine(Folder, $"task-{index}.log");
     public string StatePath(int index) => System.IO.Path.Combine(Folder, $"task-{index}.state.json");
-    public string ResultPath(SweepTask task) => System.IO.Path.Combine(ResultsFolder, task.Key + ".json");
+    public string ResultPath(SweepTask task) => Sweep.ResultPath(ResultsFolder, task.Key);
     public string WorkFolder(SweepTask task) => Sweep.WorkFolder(ResultsFolder, task.Key);
 
     /// <summary>
@@ -117,8 +117,8 @@ public sealed class SweepManifest
                 o["config"] ?? throw new DataFormatException(path, $"line {i + 1}: field 'config' is missing"), Field<string>(o, "description", i));
             if (task.Index != i - 1) throw new DataFormatException(path, $"line {i + 1}: task index {task.Index}, expected {i - 1}");
             // The key is what the notebook will look for: a configuration edited by hand would fill the wrong result.
-            if (Sweep.Key(task.Config) != task.Key)
-                throw new DataFormatException(path, $"line {i + 1}: the configuration hashes to {Sweep.Key(task.Config)}, not its key {task.Key}");
+            if (Sweep.Key(task.Config) is var hashed && hashed != task.Key)
+                throw new DataFormatException(path, $"line {i + 1}: the configuration hashes to {hashed}, not its key {task.Key}");
             tasks.Add(task);
         }
         var results = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path)!, Field<string>(header, "resultsFolder", 0)));
@@ -149,8 +149,6 @@ public static class SweepTasks
             (task, folder, progress, status, cancel) => Experiments.Run((Experiment)task, folder, progress, status, cancel)),
         new("raw-pixel-floor", typeof(RawPixelFloor), typeof(double), (task, _, _, _, _) => Experiments.RawPixelProbe((RawPixelFloor)task)),
     ];
-
-    public static IReadOnlyList<Kind> Kinds => kinds;
 
     /// <summary>
     /// The kind and task of a configuration: itself, or the one property of a task type it has. With
