@@ -14,11 +14,10 @@ namespace ResearchKit.Notebooks;
 /// for what a cell would show. What a program cannot do (F# cells, values shared between kernels, assembly references)
 /// is refused, naming the cell: an export that ran differently from the notebook would be worse than none.
 /// </summary>
-public static class NotebookExport
+public static partial class NotebookExport
 {
-    static readonly Regex PackageReference = new(@"^\s*#r\s+""nuget:\s*([^,""\s]+)\s*(?:,\s*([^""\s]*)\s*)?""\s*$");
-    static readonly Regex PackageSource = new(@"^\s*#i\s+""nuget:\s*([^""]+?)\s*""\s*$");
-    static readonly Regex OtherDirective = new(@"^\s*#(r|load|i)\s");
+    [GeneratedRegex(@"^\s*#(r|load|i)\s")]
+    private static partial Regex OtherDirective();
 
     /// <summary>The usings the engine gives every cell (NotebookSession's), less its own namespace, which is not in the package.</summary>
     static readonly string[] Usings =
@@ -130,15 +129,15 @@ public static class NotebookExport
         var lines = code.Split('\n');
         for (int i = 0; i < lines.Length; i++)
         {
-            if (PackageReference.Match(lines[i]) is { Success: true } reference)
+            if (PackageReferences.ReferenceLine().Match(lines[i]) is { Success: true } reference)
             {
                 var version = reference.Groups[2].Value;
                 packages.Add((reference.Groups[1].Value, version.Length > 0 ? version : "*"));
                 lines[i] = "";
             }
-            else if (PackageSource.Match(lines[i]) is { Success: true } source)
+            else if (PackageReferences.SourceLine().Match(lines[i]) is { Success: true } source)
                 lines[i] = $"// package source {source.Groups[1].Value}: add it with `dotnet nuget add source` (the notebook's #i)";
-            else if (OtherDirective.IsMatch(lines[i]))
+            else if (OtherDirective().IsMatch(lines[i]))
                 throw new ResearchKitException($"{where}, line {i + 1}: '{lines[i].Trim()}': a file-based app takes packages only (#r \"nuget: …\")");
         }
         // Parsed as the engine compiles it: a script, where a trailing expression needs no semicolon.

@@ -14,11 +14,18 @@ namespace ResearchKit.Notebooks;
 /// the notebook again needs no network. The packages this process ships (its deps.json) keep their versions: a request for
 /// another version, or a package that needs one, is an error naming both; packages .NET itself contains are no-ops.
 /// </summary>
-public sealed class PackageReferences(string workingDirectory, string? cacheRoot = null)
+public sealed partial class PackageReferences(string workingDirectory, string? cacheRoot = null)
 {
-    static readonly Regex Reference = new(@"^\s*#r\s+""nuget:\s*([^,""\s]+)\s*(?:,\s*([^""\s]*)\s*)?""\s*$", RegexOptions.Compiled);
-    static readonly Regex Source = new(@"^\s*#i\s+""nuget:\s*([^""]+?)\s*""\s*$", RegexOptions.Compiled);
-    static readonly Regex NuGetError = new(@"error (NU\d{4}): (.*?)(?: \[[^\]]*\])?$", RegexOptions.Compiled | RegexOptions.Multiline);
+    /// <summary>`#r "nuget: Name[, Version]"`: group 1 the name, group 2 the version (empty for the newest).</summary>
+    [GeneratedRegex(@"^\s*#r\s+""nuget:\s*([^,""\s]+)\s*(?:,\s*([^""\s]*)\s*)?""\s*$")]
+    internal static partial Regex ReferenceLine();
+
+    /// <summary>`#i "nuget: SOURCE"`: group 1 the source.</summary>
+    [GeneratedRegex(@"^\s*#i\s+""nuget:\s*([^""]+?)\s*""\s*$")]
+    internal static partial Regex SourceLine();
+
+    [GeneratedRegex(@"error (NU\d{4}): (.*?)(?: \[[^\]]*\])?$", RegexOptions.Multiline)]
+    private static partial Regex NuGetError();
 
     readonly string cache = cacheRoot ?? Environment.GetEnvironmentVariable("RESEARCHKIT_PACKAGE_CACHE") ?? UserCache.Folder("packages");
     readonly List<string> sources = [];
@@ -29,7 +36,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
     public IReadOnlyList<string> Assemblies => assemblies;
 
     /// <summary>A line that is a package reference or a package source, for cells that only need to skip them.</summary>
-    public static bool IsPackageLine(string line) => Reference.IsMatch(line) || Source.IsMatch(line);
+    public static bool IsPackageLine(string line) => ReferenceLine().IsMatch(line) || SourceLine().IsMatch(line);
 
     /// <summary>
     /// Handles the code's package lines: returns it with them blanked (line numbers keep), the packages it installed
@@ -42,7 +49,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
         var errors = new List<string>();
         for (int i = 0; i < lines.Length; i++)
         {
-            if (Source.Match(lines[i]) is { Success: true } source)
+            if (SourceLine().Match(lines[i]) is { Success: true } source)
             {
                 var value = source.Groups[1].Value;
                 var isUrl = Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https";
@@ -51,7 +58,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
                 else if (!sources.Contains(resolved)) sources.Add(resolved);
                 lines[i] = "";
             }
-            else if (Reference.Match(lines[i]) is { Success: true } reference)
+            else if (ReferenceLine().Match(lines[i]) is { Success: true } reference)
             {
                 asked.Add((reference.Groups[1].Value, reference.Groups[2].Value, i + 1));
                 lines[i] = "";
@@ -202,7 +209,7 @@ public sealed class PackageReferences(string workingDirectory, string? cacheRoot
         var arguments = new List<string> { "restore", projectFile, "--nologo", "-v", "q" };
         if (config is not null) arguments.AddRange(["--configfile", config]);
         var (exit, output) = Dotnet(arguments);
-        var matches = NuGetError.Matches(output);
+        var matches = NuGetError().Matches(output);
         var errors = matches.Select(m => Explain(m.Groups[1].Value, m.Groups[2].Value.Trim())).Distinct().ToList();
         if (exit != 0)
         {

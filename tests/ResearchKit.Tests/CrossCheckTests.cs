@@ -62,7 +62,7 @@ public class CrossCheckTests(ITestOutputHelper output)
         };
         File.WriteAllText(Path.Combine(dir, "manifest.json"), manifest.ToJsonString());
 
-        var script = Path.Combine(RepositoryRoot(), "bench", "mae_crosscheck.py");
+        var script = Path.Combine(TestData.RepositoryRoot(), "bench", "mae_crosscheck.py");
         var (code, stdout, stderr) = TestData.RunProcess(Python, script, dir);
         Assert.True(code == 0, $"{script} exited {code}:\n{stderr}{stdout}");
         var reference = Read(Path.Combine(dir, "out"));
@@ -99,13 +99,6 @@ public class CrossCheckTests(ITestOutputHelper output)
         Assert.True(File.Exists(Python), $"{Python} not found; {hint}");
         var (code, _, error) = TestData.RunProcess(Python, "-c", "import torch, numpy");
         Assert.True(code == 0, $"{Python} cannot import torch: {error.Trim()}\n{hint}");
-    }
-
-    static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "ResearchKit.sln"))) return dir.FullName;
-        throw new DirectoryNotFoundException($"no ResearchKit.sln above {AppContext.BaseDirectory}");
     }
 
     /// <summary>Raw float32 in the machine's byte order: little-endian on every platform TorchSharp ships for.</summary>

@@ -1,3 +1,4 @@
+using System.Reflection.PortableExecutable;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -180,6 +181,31 @@ public class KernelTests
         Assert.True(signer.Verify(signer.Sign(parts), parts));
         Assert.False(new MessageSigner("other").Verify(signer.Sign(parts), parts));
         Assert.True(new MessageSigner("").Verify([], parts));   // Jupyter's unsigned mode: an empty key
+    }
+
+    /// <summary>
+    /// The launcher and the kernelspec run the CLI from its build folder, whose start-up assemblies the build
+    /// precompiles (StartupReadyToRun in ResearchKit.Cli.csproj): without it the JIT compiled ~870 methods before the
+    /// kernel bound its sockets. Checked on the files, since a missing crossgen2 leaves a working but slower build.
+    /// </summary>
+    [Fact]
+    public void The_build_precompiles_the_assemblies_the_kernel_starts_with()
+    {
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;   // bin/CONFIGURATION/net10.0
+        var output = Path.Combine(Repository, "src", "ResearchKit.Cli", "bin", configuration, "net10.0");
+        foreach (var name in new[] { "ResearchKit.Cli", "ResearchKit.Notebooks", "NetMQ", "AsyncIO", "System.CommandLine" })
+        {
+            var assembly = Path.Combine(output, name + ".dll");
+            Assert.True(ReadyToRun(assembly), $"{assembly} holds no ReadyToRun code");
+        }
+        // Off the start-up path the build leaves IL (TorchSharp.dll is also rewritten after the build, which needs IL).
+        Assert.False(ReadyToRun(Path.Combine(output, "TorchSharp.dll")));
+    }
+
+    static bool ReadyToRun(string assembly)
+    {
+        using var pe = new PEReader(File.OpenRead(assembly));
+        return pe.PEHeaders.CorHeader!.ManagedNativeHeaderDirectory.Size > 0;
     }
 
     [Fact]

@@ -23,9 +23,7 @@ public class NotebookTests
     [Fact]
     public void Committed_notebooks_have_cell_ids_no_outputs_and_a_smoke_parameter()
     {
-        var root = new DirectoryInfo(AppContext.BaseDirectory);
-        while (!File.Exists(Path.Combine(root.FullName, "ResearchKit.sln"))) root = root.Parent!;
-        var notebooks = Directory.GetFiles(Path.Combine(root.FullName, "notebooks"), "*.ipynb");
+        var notebooks = Directory.GetFiles(Path.Combine(TestData.RepositoryRoot(), "notebooks"), "*.ipynb");
         Assert.NotEmpty(notebooks);
         foreach (var path in notebooks)
         {

@@ -6,6 +6,14 @@ namespace ResearchKit.Tests;
 /// <summary>Small data sets for tests: random bytes, the shapes generator, or real Fashion-MNIST.</summary>
 static class TestData
 {
+    /// <summary>The checkout the tests were built from: the folder above their binaries that holds ResearchKit.sln.</summary>
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "ResearchKit.sln"))) return dir.FullName;
+        throw new DirectoryNotFoundException($"no ResearchKit.sln above {AppContext.BaseDirectory}");
+    }
+
     public static ImageDataset Random(int count, int channels = 1, int size = 28, int classes = 10, int seed = 0)
     {
         var g = new Generator((ulong)seed);
