@@ -49,6 +49,29 @@ public class SweepExecutorTests
 public class SweepManifestTests
 {
     [Fact]
+    public void A_task_waiting_for_another_process_lock_is_reported_running_by_that_process_and_claims_nothing_itself()
+    {
+        var results = Path.Combine(TestData.TempDir(), "results");
+        var manifest = SweepManifest.Create(results, [SlurmTests.Supervised(0, 128)], a => a.Name);
+        var task = manifest.Tasks[0];
+        Directory.CreateDirectory(manifest.WorkFolder(task));
+        var other = RunLock.TryAcquire(manifest.WorkFolder(task))!;   // another process running the same configuration
+        var runner = Task.Run(() => SweepTasks.Run(manifest, 0));
+        try
+        {
+            // Deserialising the task and reaching the lock takes milliseconds; the old code wrote "running" before it.
+            Thread.Sleep(1500);
+            Assert.False(runner.IsCompleted, runner.Exception?.Message);
+            Assert.Null(SweepTaskState.Read(manifest, 0));
+            Assert.Equal("running", SweepTaskStatus.Of(manifest)[0].State);   // from the lock the other process holds
+        }
+        finally { other.Dispose(); }
+        Assert.True(runner.Wait(TimeSpan.FromMinutes(5)), "the task did not finish after the lock was released");
+        Assert.Equal("done", SweepTaskState.Read(manifest, 0)!.State);
+        Assert.Equal("done", SweepTaskStatus.Of(manifest)[0].State);
+    }
+
+    [Fact]
     public void Bad_manifests_options_and_configurations_are_one_line_errors()
     {
         var results = Path.Combine(TestData.TempDir(), "results");

@@ -199,10 +199,15 @@ public static class SweepTasks
         }
         // Relative paths in the task (a classifier run, a results folder) are the notebook's: resolve them where it ran.
         if (Directory.Exists(manifest.WorkingDirectory)) Directory.SetCurrentDirectory(manifest.WorkingDirectory);
-        SweepTaskState.Write(manifest, index, "running");
         try
         {
-            Sweep.Run<JsonNode, object>(manifest.ResultsFolder, [task.Config], (_, folder) => kind.Run(payload, folder, progress, status, cancel));
+            // "running" is written once Sweep.Run holds the work folder's lock: written before, `sweep status` read it
+            // without a held lock while this process waited or started, and called the task failed.
+            Sweep.Run<JsonNode, object>(manifest.ResultsFolder, [task.Config], (_, folder) =>
+            {
+                SweepTaskState.Write(manifest, index, "running");
+                return kind.Run(payload, folder, progress, status, cancel);
+            });
             SweepTaskState.Write(manifest, index, "done");
         }
         catch (OperationCanceledException)
