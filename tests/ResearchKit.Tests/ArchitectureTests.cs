@@ -12,7 +12,7 @@ namespace ResearchKit.Tests;
 /// </summary>
 public class ArchitectureTests
 {
-    static readonly string Root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
+    static readonly string Root = TestData.RepositoryRoot();
     static readonly Lazy<CSharpCompilation> Library = new(() => DeviceLint.CompileProject(Root, "src/ResearchKit"));
 
     /// <summary>The one generic file allowed to name methods: the registry's list.</summary>

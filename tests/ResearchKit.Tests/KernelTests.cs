@@ -13,8 +13,8 @@ namespace ResearchKit.Tests;
 /// </summary>
 public class KernelTests
 {
-    static readonly string Scripts = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "jupyter"));
-    static readonly string Repository = Path.GetFullPath(Path.Combine(Scripts, "..", ".."));
+    static readonly string Repository = TestData.RepositoryRoot();
+    static readonly string Scripts = Path.Combine(Repository, "tests", "jupyter");
 
     static (string Name, Dictionary<string, string> Environment) InstallKernel()
     {

@@ -261,7 +261,7 @@ public class PolyglotTests
         var third = Code("2");
         third["id"] = "third";
         File.Move(Write(first, NotebookTests.Markdown("text"), third), Path.Combine(folder, "numbered.ipynb"));
-        var script = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "jupyter", "polyglot_kernel.py"));
+        var script = Path.Combine(TestData.RepositoryRoot(), "tests", "jupyter", "polyglot_kernel.py");
         var (exit, stdout, stderr) = TestData.RunProcess("/usr/bin/python3", [script, name, folder],
             new Dictionary<string, string> { ["JUPYTER_PATH"] = Path.Combine(prefix, "share", "jupyter") }, TimeSpan.FromMinutes(10));
         Assert.True(exit == 0, stderr);

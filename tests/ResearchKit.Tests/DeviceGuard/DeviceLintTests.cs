@@ -6,7 +6,7 @@ namespace ResearchKit.Tests.DeviceGuard;
 /// </summary>
 public class DeviceLintTests
 {
-    static readonly string Root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
+    static readonly string Root = TestData.RepositoryRoot();
     static readonly string[] Projects = ["src/ResearchKit", "src/ResearchKit.Cli"];
     static readonly Lazy<List<LintFinding>> Findings = new(() => Projects.SelectMany(p => DeviceLint.Check(Root, p)).ToList());
 
